@@ -246,7 +246,7 @@ def patch_centre_latlon(crs, transform, height: int, width: int) -> tuple[float,
     """WGS84 (latitude, longitude) of the patch centre, from its own CRS and affine transform."""
     from rasterio.warp import transform as warp_transform
 
-    x, y = transform * (width / 2.0, height / 2.0)
+    x, y = transform @ (width / 2.0, height / 2.0)
     lons, lats = warp_transform(crs, "EPSG:4326", [x], [y])
     return float(lats[0]), float(lons[0])
 
