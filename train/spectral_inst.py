@@ -1044,6 +1044,8 @@ def process_all(tasks: list[PatchTask], output_dir: str, num_proc: int = 1) -> t
     logger.info("%d patches cached, %d to process with %d process(es)", len(records), len(todo), num_proc)
     if not todo:
         return records, errors
+    import processing.image_processing_spectral_llava  # noqa: F401  (imported once, before workers fork)
+
     jobs = [(task, output_dir) for task in todo]
     with tqdm(total=len(jobs), desc="patches", unit="patch") as progress:
         if num_proc > 1:
