@@ -189,8 +189,8 @@ def build_model(
     vision_overrides=None,
 ):
     """Build and save a complete Spectral-LLaVA model dir; returns (model, processor)."""
-    tower = load_vision_tower(vision, image_size=image_size, seed=seed, overrides=vision_overrides)
     llm_model, tokenizer = load_llm(llm)
+    tower = load_vision_tower(vision, image_size=image_size, seed=seed, overrides=vision_overrides)
     model = compose(tower, llm_model, tokenizer, layout, spatial_pool, projector_type, seed)
     processor = build_processor(model, tokenizer)
     card_fields = {

@@ -1,0 +1,73 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import DATA, REPO, TINY_VISION
+from safetensors.torch import load_file
+
+from modeling_spectral_llava.build import load_vision_tower
+from modeling_spectral_llava.configuration_spectral_llava import SpectralLlavaConfig, num_visual_tokens
+
+TINY_CHECKPOINT = os.path.join(DATA, "spectralgpt-reference", "spectralgpt_mae_tiny.pth")
+
+
+def test_random_tower_is_announced_as_untrained():
+    with pytest.warns(UserWarning, match="RANDOMLY INITIALISED"):
+        load_vision_tower("random", image_size=32, overrides=TINY_VISION)
+
+
+@pytest.fixture(scope="module")
+def built_from_checkpoint(tmp_path_factory):
+    out = tmp_path_factory.mktemp("build") / "model"
+    result = subprocess.run(
+        [sys.executable, "-m", "spectral_llava_cli", "build", str(out), "--vision", TINY_CHECKPOINT,
+         "--image-size", "32", "--layout", "spectral_concat", "--spatial-pool", "2"],
+        cwd=REPO, capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out, result.stderr
+
+
+def test_build_writes_a_complete_model_dir(built_from_checkpoint):
+    out, log = built_from_checkpoint
+    files = set(os.listdir(out))
+    assert {"config.json", "model.safetensors", "processor_config.json", "chat_template.jinja", "README.md",
+            "tokenizer.json", "tokenizer_config.json", "configuration_spectral_llava.py",
+            "modeling_spectral_llava.py", "image_processing_spectral_llava.py",
+            "processing_spectral_llava.py"} <= files
+    config = json.load(open(out / "config.json"))
+    assert config["auto_map"]["AutoModelForImageTextToText"] == (
+        "modeling_spectral_llava.SpectralLlavaForConditionalGeneration")
+    assert config["auto_map"]["AutoModel"] == "modeling_spectral_llava.SpectralLlavaModel"
+    assert "16 visual tokens" not in log and "4 visual tokens per image" in log  # 4x4 grid pooled by 2
+
+
+def test_built_tower_holds_the_checkpoint_and_processor_agrees(built_from_checkpoint):
+    from transformers import AutoProcessor, AutoTokenizer
+
+    out, _ = built_from_checkpoint
+    official = torch.load(TINY_CHECKPOINT, weights_only=True)["model"]
+    weights = load_file(out / "model.safetensors")
+    assert torch.equal(weights["model.vision_tower.layers.1.mlp.fc2.weight"], official["blocks.1.mlp.fc2.weight"])
+    assert torch.equal(weights["model.vision_tower.embeddings.spatial_position_embedding"],
+                       official["pos_embed_spatial"])
+    config = SpectralLlavaConfig.from_pretrained(out)
+    processor = AutoProcessor.from_pretrained(out, trust_remote_code=True)
+    assert processor.num_image_tokens == num_visual_tokens(config) == 4
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert config.image_token_id == tokenizer.convert_tokens_to_ids("<image>")
+    for token in ("<image>", "[caption]", "[classification]"):
+        assert len(tokenizer(token, add_special_tokens=False).input_ids) == 1
+    assert weights["model.language_model.embed_tokens.weight"].shape[0] == len(tokenizer)
+    card = open(out / "README.md").read()
+    assert "pipeline_tag: image-text-to-text" in card and "spectralgpt_mae_tiny.pth" in card
+
+
+def test_build_refuses_unknown_sources(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "spectral_llava_cli", "build", str(tmp_path / "m"),
+                             "--llm", str(tmp_path / "no-llm")], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 2 and "no-llm" in result.stderr
+    assert not (tmp_path / "m").exists()
