@@ -90,6 +90,14 @@ class SpectralGPTMLP(nn.Module):
         return self.fc2(F.gelu(self.fc1(hidden_states)))  # exact (erf) GELU, as SpectralGPT
 
 
+def _in_autocast_dtype(tensor):
+    """Under autocast, cast a LayerNorm output (which autocast keeps in fp32) once instead of once per Linear."""
+    device = tensor.device.type
+    if torch.is_autocast_enabled(device):
+        return tensor.to(torch.get_autocast_dtype(device))
+    return tensor
+
+
 class SpectralGPTLayer(nn.Module):
     """Pre-norm transformer block."""
 
@@ -101,8 +109,8 @@ class SpectralGPTLayer(nn.Module):
         self.mlp = SpectralGPTMLP(config)
 
     def forward(self, hidden_states):
-        hidden_states = hidden_states + self.self_attn(self.layer_norm1(hidden_states))
-        return hidden_states + self.mlp(self.layer_norm2(hidden_states))
+        hidden_states = hidden_states + self.self_attn(_in_autocast_dtype(self.layer_norm1(hidden_states)))
+        return hidden_states + self.mlp(_in_autocast_dtype(self.layer_norm2(hidden_states)))
 
 
 class SpectralGPTPreTrainedModel(PreTrainedModel):
