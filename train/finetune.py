@@ -1,0 +1,84 @@
+"""Stage 2, instruction tuning: LoRA on the LLM plus the projector, tower frozen (paper section V-A-2).
+
+    accelerate launch -m train.finetune --model STAGE1/model --dataset DIR --output DIR [--lora-r 128 ...]
+
+Trains on the `instructions` records (`[caption]` and `[classification]` task-token prompts). Exports
+OUTPUT/adapter (a peft adapter that also carries the trained projector) and OUTPUT/merged (a complete model dir
+with LoRA merged into the LLM).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from modeling_spectral_llava.build import save_model_dir
+from train.common import Stage, TrainOptions, card_fields, main, run_stage
+
+# the attention and MLP linear layers of the LLM only (the tower has q_proj/k_proj/v_proj too)
+LORA_TARGETS = r".*\.language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
+
+
+@dataclass
+class FinetuneOptions(TrainOptions):
+    lora_r: int = 128
+    lora_alpha: int = 256
+    lora_dropout: float = 0.05
+
+
+def select_records(records, options: FinetuneOptions):
+    return records
+
+
+def prepare_model(model, options: FinetuneOptions):
+    from peft import LoraConfig, get_peft_model
+
+    model.requires_grad_(False)
+    config = LoraConfig(
+        r=options.lora_r,
+        lora_alpha=options.lora_alpha,
+        lora_dropout=options.lora_dropout,
+        target_modules=LORA_TARGETS,
+        modules_to_save=["multi_modal_projector"],
+    )
+    return get_peft_model(model, config)
+
+
+def export_model(model, processor, output_dir, options: FinetuneOptions, base_model_dir) -> dict:
+    from modeling_spectral_llava.convert_spectralgpt import save_atomically
+
+    adapter_dir = os.path.join(output_dir, "adapter")
+    merged_dir = os.path.join(output_dir, "merged")
+    model.peft_config["default"].base_model_name_or_path = base_model_dir
+    save_atomically(model.save_pretrained, adapter_dir)
+    merged = model.merge_and_unload()
+    save_model_dir(merged, processor, merged_dir, card_fields(merged, base_model_dir))
+    return {"adapter": adapter_dir, "merged": merged_dir}
+
+
+FINETUNE = Stage(
+    name="finetune",
+    subset="instructions",
+    defaults={"epochs": 1.0, "batch_size": 8, "grad_accum": 8, "lr": 2e-4},  # paper: effective batch 64, Adam
+    select=select_records,
+    prepare=prepare_model,
+    export=export_model,
+)
+
+
+def add_finetune_arguments(parser):
+    parser.add_argument("--lora-r", type=int, default=128, help="LoRA rank (default 128, the paper's)")
+    parser.add_argument("--lora-alpha", type=int, default=256, help="LoRA scaling alpha (default 256)")
+    parser.add_argument("--lora-dropout", type=float, default=0.05, help="LoRA dropout (default 0.05)")
+
+
+def run_finetune(model_dir, dataset_dir, output_dir, **options) -> dict:
+    """Stage 2 in-process. `options`: the fields of FinetuneOptions (max_steps, lora_r, cache_features, ...).
+
+    Returns {"first_loss", "final_loss", "train_loss", "steps", "seconds", "outputs": {"adapter", "merged", ...}}.
+    """
+    return run_stage(FINETUNE, model_dir, dataset_dir, output_dir, FinetuneOptions(**options))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(FINETUNE, add_finetune_arguments, FinetuneOptions))
