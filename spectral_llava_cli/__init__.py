@@ -10,6 +10,7 @@ COMMAND_MODULES = [
     "modeling_spectral_llava.convert_spectralgpt",
     "modeling_spectral_llava.build",
     "spectral_llava_cli.build_dataset",
+    "spectral_llava_cli.train",
     "spectral_llava_cli.caption",
 ]
 
