@@ -41,7 +41,8 @@ def add_build_dataset_parser(subparsers) -> argparse.ArgumentParser:
     )
     sources = parser.add_argument_group("sources")
     sources.add_argument("--bigearthnet", metavar="ROOT", help="reBEN (BigEarthNet v2) patch folders")
-    sources.add_argument("--metadata", metavar="PARQUET", help="the official reBEN metadata.parquet")
+    sources.add_argument("--metadata", metavar="PARQUET", nargs="+",
+                         help="the official reBEN metadata.parquet (and its snow/cloud/shadow parquet, if wanted)")
     sources.add_argument("--bigearthnet-v1", metavar="ROOT",
                          help="BigEarthNet v1 patch folders (labels via the parquet's s2v1_name when --metadata)")
     sources.add_argument("--eurosat", metavar="ROOT", help="EuroSAT-MS class folders of GeoTIFFs")

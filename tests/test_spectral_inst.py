@@ -280,8 +280,8 @@ def test_corrupt_patches_are_skipped_and_reported(tmp_path):
     assert report["patches_ok"] == 1
     reasons = {item["id"]: item for item in report["skipped"]}
     assert sorted(reasons) == ["Forest_2", SNOWY_V1]
-    assert "Forest_2.tif" in reasons["Forest_2"]["reason"] or "Forest_2" in reasons["Forest_2"]["path"]
-    assert reasons[SNOWY_V1]["path"].endswith(SNOWY_V1) and reasons[SNOWY_V1]["reason"]
+    assert reasons["Forest_2"]["path"].endswith("Forest_2.tif") and "Forest_2.tif" in reasons["Forest_2"]["reason"]
+    assert reasons[SNOWY_V1]["path"].endswith(SNOWY_V1) and f"{SNOWY_V1}_B04.tif" in reasons[SNOWY_V1]["reason"]
     assert json.loads((output / "report.json").read_text())["skipped"] == report["skipped"]
     assert [row["id"] for rows in _all_rows(output / "patches").values() for row in rows] == ["Forest_1"]
 
@@ -419,3 +419,15 @@ def test_hf_image_text_captioner_route(tmp_path, tiny_llava_dir):
         assert row["captioner"] == f"hf:{tiny_llava_dir}" and row["caption"].strip()
         assert row["caption_prompt"] == si.metadata_prompt(row)
     assert len(list((output / ".work" / "captions").glob("hf-*/*/*.json"))) == 2
+
+
+def test_several_metadata_parquets_are_combined(tmp_path):
+    frame = pd.read_parquet(PARQUET)
+    frame.iloc[:3].to_parquet(tmp_path / "a.parquet")
+    frame.iloc[3:].to_parquet(tmp_path / "b.parquet")
+    combined = si.load_reben_metadata([tmp_path / "a.parquet", tmp_path / "b.parquet"])
+    assert sorted(combined["patch_id"]) == sorted(frame["patch_id"])
+    with pytest.raises(ValueError, match="more than once"):
+        si.load_reben_metadata([tmp_path / "a.parquet", PARQUET])
+    with pytest.raises(FileNotFoundError, match="missing.parquet"):
+        si.load_reben_metadata(tmp_path / "missing.parquet")

@@ -29,6 +29,7 @@ import re
 import shutil
 import tempfile
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
@@ -338,19 +339,29 @@ class PatchTask:
     extra: dict = field(default_factory=dict)
 
 
-def load_reben_metadata(path: str | os.PathLike):
-    """The reBEN metadata parquet as a pandas DataFrame (raises naming the file when unreadable)."""
+def load_reben_metadata(paths: str | os.PathLike | Sequence[str | os.PathLike]):
+    """The reBEN metadata parquet(s) as one pandas DataFrame (errors name the file).
+
+    reBEN ships its snow/cloud/shadow patches with a second parquet; pass both to cover all 549,488 patches.
+    """
     import pandas as pd
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"--metadata: no such parquet file: {path}")
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     columns = ["patch_id", "labels", "split", "country", "s2v1_name",
                "contains_seasonal_snow", "contains_cloud_or_shadow"]
-    try:
-        frame = pd.read_parquet(path, columns=columns)
-    except Exception as error:  # pyarrow raises several types for bad files / missing columns
-        raise ValueError(f"--metadata {path}: cannot read the reBEN columns {columns}: {error}") from error
+    frames = []
+    for path in map(Path, paths):
+        if not path.is_file():
+            raise FileNotFoundError(f"--metadata: no such parquet file: {path}")
+        try:
+            frames.append(pd.read_parquet(path, columns=columns))
+        except Exception as error:  # pyarrow raises several types for bad files / missing columns
+            raise ValueError(f"--metadata {path}: cannot read the reBEN columns {columns}: {error}") from error
+    frame = pd.concat(frames, ignore_index=True)
+    duplicated = frame["patch_id"].duplicated()
+    if duplicated.any():
+        raise ValueError(f"--metadata {[str(p) for p in paths]}: patch_id {frame['patch_id'][duplicated].iloc[0]} "
+                         "appears more than once")
     return frame
 
 
@@ -380,14 +391,14 @@ def discover_reben(root: str | os.PathLike, metadata) -> tuple[list[PatchTask], 
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"--bigearthnet: no such folder: {root}")
-    by_id = metadata.set_index("patch_id", drop=False)
+    by_id = {row["patch_id"]: row for row in metadata.to_dict("records")}
     tasks, skipped = [], []
     for folder in _band_folders(root):
         patch_id = folder.name
-        if patch_id not in by_id.index:
+        if patch_id not in by_id:
             skipped.append({"id": patch_id, "path": str(folder), "reason": "no row in the reBEN metadata"})
             continue
-        fields = _meta_fields(by_id.loc[patch_id])
+        fields = _meta_fields(by_id[patch_id])
         fields.pop("reben_patch_id")
         tasks.append(PatchTask(
             id=patch_id, source="reben", path=str(folder),
@@ -402,7 +413,7 @@ def discover_bigearthnet_v1(root: str | os.PathLike, metadata=None) -> tuple[lis
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"--bigearthnet-v1: no such folder: {root}")
-    by_v1 = metadata.set_index("s2v1_name", drop=False) if metadata is not None else None
+    by_v1 = {row["s2v1_name"]: row for row in metadata.to_dict("records")} if metadata is not None else None
     tasks, skipped = [], []
     for folder in _band_folders(root):
         name = folder.name
@@ -410,8 +421,8 @@ def discover_bigearthnet_v1(root: str | os.PathLike, metadata=None) -> tuple[lis
         task = PatchTask(id=name, source="bigearthnet-v1", path=str(folder),
                          image_path=f"bigearthnet-v1/{folder.relative_to(root).as_posix()}",
                          acquisition_date=parse_acquisition_date(name))
-        if by_v1 is not None and name in by_v1.index:
-            for key, value in _meta_fields(by_v1.loc[name]).items():
+        if by_v1 is not None and name in by_v1:
+            for key, value in _meta_fields(by_v1[name]).items():
                 setattr(task, key, value)
             task.label_source = "reben"
         elif not label_json.is_file():
@@ -940,7 +951,7 @@ def _features():
 class BuildConfig:
     output: str
     bigearthnet: str | None = None
-    metadata: str | None = None
+    metadata: str | list[str] | None = None  # one or more reBEN parquets
     bigearthnet_v1: str | None = None
     eurosat: str | None = None
     splits: list[str] | None = None
@@ -1005,9 +1016,9 @@ def discover(config: BuildConfig) -> tuple[list[PatchTask], list[dict], dict[str
         tasks += found
         skipped += bad
         roots["eurosat"] = str(Path(config.eurosat).resolve())
-    ids = [t.id for t in tasks]
-    if len(set(ids)) != len(ids):
-        duplicates = sorted({i for i in ids if ids.count(i) > 1})[:5]
+    counts = Counter(t.id for t in tasks)
+    if len(counts) != len(tasks):
+        duplicates = sorted(i for i, n in counts.items() if n > 1)[:5]
         raise ValueError(f"patch ids are not unique across the sources, e.g. {duplicates}")
     assign_missing_splits(tasks, config.seed)
     tasks = [t for t in tasks if _keep(asdict(t), config, final=False) is None]
@@ -1030,64 +1041,79 @@ def _pool_context():
     return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
 
 
-def process_all(tasks: list[PatchTask], output_dir: str, num_proc: int = 1) -> tuple[dict[str, dict], list[dict]]:
-    """Records of all tasks: cached ones are reused, the rest processed (``num_proc`` workers)."""
+def process_all(tasks: list[PatchTask], output_dir: str, num_proc: int = 1) -> tuple[list[PatchTask], list[dict]]:
+    """Make sure every task has a cached record (reused, or processed with ``num_proc`` workers).
+
+    Returns the tasks that have a record and the error entries of the patches that failed. Records stay on
+    disk, so memory does not grow with the archive.
+    """
     from tqdm.auto import tqdm
 
-    records, errors, todo = {}, [], []
+    done, errors, todo = set(), [], []
     for task in tasks:
-        cached = load_cached_record(output_dir, task)
-        if cached is not None:
-            records[task.id] = cached
-        else:
-            todo.append(task)
-    logger.info("%d patches cached, %d to process with %d process(es)", len(records), len(todo), num_proc)
-    if not todo:
-        return records, errors
-    import processing.image_processing_spectral_llava  # noqa: F401  (imported once, before workers fork)
+        (done.add(task.id) if load_cached_record(output_dir, task) is not None else todo.append(task))
+    logger.info("%d patches cached, %d to process with %d process(es)", len(done), len(todo), num_proc)
+    if todo:
+        import processing.image_processing_spectral_llava  # noqa: F401  (imported once, before workers fork)
 
-    jobs = [(task, output_dir) for task in todo]
-    with tqdm(total=len(jobs), desc="patches", unit="patch") as progress:
-        if num_proc > 1:
-            with _pool_context().Pool(num_proc) as pool:
-                for status, value in pool.imap_unordered(_process_safely, jobs, chunksize=16):
-                    (records.__setitem__(value["id"], value) if status == "ok" else errors.append(value))
+        jobs = [(task, output_dir) for task in todo]
+        with tqdm(total=len(jobs), desc="patches", unit="patch") as progress:
+            if num_proc > 1:
+                with _pool_context().Pool(num_proc) as pool:
+                    results = pool.imap_unordered(_process_safely, jobs, chunksize=16)
+                    for status, value in results:
+                        (done.add(value["id"]) if status == "ok" else errors.append(value))
+                        progress.update()
+            else:
+                for job in jobs:
+                    status, value = _process_safely(job)
+                    (done.add(value["id"]) if status == "ok" else errors.append(value))
                     progress.update()
-        else:
-            for job in jobs:
-                status, value = _process_safely(job)
-                (records.__setitem__(value["id"], value) if status == "ok" else errors.append(value))
-                progress.update()
-    return records, errors
+    return [task for task in tasks if task.id in done], errors
 
 
-def caption_all(records: list[dict], captioner, output_dir: str, batch_size: int = 8) -> dict[str, tuple[str, str]]:
-    """(caption, prompt) for every record; model captions are cached per captioner, one JSON per patch."""
+def _read_record(output_dir: str | os.PathLike, patch_id: str) -> dict:
+    return json.loads(record_path(output_dir, patch_id).read_text())
+
+
+def _cached_caption(output_dir: str | os.PathLike, captioner, patch_id: str) -> tuple[str, str] | None:
+    try:
+        cached = json.loads(caption_path(output_dir, captioner, patch_id).read_text())
+        return cached["caption"], cached["prompt"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def caption_all(tasks: list[PatchTask], captioner, output_dir: str, batch_size: int = 8) -> int:
+    """Generate and cache (one JSON per patch, with its prompt) the model captions still missing.
+
+    The template captioner is cheap and deterministic: its captions are computed during assembly instead.
+    Returns the number of captions generated.
+    """
     from tqdm.auto import tqdm
 
-    captions, todo = {}, []
-    for record in records:
-        if captioner.cacheable:
-            path = caption_path(output_dir, captioner, record["id"])
-            try:
-                cached = json.loads(path.read_text())
-                captions[record["id"]] = (cached["caption"], cached["prompt"])
-                continue
-            except (OSError, ValueError, KeyError):
-                pass
-        todo.append(record)
-    for start in tqdm(range(0, len(todo), batch_size), desc=f"captions ({captioner.name})", unit="batch",
-                      disable=not captioner.cacheable):
-        batch = todo[start:start + batch_size]
+    if not captioner.cacheable:
+        return 0
+    todo = [task for task in tasks if _cached_caption(output_dir, captioner, task.id) is None]
+    logger.info("%d captions cached, %d to generate with %s", len(tasks) - len(todo), len(todo), captioner.name)
+    for start in tqdm(range(0, len(todo), batch_size), desc=f"captions ({captioner.name})", unit="batch"):
+        batch = [_read_record(output_dir, task.id) for task in todo[start:start + batch_size]]
         for record, (caption, prompt) in zip(batch, captioner.caption_batch(batch, output_dir)):
             if not caption:
                 raise RuntimeError(f"captioner {captioner.name} returned an empty caption for {record['id']}")
-            captions[record["id"]] = (caption, prompt)
-            if captioner.cacheable:
-                atomic_write_json(caption_path(output_dir, captioner, record["id"]),
-                                  {"id": record["id"], "captioner": captioner.name,
-                                   "caption": caption, "prompt": prompt})
-    return captions
+            atomic_write_json(caption_path(output_dir, captioner, record["id"]),
+                              {"id": record["id"], "captioner": captioner.name, "caption": caption, "prompt": prompt})
+    return len(todo)
+
+
+def caption_of(record: dict, captioner, output_dir: str | os.PathLike) -> tuple[str, str]:
+    """(caption, prompt) of a record: computed (template) or read from the caption cache (models)."""
+    if not captioner.cacheable:
+        return captioner.caption(record), captioner.prompt(record)
+    cached = _cached_caption(output_dir, captioner, record["id"])
+    if cached is None:
+        raise FileNotFoundError(f"{caption_path(output_dir, captioner, record['id'])}: caption missing; re-run the build")
+    return cached
 
 
 def _rows_generator(path: str):
@@ -1121,9 +1147,12 @@ def _swap_dir(new: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def assemble(tasks: list[PatchTask], records: dict[str, dict], captions: dict[str, tuple[str, str]],
-             config: BuildConfig, captioner_name: str) -> tuple[dict, dict[str, int]]:
-    """Write OUTPUT/patches, OUTPUT/alignment, OUTPUT/instructions; returns sizes and filter counts."""
+def assemble(tasks: list[PatchTask], captioner, config: BuildConfig) -> tuple[dict, dict[str, int]]:
+    """Write OUTPUT/patches, OUTPUT/alignment, OUTPUT/instructions from the cached records of ``tasks``.
+
+    Rows are streamed: records are read one at a time into per-split JSON-lines spools, which
+    ``Dataset.from_generator`` turns into Arrow shards. Returns the split sizes and the filter counts.
+    """
     output = Path(config.output)
     features = _features()
     filtered: dict[str, int] = {}
@@ -1131,16 +1160,13 @@ def assemble(tasks: list[PatchTask], records: dict[str, dict], captions: dict[st
     try:
         handles, spools = {}, {name: {} for name in features}
         for task in tasks:  # sorted order: stable row order across re-runs
-            record = records.get(task.id)
-            if record is None:
-                continue
-            row = dict(record, split=task.split)
+            row = dict(_read_record(output, task.id), split=task.split)
             reason = _keep(row, config, final=True)
             if reason:
                 filtered[reason] = filtered.get(reason, 0) + 1
                 continue
-            row["caption"], row["caption_prompt"] = captions[task.id]
-            row["captioner"] = captioner_name
+            row["caption"], row["caption_prompt"] = caption_of(row, captioner, output)
+            row["captioner"] = captioner.name
             outputs = {"patches": [row], "alignment": alignment_records(row, config.seed),
                        "instructions": instruction_records(row, config.seed)}
             for name, rows in outputs.items():
@@ -1170,13 +1196,13 @@ def build_dataset(config: BuildConfig) -> dict:
     tasks, skipped, roots = discover(config)
     tasks = [t for t in tasks if _in_shard(t.id, config.shard)]
     logger.info("discovered %d patches to build into %s", len(tasks), output)
-    records, errors = process_all(tasks, str(output), config.num_proc)
+    ready, errors = process_all(tasks, str(output), config.num_proc)
     processing_seconds = time.perf_counter() - started
     report = {
         "output": str(output.resolve()),
         "captioner": captioner.name,
         "patches_requested": len(tasks),
-        "patches_ok": len(records),
+        "patches_ok": len(ready),
         "skipped": sorted(skipped + errors, key=lambda item: item["id"]),
         "processing_seconds": round(processing_seconds, 3),
         "shard": list(config.shard) if config.shard else None,
@@ -1184,11 +1210,10 @@ def build_dataset(config: BuildConfig) -> dict:
     if config.shard is not None:
         atomic_write_json(output / ".work" / f"report-shard-{config.shard[0]}-of-{config.shard[1]}.json", report)
         logger.info("shard %s done: %d records cached under %s/.work; run without --shard to assemble",
-                    config.shard, len(records), output)
+                    config.shard, len(ready), output)
         return report
-    ordered = [records[t.id] for t in tasks if t.id in records]
-    captions = caption_all(ordered, captioner, str(output), config.caption_batch_size)
-    sizes, filtered = assemble(tasks, records, captions, config, captioner.name)
+    report["captions_generated"] = caption_all(ready, captioner, str(output), config.caption_batch_size)
+    sizes, filtered = assemble(ready, captioner, config)
     report.update({"filtered_after_processing": filtered, "sizes": sizes,
                    "total_seconds": round(time.perf_counter() - started, 3)})
     build_info = {
@@ -1222,7 +1247,9 @@ def build_dataset(config: BuildConfig) -> dict:
 
 
 def dataset_card(build_info: dict, report: dict) -> str:
-    lines = ["---", "license: cdla-permissive-1.0", "task_categories:", "- image-text-to-text",
+    licence = "mit" if set(build_info["image_roots"]) == {"eurosat"} else (
+        "cdla-permissive-1.0" if "eurosat" not in build_info["image_roots"] else "other")
+    lines = ["---", f"license: {licence}", "task_categories:", "- image-text-to-text",
              "- image-classification", "tags:", "- remote-sensing", "- sentinel-2", "- multispectral", "configs:"]
     for name, sizes in build_info["sizes"].items():
         lines += [f"- config_name: {name}", "  data_files:"]
