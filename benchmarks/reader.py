@@ -58,26 +58,34 @@ def main():
 
     for folder in folders:  # warm the page cache and check every folder reads
         processor(folder)
-    torch.set_num_threads(1)
-    start = time.perf_counter()
-    for folder in items[:500]:
-        processor(folder)
-    per_image_ms = (time.perf_counter() - start) / 500 * 1e3
+    torch.set_num_threads(1)  # as in a DataLoader worker
+    timed = items[:300]
+    wall, cpu = time.perf_counter(), time.process_time()
+    images = [processor.read(folder) for folder in timed]
+    read_wall, read_cpu = time.perf_counter() - wall, time.process_time() - cpu
+    wall, cpu = time.perf_counter(), time.process_time()
+    for image in images:
+        processor.resize([processor.normalise(image)[0]])
+    rest_wall, rest_cpu = time.perf_counter() - wall, time.process_time() - cpu
+    per_image_ms = (read_wall + rest_wall) / len(timed) * 1e3
+    per_image_cpu_ms = (read_cpu + rest_cpu) / len(timed) * 1e3
 
     loader = DataLoader(PatchFolders(items, processor), batch_size=args.batch_size, num_workers=args.workers,
-                        persistent_workers=False, prefetch_factor=4 if args.workers else None)
+                        prefetch_factor=4 if args.workers else None)
     count = 0
-    start = time.perf_counter()
+    start, load_before = time.perf_counter(), os.getloadavg()[0]
     for pixel_values, band_mask in loader:
         count += pixel_values.shape[0]
     elapsed = time.perf_counter() - start
     assert pixel_values.shape[1:] == (12, args.image_size, args.image_size) and band_mask.all()
 
     print(f"folders: {len(folders)} distinct BigEarthNet patches from {args.data}, {count} loaded")
-    print(f"processor cost per image (1 process, 1 thread): {per_image_ms:.2f} ms "
-          f"({1e3 / per_image_ms:.0f} patches/s per core)")
+    print(f"processor cost per image (1 process, 1 thread): {per_image_ms:.2f} ms wall, {per_image_cpu_ms:.2f} ms CPU "
+          f"(read + resample {read_cpu / len(timed) * 1e3:.2f} ms, normalise + resize "
+          f"{rest_cpu / len(timed) * 1e3:.2f} ms CPU) -> {1e3 / per_image_cpu_ms:.0f} patches/s per free core")
     print(f"DataLoader, {args.workers} workers, batch {args.batch_size}: {count / elapsed:.0f} patches/s "
-          f"(includes worker start-up; goal >= 300 on 2 cores)")
+          f"(includes worker start-up; goal >= 300 on 2 cores; load average {load_before:.1f} on "
+          f"{os.cpu_count()} cores when it started)")
 
 
 if __name__ == "__main__":

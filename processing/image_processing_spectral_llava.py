@@ -10,6 +10,7 @@ Two layers:
   `band_mask` (B, C) bool (False where a band was missing or entirely no-data).
 """
 
+import functools
 import math
 import os
 import re
@@ -469,21 +470,37 @@ class SpectralImageProcessor(BaseImageProcessor):
         return values, band_mask, metadata
 
     def resize(self, images: list[np.ndarray]) -> torch.Tensor:
-        """Bicubic resize of (C, H, W) arrays to (B, C, S, S) with torch (align_corners=False); images of one shape
-        are resized together, antialiased when either axis is downsampled and `antialias` is set."""
-        size = (self.image_size, self.image_size)
-        out = torch.empty((len(images), len(self.band_names), *size), dtype=torch.float32)
-        by_shape: dict[tuple, list[int]] = {}
+        """Bicubic resize of (C, H, W) arrays to (B, C, S, S).
+
+        Computes torch's `interpolate(mode="bicubic", align_corners=False)` (antialiased when either axis is
+        downsampled and `antialias` is set): that resize is linear and separable, so its row and column weights are
+        taken once per input shape by resizing an identity and applied as two matrix products (faster on CPU; equal
+        to interpolate up to float rounding, see tests).
+        """
+        out = torch.empty((len(images), len(self.band_names), self.image_size, self.image_size),
+                          dtype=torch.float32)
         for index, image in enumerate(images):
-            by_shape.setdefault(image.shape, []).append(index)
-        for shape, indices in by_shape.items():
-            batch = torch.from_numpy(np.stack([images[i] for i in indices]))
-            if shape[1:] != size:
-                downsampling = shape[1] > size[0] or shape[2] > size[1]
-                batch = F.interpolate(batch, size=size, mode="bicubic", align_corners=False,
-                                      antialias=self.antialias and downsampling)
-            out[indices] = batch
+            channels, height, width = image.shape
+            antialias = self.antialias and (height > self.image_size or width > self.image_size)
+            rows, cols = _bicubic_weights(height, width, self.image_size, antialias)
+            resized_cols = torch.from_numpy(image).reshape(channels * height, width) @ cols
+            out[index] = rows @ resized_cols.reshape(channels, height, self.image_size)
         return out
+
+
+@functools.lru_cache(maxsize=32)
+def _bicubic_weights(height: int, width: int, size: int, antialias: bool):
+    """(size, height) and (width, size) matrices R, C with R @ x @ C == interpolate(x, (size, size), bicubic).
+
+    torch applies its antialiased kernel to both axes once either is downsampled, hence one flag for both.
+    """
+
+    def weights(length: int) -> torch.Tensor:
+        identity = torch.eye(length)[None, None]
+        return F.interpolate(identity, size=(size, length), mode="bicubic", align_corners=False,
+                             antialias=antialias)[0, 0].contiguous()
+
+    return weights(height), weights(width).T.contiguous()
 
 
 def _default_statistic(band_names, values, argument):

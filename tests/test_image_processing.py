@@ -330,3 +330,29 @@ def test_image_smaller_than_one_patch():
 def test_band_names_for_a_folder_is_refused():
     with pytest.raises(ValueError, match="select_bands"):
         read_image(BEN_FOLDER, band_names=list(SPECTRALGPT_BANDS))
+
+
+def test_downsampling_is_antialiased_torch_bicubic():
+    native = SpectralImageProcessor(image_size=264)(SSL4EO_FOLDER)["pixel_values"]
+    resized = SpectralImageProcessor(image_size=128)(SSL4EO_FOLDER)["pixel_values"]
+    expected = F.interpolate(native, size=(128, 128), mode="bicubic", align_corners=False, antialias=True)
+    torch.testing.assert_close(resized, expected, rtol=0, atol=1e-6)
+
+
+def test_band_descriptions_name_the_bands_of_a_multiband_file(tmp_path):
+    source = os.path.join(EUROSAT, "Residential", "Residential_1.tif")
+    path = tmp_path / "rgb.tif"
+    with rasterio.open(source) as dataset:
+        profile = dict(dataset.profile, count=3)
+        rgb = dataset.read([4, 3, 2])  # B04 B03 B02
+    with rasterio.open(path, "w", **profile) as out:
+        out.write(rgb)
+        out.descriptions = ("B4", "B3 green", "b02")
+    image = read_image(str(path))
+    assert image.band_names == ["B04", "B03", "B02"]
+    np.testing.assert_array_equal(band(image, "B03"), rgb[1])
+    out = SpectralImageProcessor(image_size=64)(str(path))
+    assert out["band_mask"][0].tolist() == [name in ("B02", "B03", "B04") for name in SPECTRALGPT_BANDS]
+    np.testing.assert_array_equal(out["pixel_values"][0, 3].numpy(), recipe(rgb[0], "B04"))
+    renamed = read_image(str(path), band_names=["B8A", "B03", "B02"])  # band_names= overrides descriptions
+    assert renamed.band_names == ["B8A", "B03", "B02"]
