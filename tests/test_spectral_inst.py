@@ -84,6 +84,13 @@ def test_dates_seasons_and_43_to_19_mapping_against_the_parquet():
     assert checked == 5
 
 
+def test_trim_to_sentence_drops_an_unfinished_tail():
+    assert si.trim_to_sentence("Fields and forest. The NDVI is high. Snow lies on") == \
+        "Fields and forest. The NDVI is high."
+    assert si.trim_to_sentence("A lake!  ") == "A lake!"
+    assert si.trim_to_sentence("no full stop at all") == "no full stop at all"
+
+
 def test_stratified_split_is_seeded_and_stratified():
     ids = [f"{c}_{i}" for c in "ABC" for i in range(10)]
     strata = [i[0] for i in ids]

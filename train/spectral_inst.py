@@ -150,6 +150,7 @@ SUMMARY_BANDS = ("B02", "B03", "B04", "B08", "B11")
 EUROSAT_FRACTIONS = {"train": 0.8, "validation": 0.1, "test": 0.1}
 SPLITS = ("train", "validation", "test")
 SOURCES = ("reben", "bigearthnet-v1", "eurosat")
+RECORD_VERSION = 1  # bump when the record's content changes, so cached records are recomputed
 
 # ----------------------------------------------------------------------------------------------------------
 # Label format shared with training and evaluation
@@ -560,6 +561,7 @@ def process_patch(task: PatchTask, output_dir: str | os.PathLike) -> dict:
     snow = task.snow if task.snow is not None else summary["snow_fraction"] > FLAG_FRACTION
     cloud = task.cloud if task.cloud is not None else summary["cloud_fraction"] > FLAG_FRACTION
     record = {
+        "record_version": RECORD_VERSION,
         "id": task.id,
         "source": task.source,
         "image_path": task.image_path,
@@ -608,7 +610,8 @@ def load_cached_record(output_dir: str | os.PathLike, task: PatchTask) -> dict |
         record = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    if record.get("image_path") != task.image_path or not (Path(output_dir) / record["rgb_path"]).is_file():
+    if (record.get("record_version") != RECORD_VERSION or record.get("image_path") != task.image_path
+            or not (Path(output_dir) / record["rgb_path"]).is_file()):
         return None
     return record
 
@@ -752,6 +755,15 @@ class TemplateCaptioner:
         return [(self.caption(record), self.prompt(record)) for record in records]
 
 
+def trim_to_sentence(text: str) -> str:
+    """Drop an unfinished last sentence (generation stopped at max_new_tokens); keep text without any stop."""
+    text = " ".join(text.split())
+    end = max(text.rfind(". "), text.rfind("! "), text.rfind("? "))
+    if text.endswith((".", "!", "?")) or end < 0:
+        return text
+    return text[: end + 1]
+
+
 def _generation_device(model) -> str:
     return str(next(model.parameters()).device)
 
@@ -794,7 +806,7 @@ class LLMCaptioner:
                                     pad_token_id=tokenizer.pad_token_id)
         new_tokens = output[:, inputs["input_ids"].shape[1]:]
         captions = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-        return [(caption.strip(), prompt) for caption, prompt in zip(captions, prompts)]
+        return [(trim_to_sentence(caption), prompt) for caption, prompt in zip(captions, prompts)]
 
 
 def _load_text_llm(spec: str):
@@ -840,7 +852,7 @@ class HFImageTextCaptioner:
             with torch.inference_mode():
                 output = model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
             new_tokens = output[0, inputs["input_ids"].shape[1]:]
-            results.append((processor.decode(new_tokens, skip_special_tokens=True).strip(), prompt))
+            results.append((trim_to_sentence(processor.decode(new_tokens, skip_special_tokens=True)), prompt))
         return results
 
 
