@@ -243,6 +243,8 @@ def training_arguments(options: TrainOptions, output_dir: str) -> TrainingArgume
         dataloader_num_workers=0,
         ddp_find_unused_parameters=False,
         report_to="none",
+        # without a GPU, `accelerate launch --multi_gpu --num_processes N` (torchrun) gives N gloo CPU processes
+        use_cpu=torch.accelerator.current_accelerator() is None,
     )
 
 
@@ -294,14 +296,14 @@ def run_stage(stage: Stage, model_dir, dataset_dir, output_dir, options: TrainOp
             logger.warning("--resume: no checkpoint in %s, starting from scratch", output_dir)
     result = trainer.train(resume_from_checkpoint=resume)
 
+    export_model = exportable_model(trainer, stage, model_dir, options)
     summary = {}
     if trainer.is_world_process_zero():
         losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
         log_dir = Path(output_dir) / "logs"
         plot_loss_curve(trainer.state.log_history, log_dir / "loss_curve.png", f"Spectral-LLaVA {stage.name}")
         atomic_write_json(Path(output_dir) / HYPERPARAMETERS, hyperparameters)
-        outputs = stage.export(trainer.accelerator.unwrap_model(trainer.model), processor, output_dir, options,
-                               model_dir)
+        outputs = stage.export(export_model, processor, output_dir, options, model_dir)
         summary = {
             "stage": stage.name,
             "first_loss": losses[0] if losses else math.nan,
@@ -326,6 +328,27 @@ def run_stage(stage: Stage, model_dir, dataset_dir, output_dir, options: TrainOp
                     summary["final_loss"], summary["steps"], output_dir)
     trainer.accelerator.wait_for_everyone()
     return summary
+
+
+def exportable_model(trainer, stage: Stage, model_dir: str, options: TrainOptions):
+    """The trained model with whole (unsharded) weights on the main process; None elsewhere.
+
+    FSDP and DeepSpeed ZeRO-3 shard the parameters: their full state dict is gathered (a collective call on every
+    process) and its trainable weights are loaded into a fresh copy of the starting model on the main process.
+    """
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    if not (trainer.is_fsdp_enabled or is_deepspeed_zero3_enabled()):
+        return trainer.accelerator.unwrap_model(trainer.model) if trainer.is_world_process_zero() else None
+    state_dict = trainer.accelerator.get_state_dict(trainer.deepspeed if trainer.is_deepspeed_enabled else trainer.model)
+    if not trainer.is_world_process_zero():
+        return None
+    fresh, _ = load_model_and_processor(model_dir)
+    fresh.freeze_vision_tower()
+    fresh = stage.prepare(fresh, options)
+    trainable = trainable_state_dict(fresh)
+    fresh.load_state_dict({name: state_dict[name].float().cpu() for name in trainable}, strict=False)
+    return fresh
 
 
 def card_fields(model, base_model_dir: str) -> dict:
