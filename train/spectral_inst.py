@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import logging
 import multiprocessing
@@ -30,7 +31,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import date
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -105,6 +106,12 @@ BEN43_TO_19 = {
     "Estuaries": "Marine waters",
     "Sea and ocean": "Marine waters",
 }
+
+_BEN43_DROPPED = frozenset({
+    "Road and rail networks and associated land", "Port areas", "Airports", "Mineral extraction sites",
+    "Dump sites", "Construction sites", "Green urban areas", "Sport and leisure facilities", "Bare rock",
+    "Burnt areas", "Intertidal flats",
+})
 
 EUROSAT_CLASSES = (
     "AnnualCrop", "Forest", "HerbaceousVegetation", "Highway", "Industrial",
@@ -337,7 +344,6 @@ class PatchTask:
     cloud: bool | None = None
     acquisition_date: str | None = None
     reben_patch_id: str | None = None
-    extra: dict = field(default_factory=dict)
 
 
 def load_reben_metadata(paths: str | os.PathLike | Sequence[str | os.PathLike]):
@@ -400,7 +406,6 @@ def discover_reben(root: str | os.PathLike, metadata) -> tuple[list[PatchTask], 
             skipped.append({"id": patch_id, "path": str(folder), "reason": "no row in the reBEN metadata"})
             continue
         fields = _meta_fields(by_id[patch_id])
-        fields.pop("reben_patch_id")
         tasks.append(PatchTask(
             id=patch_id, source="reben", path=str(folder),
             image_path=f"reben/{folder.relative_to(root).as_posix()}", label_source="reben",
@@ -513,13 +518,6 @@ def _v1_labels(folder: Path) -> tuple[list[str], dict]:
     return sorted({BEN43_TO_19[label] for label in labels43 if label in BEN43_TO_19}), meta
 
 
-_BEN43_DROPPED = frozenset({
-    "Road and rail networks and associated land", "Port areas", "Airports", "Mineral extraction sites",
-    "Dump sites", "Construction sites", "Green urban areas", "Sport and leisure facilities", "Bare rock",
-    "Burnt areas", "Intertidal flats",
-})
-
-
 def process_patch(task: PatchTask, output_dir: str | os.PathLike) -> dict:
     """Read one patch, write its RGB PNG and its cached metadata record; return the record."""
     from PIL import Image
@@ -554,7 +552,7 @@ def process_patch(task: PatchTask, output_dir: str | os.PathLike) -> dict:
             country, country_source = candidates[0], "bounding-box"
 
     rgb = render_rgb(bands["B04"], bands["B03"], bands["B02"], valid)
-    buffer = _png_bytes(Image.fromarray(rgb, mode="RGB"))
+    buffer = _png_bytes(Image.fromarray(rgb))
     rgb_path = rgb_relpath(task)
     atomic_write_bytes(output_dir / rgb_path, buffer)
 
@@ -580,7 +578,7 @@ def process_patch(task: PatchTask, output_dir: str | os.PathLike) -> dict:
         "snow": bool(snow),
         "cloud": bool(cloud),
         "flag_source": "metadata" if task.snow is not None else "spectral",
-        "reben_patch_id": task.reben_patch_id or (task.id if task.source == "reben" else None),
+        "reben_patch_id": task.reben_patch_id,
         **summary,
     }
     atomic_write_json(record_path(output_dir, task.id), record)
@@ -588,8 +586,6 @@ def process_patch(task: PatchTask, output_dir: str | os.PathLike) -> dict:
 
 
 def _png_bytes(image) -> bytes:
-    import io
-
     handle = io.BytesIO()
     image.save(handle, format="PNG", optimize=False)
     return handle.getvalue()
@@ -1159,6 +1155,16 @@ def _swap_dir(new: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _with_task_metadata(record: dict, task: PatchTask) -> dict:
+    """The record with the split and, for reBEN-labelled patches, the parquet's current labels, country and
+    flags (the metadata is authoritative and may have been added or updated since the record was cached)."""
+    row = dict(record, split=task.split)
+    if task.label_source == "reben":
+        row.update(labels=list(task.labels), label_source="reben", country=task.country, country_source="metadata",
+                   snow=task.snow, cloud=task.cloud, flag_source="metadata", reben_patch_id=task.reben_patch_id)
+    return row
+
+
 def assemble(tasks: list[PatchTask], captioner, config: BuildConfig) -> tuple[dict, dict[str, int]]:
     """Write OUTPUT/patches, OUTPUT/alignment, OUTPUT/instructions from the cached records of ``tasks``.
 
@@ -1172,7 +1178,7 @@ def assemble(tasks: list[PatchTask], captioner, config: BuildConfig) -> tuple[di
     try:
         handles, spools = {}, {name: {} for name in features}
         for task in tasks:  # sorted order: stable row order across re-runs
-            row = dict(_read_record(output, task.id), split=task.split)
+            row = _with_task_metadata(_read_record(output, task.id), task)
             reason = _keep(row, config, final=True)
             if reason:
                 filtered[reason] = filtered.get(reason, 0) + 1
