@@ -23,6 +23,7 @@ import logging
 import math
 import os
 import re
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
 
@@ -58,7 +59,9 @@ def load_model(model_dir: str | os.PathLike):
     if not os.path.isfile(os.path.join(model_dir, "config.json")):
         raise FileNotFoundError(f"--model {model_dir}: not a Spectral-LLaVA model dir (no config.json)")
     model = SpectralLlavaForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval()
-    processor = SpectralLlavaProcessor.from_pretrained(model_dir)
+    # the saved processor config names the image processor by its remote-code class: allow that code, which
+    # is this repository's own processing module
+    processor = SpectralLlavaProcessor.from_pretrained(model_dir, trust_remote_code=True)
     return model, processor
 
 
@@ -85,7 +88,8 @@ def list_eurosat(root: str | os.PathLike, max_per_class: int | None = None):
 
 
 def load_patches(dataset_dir: str | os.PathLike, split: str | None = "test", max_samples: int | None = None):
-    """Rows of a Spectral-Inst ``patches`` split with an absolute ``path`` added (all splits when None)."""
+    """Rows of a Spectral-Inst ``patches`` split with an absolute ``path`` added; `split` may name several
+    splits separated by commas ("validation,test"), None means all."""
     from datasets import load_from_disk
 
     dataset_dir = Path(dataset_dir)
@@ -94,7 +98,7 @@ def load_patches(dataset_dir: str | os.PathLike, split: str | None = "test", max
         raise FileNotFoundError(f"--dataset {dataset_dir}: no build_info.json (build it with build-dataset)")
     roots = json.loads(info_path.read_text())["image_roots"]
     patches = load_from_disk(str(dataset_dir / "patches"))
-    splits = list(patches) if split is None else [split]
+    splits = list(patches) if split is None else [name.strip() for name in split.split(",")]
     for name in splits:
         if name not in patches:
             raise ValueError(f"--split {name!r}: {dataset_dir}/patches has splits {sorted(patches)}")
@@ -105,6 +109,18 @@ def load_patches(dataset_dir: str | os.PathLike, split: str | None = "test", max
 # ----------------------------------------------------------------------------------------------------------
 # Features: one tower pass, cached
 # ----------------------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def single_thread():
+    """Run torch on one thread: the probe's and the decoding steps' matrices are small, so extra threads only add
+    synchronisation; on a shared 2-core machine they made both 10x slower (measured)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _projector_is_linear(model) -> bool:
@@ -258,23 +274,41 @@ def fold_splits(labels: np.ndarray, ratio: float, n_splits: int = 5, seed: int =
     return list(splitter.split(np.zeros(len(labels)), labels)), f"StratifiedShuffleSplit(n_splits={n_splits})"
 
 
-def train_linear_probe(x_train, y_train, x_test, y_test, num_classes: int, epochs: int = 100,
-                       batch_size: int = 100, lr: float = 1e-4, seed: int = 0) -> float:
-    """Test accuracy of a torch.nn.Linear trained with Adam and cross-entropy (the paper's protocol)."""
-    generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    x_train, x_test = torch.as_tensor(x_train, dtype=torch.float32), torch.as_tensor(x_test, dtype=torch.float32)
-    y_train, y_test = torch.as_tensor(y_train, dtype=torch.long), torch.as_tensor(y_test, dtype=torch.long)
-    layer = torch.nn.Linear(x_train.shape[1], num_classes)
-    optimizer = torch.optim.Adam(layer.parameters(), lr=lr)
+def train_linear_probes(features, labels, splits, num_classes: int, epochs: int = 100, batch_size: int = 100,
+                        lr: float = 1e-4, seed: int = 0) -> list[float]:
+    """Test accuracy of one torch.nn.Linear per (train, test) split, trained with Adam on cross-entropy.
+
+    All splits have the same sizes, so their probes train side by side as one batched matrix product: the
+    loss is the sum of the per-split mean losses and Adam is elementwise, so every probe follows exactly the
+    updates it would get alone (fold k: init seed `seed + k`, its own shuffling of its training set).
+    """
+    x = torch.as_tensor(np.asarray(features), dtype=torch.float32)
+    y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    train = torch.as_tensor(np.stack([split[0] for split in splits]))  # (F, n_train)
+    test = torch.as_tensor(np.stack([split[1] for split in splits]))  # (F, n_test)
+    weights, biases = [], []
+    for fold in range(len(splits)):
+        torch.manual_seed(seed + fold)
+        layer = torch.nn.Linear(x.shape[1], num_classes)
+        weights.append(layer.weight.detach().T)
+        biases.append(layer.bias.detach())
+    weight = torch.nn.Parameter(torch.stack(weights))  # (F, D, C)
+    bias = torch.nn.Parameter(torch.stack(biases)[:, None, :])  # (F, 1, C)
+    optimizer = torch.optim.Adam([weight, bias], lr=lr)
+    generators = [torch.Generator().manual_seed(seed + fold) for fold in range(len(splits))]
+    folds = torch.arange(len(splits))[:, None]
     for _ in range(epochs):
-        for batch in torch.randperm(len(x_train), generator=generator).split(batch_size):
-            loss = torch.nn.functional.cross_entropy(layer(x_train[batch]), y_train[batch])
+        order = torch.stack([torch.randperm(train.shape[1], generator=g) for g in generators])
+        for batch in order.split(batch_size, dim=1):
+            chosen = train[folds, batch]  # (F, b) sample indices
+            logits = torch.baddbmm(bias, x[chosen], weight)
+            loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), y[chosen].flatten(), reduction="none")
             optimizer.zero_grad()
-            loss.backward()
+            loss.view(len(splits), -1).mean(1).sum().backward()
             optimizer.step()
     with torch.no_grad():
-        return float((layer(x_test).argmax(-1) == y_test).float().mean())
+        predicted = torch.baddbmm(bias, x[test], weight).argmax(-1)
+        return (predicted == y[test]).float().mean(1).tolist()
 
 
 def linear_probe(features: dict, labels, class_names: Sequence[str], ratios=TRAIN_RATIOS, n_splits: int = 5,
@@ -304,11 +338,9 @@ def linear_probe(features: dict, labels, class_names: Sequence[str], ratios=TRAI
                 f"ratio {key}: some class would have < 1 training sample with per-class rounding; "
                 f"used {splitter} (train_size={ratio})")
         for kind, values in features.items():
-            accuracies = [
-                train_linear_probe(values[train], labels[train], values[test], labels[test], len(class_names),
-                                   epochs, batch_size, lr, seed + fold)
-                for fold, (train, test) in enumerate(splits)
-            ]
+            with single_thread():
+                accuracies = train_linear_probes(values, labels, splits, len(class_names), epochs, batch_size, lr,
+                                                 seed)
             result["results"][kind][key] = {
                 "mean": float(np.mean(accuracies)), "std": float(np.std(accuracies)), "folds": accuracies,
                 "train_size": int(len(splits[0][0])), "test_size": int(len(splits[0][1])),
@@ -455,7 +487,7 @@ def generate_answers(model, processor, paths: Sequence[str], task: str, question
     raw_cache = open_tower_cache(tower_cache, model, processor.image_processor, paths, batch_size)
     expanded = prompt.replace(processor.image_token, processor.image_token * processor.num_image_tokens)
     answers = []
-    with torch.inference_mode():
+    with torch.inference_mode(), single_thread():
         for start in tqdm(range(0, len(paths), batch_size), desc=desc or f"{task} answers", unit="batch"):
             chunk = list(paths[start:start + batch_size])
             if raw_cache is not None:
