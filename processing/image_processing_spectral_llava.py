@@ -15,13 +15,14 @@ import math
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import rasterio
 import torch
 import torch.nn.functional as F
+from rasterio.coords import BoundingBox
 from rasterio.errors import RasterioError
+from rasterio.transform import array_bounds
 from rasterio.warp import Resampling, reproject
 from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
 from transformers.processing_utils import ImagesKwargs
@@ -97,9 +98,8 @@ def _resampling(method: str) -> Resampling:
 
 
 def _metadata(source, crs, transform, shape, nodata, num_bands) -> dict:
-    bounds = rasterio.transform.array_bounds(shape[0], shape[1], transform) if transform is not None else None
-    return {"source": source, "crs": crs, "transform": transform,
-            "bounds": rasterio.coords.BoundingBox(*bounds) if bounds is not None else None,
+    bounds = BoundingBox(*array_bounds(shape[0], shape[1], transform)) if transform is not None else None
+    return {"source": source, "crs": crs, "transform": transform, "bounds": bounds,
             "nodata": nodata, "band_mask": [True] * num_bands}
 
 
