@@ -200,10 +200,10 @@ class FeatureCache:
         missing = [patch_id for patch_id in images if patch_id not in index]
         if missing:
             logger.info("feature cache %s: encoding %d of %d images", self.root, len(missing), len(images))
-        tower = model.model
-        device = next(tower.vision_tower.parameters()).device
-        was_training = tower.vision_tower.training
-        tower.vision_tower.eval()
+        backbone = model.model
+        device = next(backbone.vision_tower.parameters()).device
+        was_training = backbone.vision_tower.training
+        backbone.vision_tower.eval()
         first_shard = len({name for name in index.values()})
         progress = tqdm(total=len(missing), desc="caching tower features", unit="img")
         for number, start in enumerate(range(0, len(missing), shard_size), start=first_shard):
@@ -213,7 +213,7 @@ class FeatureCache:
                 chunk = ids[offset: offset + batch_size]
                 pixels = image_processor([images[i] for i in chunk], return_tensors="pt")["pixel_values"]
                 with torch.no_grad():
-                    features = tower.select_vision_features(pixels.to(device)).float().cpu()
+                    features = backbone.select_vision_features(pixels.to(device)).float().cpu()
                 tensors.update({patch_id: features[row].contiguous() for row, patch_id in enumerate(chunk)})
                 progress.update(len(chunk))
             name = f"shard-{number:05d}.safetensors"
@@ -224,7 +224,7 @@ class FeatureCache:
             index.update({patch_id: name for patch_id in ids})
             atomic_write_json(self.index_path, index)
         progress.close()
-        tower.vision_tower.train(was_training)
+        backbone.vision_tower.train(was_training)
         self._index = index
         self._handles.clear()
         return self
