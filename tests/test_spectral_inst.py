@@ -57,7 +57,7 @@ def test_parse_labels_is_lenient_about_surrounding_text_and_case():
     assert parse_labels("Sure! labels: Pastures;  Arable land.\nAnything else") == ["Arable land", "Pastures"]
     assert parse_labels("Pastures; Mixed forest") == ["Mixed forest", "Pastures"]
     assert parse_labels("Labels: pastures; Moon base", vocabulary=si.BEN19_LABELS) == ["Pastures"]
-    assert parse_labels("") == []
+    assert parse_labels("") == [] and parse_labels(format_labels([])) == [] and format_labels([]) == "Labels:"
     with pytest.raises(ValueError, match="Bad;label"):
         format_labels(["Bad;label"])
 

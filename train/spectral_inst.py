@@ -31,7 +31,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -173,7 +173,7 @@ def format_labels(labels: Iterable[str]) -> str:
     for label in unique:
         if ";" in label or "\n" in label:
             raise ValueError(f"label {label!r} contains ';' or a newline and cannot be formatted")
-    return f"{LABEL_PREFIX} {LABEL_SEPARATOR.join(unique)}"
+    return f"{LABEL_PREFIX} {LABEL_SEPARATOR.join(unique)}".rstrip()
 
 
 def parse_labels(text: str, vocabulary: Sequence[str] | None = None) -> list[str]:
@@ -1058,7 +1058,7 @@ def discover(config: BuildConfig) -> tuple[list[PatchTask], list[dict], dict[str
         duplicates = sorted(i for i, n in counts.items() if n > 1)[:5]
         raise ValueError(f"patch ids are not unique across the sources, e.g. {duplicates}")
     assign_missing_splits(tasks, config.seed)
-    tasks = [t for t in tasks if _keep(asdict(t), config, final=False) is None]
+    tasks = [t for t in tasks if _keep(vars(t), config, final=False) is None]
     tasks.sort(key=lambda t: (SOURCES.index(t.source), t.id))
     if config.max_patches is not None and len(tasks) > config.max_patches:
         sample = random.Random(config.seed).sample(range(len(tasks)), config.max_patches)
@@ -1156,7 +1156,8 @@ def caption_of(record: dict, captioner, output_dir: str | os.PathLike) -> tuple[
         return captioner.caption(record), captioner.prompt(record)
     cached = _cached_caption(output_dir, captioner, record["id"])
     if cached is None:
-        raise FileNotFoundError(f"{caption_path(output_dir, captioner, record['id'])}: caption missing; re-run the build")
+        path = caption_path(output_dir, captioner, record["id"])
+        raise FileNotFoundError(f"{path}: caption missing; re-run the build")
     return cached
 
 
