@@ -1315,6 +1315,7 @@ def dataset_card(build_info: dict, report: dict) -> str:
                       for name, sizes in build_info["sizes"].items())
     thresholds = "\n".join(f"- `{key}`: {value}" for key, value in build_info["thresholds"].items())
     indices = "\n".join(f"- `{key}` = {value}" for key, value in build_info["indices"].items())
+    roots = "\n".join(f"- `{source}`: `{root}`" for source, root in build_info["image_roots"].items())
     return "\n".join(lines) + f"""
 
 # Spectral-Inst
@@ -1334,6 +1335,9 @@ Multispectral Sentinel-2 instruction data for Spectral-LLaVA, built by `spectral
 - `alignment`: two LLaVA records per patch, `variant` = `labels` (class-label text) or `description`.
 - `instructions`: two LLaVA records per patch, `task` = `caption` (`[caption]` -> description) or
   `classification` (`[classification]` -> labels).
+
+Image roots of this build (`image_path` = `<source>/<path under the root>`; also in `build_info.json`):
+{roots}
 
 Records use the LLaVA form `{{"id", "image", "conversations": [{{"from": "human", "value": "<image>\\n..."}},
 {{"from": "gpt", "value": ...}}]}}`. Classification answers are always `Labels: A; B; C` with the labels sorted
