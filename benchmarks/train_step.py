@@ -3,9 +3,9 @@
     python benchmarks/train_step.py                       # builds the default model (ViT-B/8 128x128 + SmolLM2)
     python benchmarks/train_step.py --model DIR --stage finetune --batch-size 4 --steps 5
 
-One step = collate (uncached: read + normalise the GeoTIFFs; cached: read the tower features from the cache) +
-forward + backward + Adam step, with the stage's trainable parameters (align: projector; finetune: LoRA r=128 +
-projector). Images and prompts come from the repo's EuroSAT subset.
+The two modes alternate step by step (median over the timed steps). One step = collate (uncached: read +
+normalise the GeoTIFFs; cached: read the tower features from the cache) + forward + backward + Adam step, with
+the stage's trainable parameters (align: projector; finetune: LoRA r=128 + projector). Images and prompts come from the repo's EuroSAT subset.
 """
 
 import argparse
@@ -48,18 +48,20 @@ def eurosat_records(count):
     return records
 
 
-def time_steps(model, collator, batches, warmup):
+def time_steps(model, collators, batches, warmup):
+    """Median step seconds per collator; the modes alternate step by step so that load changes hit both alike."""
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-5)
-    times = []
+    times = {name: [] for name in collators}
     for index, records in enumerate(batches):
-        start = time.perf_counter()
-        loss = model(**collator(records)).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if index >= warmup:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, collator in collators.items():
+            start = time.perf_counter()
+            loss = model(**collator(records)).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if index >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def main(argv=None):
@@ -101,8 +103,10 @@ def main(argv=None):
         cache.build(base, processor.image_processor, images, batch_size=args.batch_size)
         cache_seconds = time.perf_counter() - start
 
-        uncached = time_steps(model, SpectralLlavaCollator(processor, roots), batches, warmup=1)
-        cached = time_steps(model, SpectralLlavaCollator(processor, roots, cache), batches, warmup=1)
+        collators = {"uncached": SpectralLlavaCollator(processor, roots),
+                     "cached": SpectralLlavaCollator(processor, roots, cache)}
+        medians = time_steps(model, collators, batches, warmup=1)
+        uncached, cached = medians["uncached"], medians["cached"]
     config = base.config
     result = {
         "stage": args.stage, "batch_size": args.batch_size, "timed_steps": args.steps,
