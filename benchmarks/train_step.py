@@ -5,7 +5,8 @@
 
 The two modes alternate step by step (median over the timed steps). One step = collate (uncached: read +
 normalise the GeoTIFFs; cached: read the tower features from the cache) + forward + backward + Adam step, with
-the stage's trainable parameters (align: projector; finetune: LoRA r=128 + projector). Images and prompts come from the repo's EuroSAT subset.
+the stage's trainable parameters (align: projector; finetune: LoRA r=128 + projector). Images and prompts come
+from the repo's EuroSAT subset.
 """
 
 import argparse
