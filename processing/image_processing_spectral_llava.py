@@ -282,11 +282,12 @@ def _aligned_factor(src_transform, src_shape, dst_transform, dst_shape):
 def _to_grid(band: np.ndarray, src_transform, src_crs, dst_transform, dst_crs, dst_shape, method, nodata):
     """Resample one band onto the reference grid.
 
-    Same CRS and an aligned integer coarsening (the Sentinel-2 20 m / 60 m case): bilinear is computed with torch
-    (pixel-centre bilinear, identical to GDAL's for upsampling, see tests) and nearest by repetition. Anything else
-    goes through rasterio.warp.reproject; pixels it cannot fill become NaN (no-data).
+    Same CRS, an aligned integer coarsening (the Sentinel-2 20 m / 60 m case) and no declared no-data value:
+    bilinear is computed with torch (pixel-centre bilinear, identical to GDAL's for upsampling, see tests) and
+    nearest by repetition. Anything else goes through rasterio.warp.reproject, which skips the declared no-data
+    value; pixels it cannot fill become NaN (no-data).
     """
-    if src_crs == dst_crs and method in (Resampling.bilinear, Resampling.nearest):
+    if src_crs == dst_crs and nodata is None and method in (Resampling.bilinear, Resampling.nearest):
         factor = _aligned_factor(src_transform, band.shape, dst_transform, dst_shape)
         if factor is not None:
             if method == Resampling.nearest:
