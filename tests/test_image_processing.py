@@ -356,3 +356,21 @@ def test_band_descriptions_name_the_bands_of_a_multiband_file(tmp_path):
     np.testing.assert_array_equal(out["pixel_values"][0, 3].numpy(), recipe(rgb[0], "B04"))
     renamed = read_image(str(path), band_names=["B8A", "B03", "B02"])  # band_names= overrides descriptions
     assert renamed.band_names == ["B8A", "B03", "B02"]
+
+
+def test_declared_nodata_is_not_blended_when_resampling(tmp_path):
+    folder = tmp_path / "patch"
+    shutil.copytree(BEN_FOLDER, folder)
+    b05 = folder / f"{BEN_PATCH}_B05.tif"
+    with rasterio.open(b05) as dataset:
+        profile, values = dict(dataset.profile, nodata=0), dataset.read(1)
+    values[:20, :20] = 0  # a declared no-data block in the 20 m band
+    with rasterio.open(b05, "w", **profile) as out:
+        out.write(values, 1)
+    image = read_image(str(folder))
+    resampled = band(image, "B05")
+    assert np.isnan(resampled[:38, :38]).all()  # 10 m pixels fed only by no-data stay no-data
+    assert np.isfinite(resampled[42:, 42:]).all() and resampled[42:, 42:].min() > 0
+    out = SpectralImageProcessor(image_size=120)(image, return_metadata=True)
+    valid = out["metadata"][0]["valid_mask"][SPECTRALGPT_BANDS.index("B05")]
+    assert not valid[:38, :38].any() and valid[42:, 42:].all()
