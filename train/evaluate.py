@@ -10,9 +10,10 @@
 * Description quality: label consistency (which classes a description mentions, see :data:`CLASS_PHRASES`)
   and a LLaVA-Bench-style judged score relative to a reference answer, with a pluggable judge LLM.
 
-Tower features are cached on disk (``cache_dir``), keyed by a fingerprint of the tower weights, the
-visual-token layout and the image processor, so probing several projectors of one tower (stage 1 vs stage 2,
-class-label vs scene-description alignment) costs one tower pass.
+Tower features are cached on disk (``cache_dir``: pooled rows, a few KB per image), keyed by a fingerprint of the
+tower weights, the visual-token layout and the image processor, so probing several projectors of one tower
+(stage 1 vs stage 2, class-label vs scene-description alignment) costs one tower pass; ``tower_cache`` instead
+reads and extends a training feature cache (``--cache-features`` of align/finetune), which generation can use too.
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ from .spectral_inst import (BEN19_LABELS, EUROSAT_CLASSES, EUROSAT_PHRASES, atom
 logger = logging.getLogger(__name__)
 
 TRAIN_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-FEATURE_KINDS = ("vision", "grounded")
 FEATURE_TITLES = {"vision": "vision-only (SpectralGPT tower, mean-pooled)",
                   "grounded": "language-grounded (projector output, mean-pooled)"}
 NO_LABEL = "(none)"
@@ -929,3 +929,103 @@ def run_quality(model_dir, dataset_dir, output_dir, split="test", judge=None, ma
     _write_jsonl(output_dir / "captions.jsonl", records)
     logger.info("description quality: %s and %s", output_dir / "quality.json", output_dir / "captions.jsonl")
     return result
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Model card table
+# ----------------------------------------------------------------------------------------------------------
+
+RESULT_FILES = ("linear_probe.json", "classification.json", "quality.json")
+
+
+def collect_results(folders: Sequence[str | os.PathLike]) -> dict:
+    """{"linear_probe": ..., "classification": ..., "quality": ...} from the JSON files that `evaluate` wrote in
+    `folders` (the first folder holding a file wins)."""
+    results = {}
+    for name in RESULT_FILES:
+        for folder in folders:
+            path = Path(folder) / name
+            if path.is_file():
+                results[name.removesuffix(".json")] = json.loads(path.read_text())
+                break
+    if not results:
+        raise FileNotFoundError(f"none of {RESULT_FILES} found in {[str(f) for f in folders]}: run `spectral-llava "
+                                "evaluate` first")
+    return results
+
+
+def _cell(value, percent=True) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{100 * value:.1f}%" if percent else f"{value:.3f}"
+
+
+def evaluation_table(results: dict) -> str:
+    """The model card's evaluation section: one markdown table row per reported number."""
+    rows = []
+    probe = results.get("linear_probe")
+    if probe:
+        kinds = list(probe["results"])
+        name = "linear probe accuracy, " + " / ".join(FEATURE_TITLES.get(kind, kind).split(" (")[0] for kind in kinds)
+        setting = f"EuroSAT, {probe['num_samples']} images, {probe['protocol']['folds']} folds"
+        for ratio in sorted({r for by_ratio in probe["results"].values() for r in by_ratio}, key=float):
+            cells = [f"{100 * probe['results'][k][ratio]['mean']:.1f} +/- {100 * probe['results'][k][ratio]['std']:.1f}%"
+                     if ratio in probe["results"][k] else "n/a" for k in kinds]
+            rows.append((name, f"{setting}, {float(ratio):.0%} train", " / ".join(cells)))
+    classification = results.get("classification")
+    if classification:
+        euro = classification.get("eurosat_classification")
+        if euro:
+            rows.append(("classification from generated text", f"EuroSAT, {euro['num_images']} images",
+                         f"accuracy {_cell(euro['accuracy'])}"))
+        ben = classification.get("bigearthnet19")
+        if ben:
+            rows.append(("classification from generated text", f"BigEarthNet-19, {ben['num_images']} patches",
+                         f"micro F1 {_cell(ben['micro_f1'], False)}, macro F1 {_cell(ben['macro_f1'], False)}"))
+    quality = results.get("quality")
+    if quality:
+        model = quality["label_consistency"]["model"]
+        setting = f"Spectral-Inst {quality['split']}, {quality['num_images']} patches"
+        rows.append(("caption label consistency", setting,
+                     f"true classes mentioned {_cell(model['recall'])}, absent classes claimed "
+                     f"{_cell(model['false_claims'])}"))
+        judge = quality.get("judge")
+        if judge:
+            rows.append((f"judged caption score ({judge['judge']})", setting,
+                         f"{judge['relative_score']:.1f}% of the reference ({judge['parse_failures']} of "
+                         f"{judge['num_judged']} judge replies unreadable)"))
+    lines = ["| evaluation | data | result |", "|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    return "\n".join(lines)
+
+
+def card_sources(model_dir) -> dict:
+    """The tower and LLM descriptions the model dir's own card states (config.json does not hold them); the
+    local SmolLM2 cache path is reported as its Hub id."""
+    from modeling_spectral_llava.build import SMOLLM2_ID
+
+    path = Path(model_dir) / "README.md"
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    vision = re.search(r"^\| vision tower \| SpectralGPT \((.*)\), \d+x\d+ px", text, re.MULTILINE)
+    llm = re.search(r"^\| language model \| (.+?) \|$", text, re.MULTILINE)
+    llm_source = llm.group(1) if llm else "a LLaMA-family LLM"
+    if os.path.basename(os.path.normpath(llm_source)) == "smollm2-135m-instruct":
+        llm_source = SMOLLM2_ID
+    return {"vision_source": vision.group(1) if vision else "SpectralGPT", "llm_source": llm_source}
+
+
+def render_card(model_dir, result_dirs: Sequence, vision_source: str | None = None, llm_source: str | None = None,
+                note: str | None = None) -> str:
+    """The Hub model card of `model_dir` with the evaluation table of `result_dirs` (see evaluation_table)."""
+    from modeling_spectral_llava.configuration_spectral_llava import SpectralLlavaConfig
+    from modeling_spectral_llava.model_card import render_model_card
+
+    if not (Path(model_dir) / "config.json").is_file():
+        raise FileNotFoundError(f"--model {model_dir}: no config.json")
+    config = SpectralLlavaConfig.from_pretrained(model_dir)
+    sources = card_sources(model_dir)
+    sources.update({k: v for k, v in (("vision_source", vision_source), ("llm_source", llm_source)) if v})
+    evaluation = (f"{note}\n\n" if note else "") + evaluation_table(collect_results(result_dirs)) + (
+        "\n\nReproduce with `spectral-llava evaluate linear-probe|tsne|classify|quality` (`train/evaluate.py`); "
+        "the table is rendered by `scripts/render_model_card.py`.")
+    return render_model_card(config, evaluation=evaluation, **sources)

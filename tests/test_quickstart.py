@@ -1,0 +1,89 @@
+"""The quickstart end to end in a tiny configuration (tiny tower, 1 step per stage, a few real patches) through its
+Python API; `make demo` runs the full-size one."""
+
+import json
+import os
+import shutil
+
+import pytest
+
+from conftest import DATA, TINY_VISION
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory):
+    """3 EuroSAT classes x 4 patches (symlinks to tests/data) and one BigEarthNet v1 patch (a copy)."""
+    root = tmp_path_factory.mktemp("data")
+    for name in ("Forest", "Industrial", "SeaLake"):
+        (root / "eurosat-ms" / name).mkdir(parents=True)
+        for k in range(1, 5):
+            os.symlink(os.path.join(DATA, "eurosat-ms", name, f"{name}_{k}.tif"),
+                       root / "eurosat-ms" / name / f"{name}_{k}.tif")
+    (root / "bigearthnet-v1").mkdir()
+    patch = "S2A_MSIL2A_20170617T113321_4_55"
+    shutil.copytree(os.path.join(DATA, "bigearthnet-v1", patch), root / "bigearthnet-v1" / patch)  # walks skip links
+    return str(root)
+
+
+@pytest.mark.slow
+def test_quickstart_tiny_end_to_end(small_data, tmp_path, capsys):
+    from transformers import pipeline
+
+    from train.quickstart import QuickstartConfig, run_quickstart
+
+    output = tmp_path / "qs"
+    config = QuickstartConfig(output=str(output), data=small_data, image_size=32, spatial_pool=1,
+                              vision_overrides=TINY_VISION, align_steps=1, finetune_steps=1, batch_size=2,
+                              lora_r=2, lora_alpha=4, probe_epochs=2, classify_tokens=4, caption_tokens=4,
+                              eval_split="train,validation,test")
+    metrics = run_quickstart(config)
+
+    for name in ("report.md", "metrics.json", "linear_probe.png", "tsne.png", "confusion_matrix.png",
+                 "loss_align.png", "loss_finetune.png", "model/config.json", "model/README.md"):
+        assert (output / name).is_file(), name
+    saved = json.loads((output / "metrics.json").read_text())
+    assert saved["training"]["align"]["steps"] == 1 and saved["training"]["finetune"]["steps"] == 1
+    assert saved["dataset"]["sizes"] == metrics["dataset"]["sizes"]
+    assert sum(saved["dataset"]["sizes"].values()) == 13
+    assert set(saved["linear_probe"]) == {"vision", "grounded"}
+    assert saved["classification"]["eurosat_classification"]["num_images"] == 12
+    assert saved["classification"]["bigearthnet19"]["num_images"] == 1
+    assert saved["caption_quality"]["num_images"] == 13
+    phases = ["build dataset", "build model", "tower features", "stage 1 (alignment)",
+              "stage 2 (instruction tuning)", "linear probe + t-SNE", "classification", "captions", "pipeline check",
+              "total"]
+    assert list(saved["timings_seconds"]) == phases
+    assert any("RANDOMLY INITIALISED" in part for part in saved["untrained"])
+
+    report = (output / "report.md").read_text()
+    assert "RANDOMLY INITIALISED" in report and "![linear probe](linear_probe.png)" in report
+    assert "| 50% |" in report
+    assert report.count("- model: ") == config.num_sample_captions
+    card = (output / "model" / "README.md").read_text()
+    assert "SpectralGPT (random (untrained))" in card and "| evaluation | data | result |" in card
+
+    printed = capsys.readouterr().out
+    assert "phase" in printed and "stage 2 (instruction tuning)" in printed and "total" in printed
+
+    # the exported model loads through transformers' pipeline on its own
+    pipe = pipeline("image-text-to-text", model=str(output / "model"), trust_remote_code=True)
+    out = pipe(images=os.path.join(DATA, "eurosat-ms", "Forest", "Forest_1.tif"),
+               generate_kwargs={"max_new_tokens": 3, "do_sample": False})
+    assert isinstance(out[0]["generated_text"], (str, list))
+
+
+def test_quickstart_needs_the_sample_data(tmp_path):
+    from train.quickstart import QuickstartConfig, run_quickstart
+
+    with pytest.raises(FileNotFoundError, match="eurosat-ms"):
+        run_quickstart(QuickstartConfig(output=str(tmp_path / "out"), data=str(tmp_path)))
+
+
+def test_timing_table_lists_every_phase():
+    from train.quickstart import timing_table
+
+    table = timing_table({"build dataset": 1.24, "stage 1 (alignment)": 100.0, "total": 101.24}).splitlines()
+    assert table[0].split() == ["phase", "seconds"]
+    assert table[2].split() == ["build", "dataset", "1.2"]
+    assert table[3].split() == ["stage", "1", "(alignment)", "100.0"]
+    assert table[-1].split() == ["total", "101.2"]
