@@ -61,7 +61,7 @@ def test_fold_splits_fall_back_to_stratified_shuffle_split_for_tiny_classes():
 def test_batched_probes_train_exactly_like_single_probes():
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(3), 20)
-    features = (rng.normal(size=(60, 8)) + 3 * np.eye(8)[labels]).astype(np.float32)
+    features = (rng.normal(size=(60, 8)) + 6 * np.eye(8)[labels]).astype(np.float32)
     splits, _ = evaluate.fold_splits(labels, 0.5, n_splits=5, seed=0)
     together = evaluate.train_linear_probes(features, labels, splits, 3, epochs=30, batch_size=7, lr=1e-2, seed=4)
     for fold in range(5):
@@ -154,12 +154,17 @@ def test_rank_labels_orders_by_generated_token_probability(smollm2):
     text = "Labels: Forest; River"
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     spans = evaluate._token_spans(tokenizer, ids)
-    river = text.index("River")
-    logprobs = [-0.1 if start >= river else -2.0 for start, _ in spans]
-    answer = {"token_ids": ids, "logprobs": logprobs}
+    assert tokenizer.decode(ids) == text
+
+    def confident_on(label):  # log-probabilities: high on the tokens that spell `label`, low elsewhere
+        start = text.index(label)
+        return [-0.1 if a < start + len(label) and b > start else -2.0 for a, b in spans]
+
+    answer = {"token_ids": ids, "logprobs": confident_on("River")}
     assert evaluate.rank_labels(tokenizer, answer, ["Forest", "River"]) == ["River", "Forest"]
-    logprobs = [-0.1 if start < river else -2.0 for start, _ in spans]
-    assert evaluate.rank_labels(tokenizer, dict(answer, logprobs=logprobs), ["Forest", "River"]) == ["Forest", "River"]
+    answer["logprobs"] = confident_on("Forest")
+    assert evaluate.rank_labels(tokenizer, answer, ["Forest", "River"]) == ["Forest", "River"]
+    assert evaluate.rank_labels(tokenizer, answer, ["Forest", "Pastures", "River"]) == ["Forest", "River", "Pastures"]
 
 
 def test_eurosat_metrics_and_confusion_matrix(tmp_path):
@@ -316,8 +321,7 @@ def test_render_model_card_script(tiny_model_dir, tmp_path):
         assert line in front
     assert "| 50.0 +/- 1.0% / 75.0 +/- 2.0% |" in card and "accuracy 25.0%" in card and "macro F1 0.400" in card
     assert "SpectralGPT (random (untrained))" in card
-    missing = subprocess.run(command[:4] + [tiny_model_dir, "--results", str(tmp_path / "none")], capture_output=True,
-                             text=True)
+    missing = subprocess.run(command[:4] + ["--results", str(tmp_path / "none")], capture_output=True, text=True)
     assert missing.returncode == 2 and "linear_probe.json" in missing.stderr
 
 

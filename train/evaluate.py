@@ -286,6 +286,7 @@ def train_linear_probes(features, labels, splits, num_classes: int, epochs: int 
     y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
     train = torch.as_tensor(np.stack([split[0] for split in splits]))  # (F, n_train)
     test = torch.as_tensor(np.stack([split[1] for split in splits]))  # (F, n_test)
+    folds = torch.arange(len(splits))[:, None]
     weights, biases = [], []
     for fold in range(len(splits)):
         torch.manual_seed(seed + fold)
@@ -296,19 +297,19 @@ def train_linear_probes(features, labels, splits, num_classes: int, epochs: int 
     bias = torch.nn.Parameter(torch.stack(biases)[:, None, :])  # (F, 1, C)
     optimizer = torch.optim.Adam([weight, bias], lr=lr)
     generators = [torch.Generator().manual_seed(seed + fold) for fold in range(len(splits))]
-    folds = torch.arange(len(splits))[:, None]
-    for _ in range(epochs):
-        order = torch.stack([torch.randperm(train.shape[1], generator=g) for g in generators])
-        for batch in order.split(batch_size, dim=1):
-            chosen = train[folds, batch]  # (F, b) sample indices
-            logits = torch.baddbmm(bias, x[chosen], weight)
-            loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), y[chosen].flatten(), reduction="none")
-            optimizer.zero_grad()
-            loss.view(len(splits), -1).mean(1).sum().backward()
-            optimizer.step()
-    with torch.no_grad():
-        predicted = torch.baddbmm(bias, x[test], weight).argmax(-1)
-        return (predicted == y[test]).float().mean(1).tolist()
+    with single_thread():
+        for _ in range(epochs):
+            order = torch.stack([torch.randperm(train.shape[1], generator=g) for g in generators])
+            for batch in order.split(batch_size, dim=1):
+                chosen = train[folds, batch]  # (F, b) sample indices
+                logits = torch.baddbmm(bias, x[chosen], weight)
+                loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), y[chosen].flatten(), reduction="none")
+                optimizer.zero_grad()
+                loss.view(len(splits), -1).mean(1).sum().backward()
+                optimizer.step()
+        with torch.no_grad():
+            predicted = torch.baddbmm(bias, x[test], weight).argmax(-1)
+    return (predicted == y[test]).float().mean(1).tolist()
 
 
 def linear_probe(features: dict, labels, class_names: Sequence[str], ratios=TRAIN_RATIOS, n_splits: int = 5,
@@ -338,9 +339,7 @@ def linear_probe(features: dict, labels, class_names: Sequence[str], ratios=TRAI
                 f"ratio {key}: some class would have < 1 training sample with per-class rounding; "
                 f"used {splitter} (train_size={ratio})")
         for kind, values in features.items():
-            with single_thread():
-                accuracies = train_linear_probes(values, labels, splits, len(class_names), epochs, batch_size, lr,
-                                                 seed)
+            accuracies = train_linear_probes(values, labels, splits, len(class_names), epochs, batch_size, lr, seed)
             result["results"][kind][key] = {
                 "mean": float(np.mean(accuracies)), "std": float(np.std(accuracies)), "folds": accuracies,
                 "train_size": int(len(splits[0][0])), "test_size": int(len(splits[0][1])),
