@@ -40,10 +40,6 @@ def _cache_arguments(parser):
                         help="a training feature cache (align/finetune --cache-features) to read and extend")
 
 
-def _print(result: dict, keys) -> None:
-    print(json.dumps({key: result[key] for key in keys if key in result}, indent=1))
-
-
 def run_linear_probe(args):
     from train.evaluate import run_linear_probe
 
@@ -70,12 +66,12 @@ def run_classify_eval(args):
                                split=args.split, max_per_class=args.max_per_class, max_samples=args.max_samples,
                                batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
                                tower_cache=args.tower_cache)
-    euro = result.get("eurosat_classification", {})
-    _print({"eurosat_accuracy": euro.get("accuracy"), "eurosat_images": euro.get("num_images"),
-            **{f"bigearthnet19_{k}": v for k, v in result.get("bigearthnet19", {}).items()
-               if k in ("micro_f1", "macro_f1", "num_images")}},
-           ["eurosat_accuracy", "eurosat_images", "bigearthnet19_micro_f1", "bigearthnet19_macro_f1",
-            "bigearthnet19_num_images"])
+    summary = {}
+    if "eurosat_classification" in result:
+        summary["eurosat"] = {k: result["eurosat_classification"][k] for k in ("accuracy", "num_images", "no_label")}
+    if "bigearthnet19" in result:
+        summary["bigearthnet19"] = {k: result["bigearthnet19"][k] for k in ("micro_f1", "macro_f1", "num_images")}
+    print(json.dumps(summary, indent=1))
 
 
 def run_quality(args):
@@ -84,7 +80,8 @@ def run_quality(args):
     result = run_quality(args.model, args.dataset, args.output, split=args.split, judge=args.judge,
                          max_samples=args.max_samples, batch_size=args.batch_size,
                          max_new_tokens=args.max_new_tokens, tower_cache=args.tower_cache)
-    _print(result, ["num_images", "label_consistency", "judge"])
+    print(json.dumps({key: result[key] for key in ("num_images", "label_consistency", "judge") if key in result},
+                     indent=1))
 
 
 def add_evaluate_parser(subparsers):

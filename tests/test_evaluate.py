@@ -84,7 +84,7 @@ def test_linear_probe_reports_every_ratio_and_the_fallback():
     assert any("0.1" in note and "StratifiedShuffleSplit" in note for note in result["notes"])
     for kind in ("vision", "grounded"):
         for ratio in result["ratios"]:
-            entry = result["results"][kind][f"{ratio:.1f}"]
+            entry = result["results"][kind][f"{ratio:g}"]
             assert len(entry["folds"]) == 5 and 0 <= entry["mean"] <= 1
             assert entry["std"] == pytest.approx(np.std(entry["folds"]))
     assert result["results"]["grounded"]["0.8"]["mean"] > result["results"]["vision"]["0.8"]["mean"]
@@ -348,3 +348,20 @@ def test_push_fails_cleanly_offline(tiny_model_dir, tmp_path):
     assert "Traceback" not in done.stderr
     missing = _push("--model", str(tmp_path), "--repo-id", "someone/spectral-llava", "--dry-run")
     assert missing.returncode == 2 and str(tmp_path) in missing.stderr
+
+
+def test_evaluate_cli_linear_probe_tsne_and_classify(tiny_model_dir, small_eurosat, tmp_path, capsys):
+    from spectral_llava_cli import main
+
+    common = ["--model", tiny_model_dir, "--eurosat", small_eurosat, "--output", str(tmp_path)]
+    assert main(["evaluate", "linear-probe", *common, "--ratios", "0.5,0.75", "--epochs", "2"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert set(printed["accuracy_percent"]["grounded"]) == {"0.5", "0.75"}
+    assert json.loads((tmp_path / "linear_probe.json").read_text())["protocol"]["epochs"] == 2
+    assert main(["evaluate", "tsne", *common, "--perplexity", "3"]) == 0
+    assert (tmp_path / "tsne.png").is_file()
+    assert main(["evaluate", "classify", *common, "--max-per-class", "1", "--max-new-tokens", "4"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["eurosat"]["num_images"] == 3 and 0 <= summary["eurosat"]["accuracy"] <= 1
+    assert main(["evaluate", "classify", "--model", tiny_model_dir, "--output", str(tmp_path)]) == 2
+    assert "--eurosat" in capsys.readouterr().err

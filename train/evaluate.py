@@ -326,7 +326,7 @@ def linear_probe(features: dict, labels, class_names: Sequence[str], ratios=TRAI
         "results": {kind: {} for kind in features},
     }
     for ratio in tqdm(ratios, desc="linear probe", unit="ratio"):
-        key = f"{ratio:.1f}"
+        key = f"{ratio:g}"
         try:
             splits, splitter = fold_splits(labels, ratio, n_splits, seed)
         except ValueError as error:  # fewer training samples than classes: nothing to fit
