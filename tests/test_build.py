@@ -71,3 +71,24 @@ def test_build_refuses_unknown_sources(tmp_path):
                              "--llm", str(tmp_path / "no-llm")], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 2 and "no-llm" in result.stderr
     assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.slow
+def test_smollm2_is_dequantised_once_into_a_plain_llama_cache(tmp_path, monkeypatch):
+    from transformers import AutoModelForCausalLM, LlamaForCausalLM
+
+    from modeling_spectral_llava.build import load_llm, smollm2_gguf_path
+
+    monkeypatch.setenv("SPECTRAL_LLAVA_CACHE", str(tmp_path))
+    model, tokenizer = load_llm("smollm2")
+    cached = tmp_path / "smollm2-135m-instruct"
+    assert type(model) is LlamaForCausalLM and (cached / "model.safetensors").is_file()
+    assert "quantization_config" not in json.load(open(cached / "config.json"))
+    mtime = os.path.getmtime(cached / "model.safetensors")
+    load_llm("smollm2")  # second call reads the cache, does not dequantise again
+    assert os.path.getmtime(cached / "model.safetensors") == mtime
+    folder, name = os.path.split(smollm2_gguf_path())
+    gguf = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
+    ids = tokenizer("A river crosses farmland.", return_tensors="pt").input_ids
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, gguf(ids).logits)
