@@ -50,8 +50,9 @@ NO_LABEL = "(none)"
 # ----------------------------------------------------------------------------------------------------------
 
 
-def load_model(model_dir: str | os.PathLike):
-    """(SpectralLlavaForConditionalGeneration in eval mode, SpectralLlavaProcessor) of a saved model dir."""
+def load_model(model_dir: str | os.PathLike, device: str | None = None):
+    """(SpectralLlavaForConditionalGeneration in eval mode, SpectralLlavaProcessor) of a saved model dir, on
+    `device` (default: CUDA when available, else CPU)."""
     from modeling_spectral_llava.modeling_spectral_llava import SpectralLlavaForConditionalGeneration
     from processing.processing_spectral_llava import SpectralLlavaProcessor
 
@@ -59,6 +60,7 @@ def load_model(model_dir: str | os.PathLike):
     if not os.path.isfile(os.path.join(model_dir, "config.json")):
         raise FileNotFoundError(f"--model {model_dir}: not a Spectral-LLaVA model dir (no config.json)")
     model = SpectralLlavaForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval()
+    model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     # the saved processor config names the image processor by its remote-code class: allow that code, which
     # is this repository's own processing module
     processor = SpectralLlavaProcessor.from_pretrained(model_dir, trust_remote_code=True)
@@ -211,15 +213,15 @@ def tower_features(model, image_processor, paths: Sequence[str], cache_dir=None,
         for start in range(0, len(missing), batch_size):
             chunk = missing[start:start + batch_size]
             if raw_cache is not None:
-                raw = raw_cache.get([image_id(paths[i]) for i in chunk]).to(model.dtype)
+                raw = raw_cache.get([image_id(paths[i]) for i in chunk]).to(model.device, model.dtype)
             else:
                 pixels = image_processor([paths[i] for i in chunk], return_tensors="pt")["pixel_values"]
-                raw = model.model.select_vision_features(pixels.to(model.dtype))
+                raw = model.model.select_vision_features(pixels.to(model.device, model.dtype))
             tokens = model.model.arrange_visual_tokens(raw)
             if token_mean:
                 tokens = tokens.mean(dim=1, keepdim=True)
             for row, i in enumerate(chunk):
-                pooled[keys[i]] = (raw[row].mean(0).float().numpy(), tokens[row].float().numpy())
+                pooled[keys[i]] = (raw[row].mean(0).float().cpu().numpy(), tokens[row].float().cpu().numpy())
             bar.update(len(chunk))
     if pooled_path is not None and missing:
         _save_pooled_cache(pooled_path, pooled)
@@ -233,8 +235,9 @@ def probe_features(model, image_processor, paths: Sequence[str], cache_dir=None,
     vision, tokens = tower_features(model, image_processor, paths, cache_dir, tower_cache, batch_size)
     projector = model.model.multi_modal_projector
     with torch.inference_mode():
-        grounded = projector(torch.from_numpy(tokens).to(projector.linear_1.weight.dtype)).mean(dim=1)
-    return {"vision": vision.astype(np.float32), "grounded": grounded.float().numpy()}
+        weight = projector.linear_1.weight
+        grounded = projector(torch.from_numpy(tokens).to(weight.device, weight.dtype)).mean(dim=1)
+    return {"vision": vision.astype(np.float32), "grounded": grounded.float().cpu().numpy()}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -494,6 +497,7 @@ def generate_answers(model, processor, paths: Sequence[str], task: str, question
                 inputs["vision_features"] = raw_cache.get([image_id(p) for p in chunk]).to(model.dtype)
             else:
                 inputs = dict(processor(images=chunk, text=[prompt] * len(chunk), return_tensors="pt"))
+            inputs = {key: value.to(model.device) for key, value in inputs.items()}
             out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
                                  return_dict_in_generate=True, output_scores=True,
                                  pad_token_id=tokenizer.pad_token_id)
@@ -810,20 +814,24 @@ def parse_judge_scores(text: str) -> tuple[float, float] | None:
 
 
 def load_judge(spec: str):
-    """(causal LM, tokenizer) of a judge: "smollm2" (the embedded SmolLM2), a local model DIR, or "hf:ID"."""
+    """(causal LM, tokenizer) of a judge: "smollm2" (the embedded SmolLM2), a local model DIR, or "hf:ID" (from
+    the Hub or its local cache); on CUDA when available (bfloat16 for DIR / hf: judges)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     if spec == "smollm2":
         from modeling_spectral_llava.build import load_llm
 
-        return load_llm("smollm2")
+        model, tokenizer = load_llm("smollm2")
+        return model.eval().to(device), tokenizer
     if spec.startswith("hf:"):
         source = spec[3:]
     elif os.path.isdir(spec):
         source = spec
     else:
         raise FileNotFoundError(f"--judge {spec!r}: expected 'smollm2', a local model directory or 'hf:MODEL_ID'")
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).eval()
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype).eval().to(device)
     return model, AutoTokenizer.from_pretrained(source)
 
 
@@ -843,7 +851,7 @@ def judge_pairs(judge, items: Sequence[dict], max_new_tokens: int = 64) -> list[
     with torch.inference_mode():
         for item in tqdm(items, desc="judging", unit="answer"):
             prompt = judge_prompt(tokenizer, item["facts"], item["question"], item["reference"], item["answer"])
-            inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+            inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(model.device)
             output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
                                     pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
             reply = tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
