@@ -5,8 +5,8 @@
 1. `spectral-llava build-dataset --eurosat tests/data/eurosat-ms` (template captioner; 80/10/10 patches);
 2. the default model (`build_model`: random ViT-B/8 128x128 tower + SmolLM2-135M-Instruct), here with
    `--layout spectral_mean --spatial-pool 4` (16 visual tokens) so that it trains on two CPU cores;
-3. stage 1 (`train.align`, scene descriptions) and stage 2 (`train.finetune`, LoRA r=128), both from the feature
-   cache;
+3. stage 1 (`train.align`, class-label text by default) and stage 2 (`train.finetune`, LoRA r=128), both from the
+   feature cache;
 4. `[classification]` accuracy of OUTPUT/finetune/merged on the held-out test split (greedy generation through the
    processor from the GeoTIFFs, answers read with `parse_labels`), against the majority-class baseline.
 
@@ -80,8 +80,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", required=True)
     parser.add_argument("--eurosat", default=os.path.join(REPO, "tests", "data", "eurosat-ms"))
-    parser.add_argument("--align-epochs", type=float, default=2)
-    parser.add_argument("--finetune-epochs", type=float, default=3)
+    parser.add_argument("--align-text", default="class-labels", choices=["class-labels", "scene-description"])
+    parser.add_argument("--align-epochs", type=float, default=5)
+    parser.add_argument("--align-lr", type=float, default=2e-3)
+    parser.add_argument("--finetune-epochs", type=float, default=2)
     parser.add_argument("--finetune-lr", type=float, default=5e-4)
     parser.add_argument("--batch-size", type=int, default=8)
     args = parser.parse_args(argv)
@@ -106,8 +108,8 @@ def main(argv=None):
     times["build_model_s"] = round(time.time() - start, 1)
 
     cache = os.path.join(out, "feature-cache")
-    align = run_alignment(base, dataset_dir, os.path.join(out, "align"), epochs=args.align_epochs,
-                          batch_size=args.batch_size, grad_accum=1, cache_features=cache, save_steps=1000)
+    align = run_alignment(base, dataset_dir, os.path.join(out, "align"), text=args.align_text,
+                          epochs=args.align_epochs, lr=args.align_lr, batch_size=args.batch_size, grad_accum=1, cache_features=cache, save_steps=1000)
     finetune = run_finetune(align["outputs"]["model"], dataset_dir, os.path.join(out, "finetune"),
                             epochs=args.finetune_epochs, batch_size=args.batch_size, grad_accum=1,
                             lr=args.finetune_lr, cache_features=cache, save_steps=1000)
