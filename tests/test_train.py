@@ -186,7 +186,9 @@ def test_stage2_adapter_and_merged_load_and_agree(aligned, dataset_dir, tmp_path
     batch.pop("labels")
     with torch.no_grad():
         expected, got = with_adapter(**batch).logits, merged(**batch).logits
-    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    # merging W + scale * B @ A rounds differently from applying LoRA on the fly: same logits to float32 noise
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-3)
+    assert torch.equal(got.argmax(-1), expected.argmax(-1))
     # the projector was trained in stage 2 as well, and the merged model carries it
     stage1 = weights(base)
     assert not torch.equal(weights(merged_dir)[PROJECTOR + "linear_1.weight"], stage1[PROJECTOR + "linear_1.weight"])
