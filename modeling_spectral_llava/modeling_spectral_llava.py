@@ -33,6 +33,10 @@ class SpectralGPTEmbeddings(nn.Module):
             torch.randn(1, config.num_spectral_groups, config.hidden_size) * 0.02
         )
 
+    def reset_position_embeddings(self):
+        nn.init.normal_(self.spatial_position_embedding, std=self.config.initializer_range)
+        nn.init.normal_(self.spectral_position_embedding, std=self.config.initializer_range)
+
     def spatial_positions(self, height, width):
         """Spatial position grid for an h x w patch grid, bicubically resized when it differs from training."""
         grid = self.config.image_size // self.config.patch_size
@@ -124,9 +128,7 @@ class SpectralGPTPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module):
         super()._init_weights(module)
         if isinstance(module, SpectralGPTEmbeddings):
-            std = self.config.initializer_range
-            nn.init.normal_(module.spatial_position_embedding, std=std)
-            nn.init.normal_(module.spectral_position_embedding, std=std)
+            module.reset_position_embeddings()
 
 
 class SpectralGPTVisionModel(SpectralGPTPreTrainedModel):
@@ -213,9 +215,7 @@ class SpectralLlavaPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module):
         super()._init_weights(module)
         if isinstance(module, SpectralGPTEmbeddings):
-            std = self.config.vision_config.initializer_range
-            nn.init.normal_(module.spatial_position_embedding, std=std)
-            nn.init.normal_(module.spectral_position_embedding, std=std)
+            module.reset_position_embeddings()
 
 
 def _cache_of(kwargs):
