@@ -835,7 +835,7 @@ class LLMCaptioner:
 
 
 def _load_text_llm(spec: str):
-    """``smollm2`` or a model folder -> (causal LM, tokenizer), through the lead's ``load_llm``."""
+    """``smollm2`` or a model folder -> (causal LM, tokenizer), through ``modeling_spectral_llava.build.load_llm``."""
     from modeling_spectral_llava.build import load_llm
 
     return load_llm(spec)
