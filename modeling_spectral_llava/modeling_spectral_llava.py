@@ -359,6 +359,18 @@ class SpectralLlavaForConditionalGeneration(SpectralLlavaPreTrainedModel, Genera
         self.model.freeze_vision_tower()
 
     @property
+    def vision_tower(self):
+        return self.model.vision_tower
+
+    @property
+    def multi_modal_projector(self):
+        return self.model.multi_modal_projector
+
+    @property
+    def language_model(self):
+        return self.model.language_model
+
+    @property
     def num_image_tokens(self):
         return num_visual_tokens(self.config)
 

@@ -1,6 +1,7 @@
 """Processing for Spectral-LLaVA: Sentinel-2 readers, SpectralGPT image processor, processor and pipeline."""
 
-from .image_processing_spectral_llava import SpectralImage, SpectralImageProcessor, canonical_band_name, read_image
+from .image_processing_spectral_llava import SpectralImageProcessor
+from .sentinel2_io import SpectralImage, canonical_band_name, read_image
 from .processing_spectral_llava import SpectralLlavaProcessor
 
 __all__ = ["SpectralImage", "SpectralImageProcessor", "SpectralLlavaProcessor", "canonical_band_name", "read_image"]

@@ -13,13 +13,8 @@ import torch.nn.functional as F
 from rasterio.warp import Resampling, reproject
 from torch.utils.data import DataLoader
 
-from processing.image_processing_spectral_llava import (
-    EUROSAT_FILE_ORDER,
-    SPECTRALGPT_BANDS,
-    SpectralImageProcessor,
-    canonical_band_name,
-    read_image,
-)
+from processing.image_processing_spectral_llava import SpectralImageProcessor
+from processing.sentinel2_io import EUROSAT_FILE_ORDER, SPECTRALGPT_BANDS, canonical_band_name, read_image
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 EUROSAT = os.path.join(DATA, "eurosat-ms")

@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor, pipeline
 
-from processing.image_processing_spectral_llava import read_image
+from processing.sentinel2_io import read_image
 from processing.pipeline_spectral_llava import CUSTOM_PIPELINES, register_pipeline_in_model_dir
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")

@@ -7,7 +7,8 @@ import pytest
 import torch
 from transformers import AutoProcessor, AutoTokenizer
 
-from processing.image_processing_spectral_llava import SpectralImageProcessor, read_image
+from processing.image_processing_spectral_llava import SpectralImageProcessor
+from processing.sentinel2_io import read_image
 from processing.processing_spectral_llava import SpectralLlavaProcessor
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")

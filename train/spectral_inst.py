@@ -522,7 +522,7 @@ def process_patch(task: PatchTask, output_dir: str | os.PathLike) -> dict:
     """Read one patch, write its RGB PNG and its cached metadata record; return the record."""
     from PIL import Image
 
-    from processing.image_processing_spectral_llava import read_image
+    from processing.sentinel2_io import read_image
 
     output_dir = Path(output_dir)
     image = read_image(task.path, select_bands=list(SUMMARY_BANDS))
@@ -1098,7 +1098,7 @@ def process_all(tasks: list[PatchTask], output_dir: str, num_proc: int = 1) -> t
         (done.add(task.id) if load_cached_record(output_dir, task) is not None else todo.append(task))
     logger.info("%d patches cached, %d to process with %d process(es)", len(done), len(todo), num_proc)
     if todo:
-        import processing.image_processing_spectral_llava  # noqa: F401  (imported once, before workers fork)
+        import processing.sentinel2_io  # noqa: F401  (imported once, before workers fork)
 
         jobs = [(task, output_dir) for task in todo]
         with tqdm(total=len(jobs), desc="patches", unit="patch") as progress:
