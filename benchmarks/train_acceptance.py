@@ -27,7 +27,8 @@ import torch
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from train.spectral_inst import EUROSAT_CLASSES, atomic_write_json, parse_labels, resolve_image_path  # noqa: E402
+from modeling_spectral_llava.fileio import atomic_write_json  # noqa: E402
+from train.spectral_inst import EUROSAT_CLASSES, parse_labels, resolve_image_path  # noqa: E402
 
 
 def classification_accuracy(model_dir, dataset_dir, split="test", batch_size=5):

@@ -25,7 +25,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from train.align import ALIGN, AlignOptions  # noqa: E402
-from train.common import load_model_and_processor  # noqa: E402
+from modeling_spectral_llava.loading import load_model_and_processor  # noqa: E402
 from train.data import FeatureCache, SpectralLlavaCollator, feature_fingerprint  # noqa: E402
 from train.finetune import FINETUNE, FinetuneOptions  # noqa: E402
 from train.spectral_inst import EUROSAT_CLASSES, format_labels  # noqa: E402

@@ -13,7 +13,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
 from .configuration_spectral_llava import SpectralGPTConfig, SpectralLlavaConfig, num_visual_tokens
-from .convert_spectralgpt import load_spectralgpt_checkpoint, save_atomically
+from .convert_spectralgpt import load_spectralgpt_checkpoint
+from .fileio import write_dir_atomically
 from .modeling_spectral_llava import SpectralGPTVisionModel, SpectralLlavaForConditionalGeneration
 
 logger = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ def _cache_smollm2(target):
         plain.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
 
-    save_atomically(save, target)
+    write_dir_atomically(save, target)
 
 
 def load_llm(spec="smollm2"):
@@ -174,7 +175,7 @@ def save_model_dir(model, processor, output_dir, card_fields=None):
         with open(os.path.join(tmp, "README.md"), "w") as f:
             f.write(render_model_card(model.config, **(card_fields or {})))
 
-    save_atomically(save, output_dir)
+    write_dir_atomically(save, output_dir)
 
 
 def build_model(

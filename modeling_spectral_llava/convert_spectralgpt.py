@@ -9,12 +9,11 @@ import logging
 import os
 import pickle
 import re
-import shutil
-import tempfile
 
 import torch
 
 from .configuration_spectral_llava import SPECTRALGPT_BANDS, SpectralGPTConfig
+from .fileio import write_dir_atomically
 from .modeling_spectral_llava import SpectralGPTVisionModel
 
 logger = logging.getLogger(__name__)
@@ -137,25 +136,9 @@ def load_spectralgpt_checkpoint(path, num_heads=None):
     return model.eval()
 
 
-def save_atomically(save, output_dir):
-    """Run `save(tmp_dir)` and move the result onto `output_dir` only when it completed."""
-    output_dir = os.path.abspath(output_dir)
-    parent = os.path.dirname(output_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp_dir = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
-    try:
-        save(tmp_dir)
-        if os.path.isdir(output_dir):
-            shutil.rmtree(output_dir)
-        os.replace(tmp_dir, output_dir)
-    except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise
-
-
 def convert(checkpoint, output_dir, num_heads=None):
     model = load_spectralgpt_checkpoint(checkpoint, num_heads=num_heads)
-    save_atomically(model.save_pretrained, output_dir)
+    write_dir_atomically(model.save_pretrained, output_dir)
     c = model.config
     logger.info(
         "converted %s -> %s (ViT %dx%d, patch %d, %d bands in groups of %d, width %d, depth %d, heads %d)",

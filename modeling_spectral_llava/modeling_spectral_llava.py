@@ -418,6 +418,14 @@ class SpectralLlavaForConditionalGeneration(SpectralLlavaPreTrainedModel, Genera
             model_inputs.pop("vision_features", None)
         return model_inputs
 
+    def select_vision_features(self, pixel_values):
+        """The tower's output at `vision_feature_layer`, (B, T*h*w, D) (what a feature cache stores)."""
+        return self.model.select_vision_features(pixel_values)
+
+    def arrange_visual_tokens(self, features):
+        """(B, T*h*w, D) tower features -> (B, N_vis, width), the projector's input."""
+        return self.model.arrange_visual_tokens(features)
+
 
 SpectralGPTConfig.register_for_auto_class()
 SpectralLlavaConfig.register_for_auto_class()

@@ -16,7 +16,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from train.evaluate import render_card  # noqa: E402
-from train.spectral_inst import atomic_write_bytes  # noqa: E402
+from modeling_spectral_llava.fileio import atomic_write_bytes  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -96,9 +96,9 @@ def test_probe_features_are_tower_mean_and_projector_mean_and_cached(tiny, small
     features = evaluate.probe_features(model, processor.image_processor, paths, cache_dir=tmp_path, batch_size=4)
     pixels = processor.image_processor(paths)["pixel_values"]
     with torch.no_grad():
-        tower = model.model.select_vision_features(pixels)
+        tower = model.select_vision_features(pixels)
         grounded = model.get_image_features(pixel_values=pixels)
-    assert features["vision"].shape == (6, 64) and features["grounded"].shape == (6, 576)
+    assert features["vision"].shape == (6, 64) and features["grounded"].shape == (6, 48)
     np.testing.assert_allclose(features["vision"], tower.mean(1).numpy(), atol=1e-5)
     np.testing.assert_allclose(features["grounded"], grounded.mean(1).numpy(), atol=1e-4)
     assert len(list(tmp_path.glob("tower-*.npz"))) == 1
@@ -107,7 +107,7 @@ def test_probe_features_are_tower_mean_and_projector_mean_and_cached(tiny, small
         raise AssertionError("the tower ran although every image is cached")
 
     with monkeypatch.context() as patch:  # a second pass reads the cache only
-        patch.setattr(model.model, "select_vision_features", tower_must_not_run)
+        patch.setattr(model, "select_vision_features", tower_must_not_run)
         again = evaluate.probe_features(model, processor.image_processor, paths, cache_dir=tmp_path)
     np.testing.assert_array_equal(again["vision"], features["vision"])
     np.testing.assert_array_equal(again["grounded"], features["grounded"])

@@ -97,7 +97,7 @@ def test_feature_cache_matches_tower_and_is_invalidated(model_and_processor, dat
     ids = list(images)[:3]
     pixels = processor.image_processor([images[i] for i in ids], return_tensors="pt")["pixel_values"]
     with torch.no_grad():
-        expected = model.model.select_vision_features(pixels)
+        expected = model.select_vision_features(pixels)
     assert expected.shape == (3, 4 * 4 * 4, 64)  # 4 spectral groups x 4x4 patches, width 64
     torch.testing.assert_close(cache.get(ids), expected, rtol=0, atol=1e-6)
 
@@ -108,7 +108,7 @@ def test_feature_cache_matches_tower_and_is_invalidated(model_and_processor, dat
         assert feature_fingerprint(model, processor.image_processor) != fingerprint
     finally:
         processor.image_processor.image_size = size
-    layer_norm = model.model.vision_tower.post_layernorm.weight
+    layer_norm = model.vision_tower.post_layernorm.weight
     with torch.no_grad():
         layer_norm.add_(1.0)
     try:

@@ -32,7 +32,7 @@ def select_records(records, options: AlignOptions):
 
 def prepare_model(model, options: AlignOptions):
     model.requires_grad_(False)
-    model.model.multi_modal_projector.requires_grad_(True)
+    model.multi_modal_projector.requires_grad_(True)
     return model
 
 

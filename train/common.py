@@ -27,8 +27,10 @@ from safetensors.torch import load_file, save_file
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
+from modeling_spectral_llava.fileio import atomic_write_json, write_file_atomically
+from modeling_spectral_llava.loading import load_model_and_processor
 from train.data import FeatureCache, SpectralLlavaCollator, feature_fingerprint, load_split
-from train.spectral_inst import atomic_write_json, resolve_image_path
+from train.spectral_inst import resolve_image_path
 
 logger = logging.getLogger(__name__)
 
@@ -119,10 +121,9 @@ class SpectralLlavaTrainer(Trainer):
         trainable = trainable_state_dict(model)
         if state_dict:
             trainable = {name: state_dict[name].cpu().contiguous() for name in trainable if name in state_dict}
-        tmp = os.path.join(output_dir, f".{TRAINABLE_WEIGHTS}.tmp")
-        save_file(trainable, tmp, metadata={"format": "pt"})
-        os.replace(tmp, os.path.join(output_dir, TRAINABLE_WEIGHTS))
-        torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
+        write_file_atomically(os.path.join(output_dir, TRAINABLE_WEIGHTS),
+                              lambda tmp: save_file(trainable, tmp, metadata={"format": "pt"}))
+        write_file_atomically(os.path.join(output_dir, "training_args.bin"), lambda tmp: torch.save(self.args, tmp))
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         path = os.path.join(resume_from_checkpoint, TRAINABLE_WEIGHTS)
@@ -201,22 +202,8 @@ def plot_loss_curve(log_history: list[dict], path: Path, title: str) -> None:
     axes.set_title(title)
     axes.grid(alpha=0.3)
     figure.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(tmp, dpi=120)
+    write_file_atomically(path, lambda tmp: figure.savefig(tmp, format="png", dpi=120))
     plt.close(figure)
-    os.replace(tmp, path)
-
-
-def load_model_and_processor(model_dir):
-    from transformers import AutoProcessor
-
-    from modeling_spectral_llava.modeling_spectral_llava import SpectralLlavaForConditionalGeneration
-
-    if not os.path.isfile(os.path.join(model_dir, "config.json")):
-        raise FileNotFoundError(f"{model_dir}/config.json is missing: --model must be a Spectral-LLaVA model dir")
-    model = SpectralLlavaForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32)
-    processor = AutoProcessor.from_pretrained(model_dir, trust_remote_code=True)
-    return model, processor
 
 
 def training_arguments(options: TrainOptions, output_dir: str) -> TrainingArguments:
@@ -258,7 +245,7 @@ def run_stage(stage: Stage, model_dir, dataset_dir, output_dir, options: TrainOp
     if len(records) == 0:
         raise ValueError(f"{dataset_dir}/{stage.subset}[{options.split}] has no records for stage {stage.name}")
     args = training_arguments(options, output_dir)
-    model, processor = load_model_and_processor(model_dir)
+    model, processor = load_model_and_processor(model_dir, device=None)
     model.freeze_vision_tower()
 
     feature_cache = None
@@ -268,7 +255,7 @@ def run_stage(stage: Stage, model_dir, dataset_dir, output_dir, options: TrainOp
             images.setdefault(record["patch_id"], resolve_image_path(record["image"], image_roots))
         fingerprint = feature_fingerprint(model, processor.image_processor)
         with args.main_process_first(desc="feature cache", local=False):
-            model.model.vision_tower.to(args.device)
+            model.vision_tower.to(args.device)
             feature_cache = FeatureCache(options.cache_features, fingerprint).build(
                 model, processor.image_processor, images, batch_size=options.batch_size
             )
@@ -343,7 +330,7 @@ def exportable_model(trainer, stage: Stage, model_dir: str, options: TrainOption
     state_dict = trainer.accelerator.get_state_dict(trainer.deepspeed if trainer.is_deepspeed_enabled else trainer.model)
     if not trainer.is_world_process_zero():
         return None
-    fresh, _ = load_model_and_processor(model_dir)
+    fresh, _ = load_model_and_processor(model_dir, device=None)
     fresh.freeze_vision_tower()
     fresh = stage.prepare(fresh, options)
     trainable = trainable_state_dict(fresh)

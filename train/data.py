@@ -15,8 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -24,7 +22,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from train.spectral_inst import atomic_write_json, resolve_image_path
+from modeling_spectral_llava.fileio import atomic_write_json, write_file_atomically
+from train.spectral_inst import resolve_image_path
 
 logger = logging.getLogger(__name__)
 
@@ -144,7 +143,7 @@ class SpectralLlavaCollator:
 def feature_fingerprint(model, image_processor) -> str:
     """sha256 over the tower weights, tower config, feature layer and image-processor config."""
     digest = hashlib.sha256()
-    tower = model.model.vision_tower
+    tower = model.vision_tower
     digest.update(tower.config.to_json_string(use_diff=False).encode())
     digest.update(f"vision_feature_layer={model.config.vision_feature_layer}".encode())
     processing = json.loads(image_processor.to_json_string())
@@ -200,10 +199,10 @@ class FeatureCache:
         missing = [patch_id for patch_id in images if patch_id not in index]
         if missing:
             logger.info("feature cache %s: encoding %d of %d images", self.root, len(missing), len(images))
-        backbone = model.model
-        device = next(backbone.vision_tower.parameters()).device
-        was_training = backbone.vision_tower.training
-        backbone.vision_tower.eval()
+        tower = model.vision_tower
+        device = next(tower.parameters()).device
+        was_training = tower.training
+        tower.eval()
         first_shard = len({name for name in index.values()})
         progress = tqdm(total=len(missing), desc="caching tower features", unit="img")
         for number, start in enumerate(range(0, len(missing), shard_size), start=first_shard):
@@ -213,18 +212,16 @@ class FeatureCache:
                 chunk = ids[offset: offset + batch_size]
                 pixels = image_processor([images[i] for i in chunk], return_tensors="pt")["pixel_values"]
                 with torch.no_grad():
-                    features = backbone.select_vision_features(pixels.to(device)).float().cpu()
+                    features = model.select_vision_features(pixels.to(device)).float().cpu()
                 tensors.update({patch_id: features[row].contiguous() for row, patch_id in enumerate(chunk)})
                 progress.update(len(chunk))
             name = f"shard-{number:05d}.safetensors"
-            fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{name}.", suffix=".tmp")
-            os.close(fd)
-            save_file(tensors, tmp, metadata={"fingerprint": self.fingerprint})
-            os.replace(tmp, self.root / name)
+            write_file_atomically(self.root / name,
+                                  lambda tmp: save_file(tensors, tmp, metadata={"fingerprint": self.fingerprint}))
             index.update({patch_id: name for patch_id in ids})
             atomic_write_json(self.index_path, index)
         progress.close()
-        backbone.vision_tower.train(was_training)
+        tower.train(was_training)
         self._index = index
         self._handles.clear()
         return self

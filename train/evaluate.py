@@ -34,8 +34,10 @@ from tqdm.auto import tqdm
 
 from processing.processing_spectral_llava import TASK_PROMPTS
 
-from .spectral_inst import (BEN19_LABELS, EUROSAT_CLASSES, EUROSAT_PHRASES, atomic_write_bytes,
-                            atomic_write_json, parse_labels, resolve_image_path)
+from modeling_spectral_llava.fileio import atomic_write_bytes, atomic_write_json
+from modeling_spectral_llava.loading import load_model_and_processor as load_model
+
+from .spectral_inst import BEN19_LABELS, EUROSAT_CLASSES, EUROSAT_PHRASES, parse_labels, resolve_image_path
 
 logger = logging.getLogger(__name__)
 
@@ -48,23 +50,6 @@ NO_LABEL = "(none)"
 # ----------------------------------------------------------------------------------------------------------
 # Models and data
 # ----------------------------------------------------------------------------------------------------------
-
-
-def load_model(model_dir: str | os.PathLike, device: str | None = None):
-    """(SpectralLlavaForConditionalGeneration in eval mode, SpectralLlavaProcessor) of a saved model dir, on
-    `device` (default: CUDA when available, else CPU)."""
-    from modeling_spectral_llava.modeling_spectral_llava import SpectralLlavaForConditionalGeneration
-    from processing.processing_spectral_llava import SpectralLlavaProcessor
-
-    model_dir = os.fspath(model_dir)
-    if not os.path.isfile(os.path.join(model_dir, "config.json")):
-        raise FileNotFoundError(f"--model {model_dir}: not a Spectral-LLaVA model dir (no config.json)")
-    model = SpectralLlavaForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval()
-    model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    # the saved processor config names the image processor by its remote-code class: allow that code, which
-    # is this repository's own processing module
-    processor = SpectralLlavaProcessor.from_pretrained(model_dir, trust_remote_code=True)
-    return model, processor
 
 
 def list_eurosat(root: str | os.PathLike, max_per_class: int | None = None):
@@ -216,8 +201,8 @@ def tower_features(model, image_processor, paths: Sequence[str], cache_dir=None,
                 raw = raw_cache.get([image_id(paths[i]) for i in chunk]).to(model.device, model.dtype)
             else:
                 pixels = image_processor([paths[i] for i in chunk], return_tensors="pt")["pixel_values"]
-                raw = model.model.select_vision_features(pixels.to(model.device, model.dtype))
-            tokens = model.model.arrange_visual_tokens(raw)
+                raw = model.select_vision_features(pixels.to(model.device, model.dtype))
+            tokens = model.arrange_visual_tokens(raw)
             if token_mean:
                 tokens = tokens.mean(dim=1, keepdim=True)
             for row, i in enumerate(chunk):
@@ -233,7 +218,7 @@ def probe_features(model, image_processor, paths: Sequence[str], cache_dir=None,
                    batch_size: int = 8) -> dict:
     """{"vision": (N, D), "grounded": (N, d_llm)} float32 arrays, both from the same tower pass."""
     vision, tokens = tower_features(model, image_processor, paths, cache_dir, tower_cache, batch_size)
-    projector = model.model.multi_modal_projector
+    projector = model.multi_modal_projector
     with torch.inference_mode():
         weight = projector.linear_1.weight
         grounded = projector(torch.from_numpy(tokens).to(weight.device, weight.dtype)).mean(dim=1)

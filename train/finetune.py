@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 
 from modeling_spectral_llava.build import save_model_dir
+from modeling_spectral_llava.fileio import write_dir_atomically
 from train.common import Stage, TrainOptions, card_fields, main, run_stage
 
 # the attention and MLP linear layers of the LLM only (the tower has q_proj/k_proj/v_proj too)
@@ -45,12 +46,10 @@ def prepare_model(model, options: FinetuneOptions):
 
 
 def export_model(model, processor, output_dir, options: FinetuneOptions, base_model_dir) -> dict:
-    from modeling_spectral_llava.convert_spectralgpt import save_atomically
-
     adapter_dir = os.path.join(output_dir, "adapter")
     merged_dir = os.path.join(output_dir, "merged")
     model.peft_config["default"].base_model_name_or_path = base_model_dir
-    save_atomically(model.save_pretrained, adapter_dir)
+    write_dir_atomically(model.save_pretrained, adapter_dir)
     merged = model.merge_and_unload()
     save_model_dir(merged, processor, merged_dir, card_fields(merged, base_model_dir))
     return {"adapter": adapter_dir, "merged": merged_dir}

@@ -23,7 +23,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -31,7 +30,8 @@ from pathlib import Path
 
 import torch
 
-from .spectral_inst import atomic_write_bytes, atomic_write_json
+from modeling_spectral_llava.fileio import (atomic_write_bytes, atomic_write_json, copy_dir_atomically,
+                                           copy_file_atomically)
 
 logger = logging.getLogger(__name__)
 
@@ -97,14 +97,6 @@ def _native_bf16() -> bool:
         return False
 
 
-def _copy_model(source: str, target: Path) -> None:
-    tmp = target.parent / f".{target.name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(source, tmp)
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)
-
-
 def _pipeline_caption(model_dir: Path, image: str, max_new_tokens: int) -> str:
     """Caption one image through `transformers.pipeline`, proving that the exported dir loads on its own."""
     from transformers import pipeline
@@ -160,7 +152,7 @@ def run_quickstart(config: QuickstartConfig) -> dict:
                                 max_steps=config.finetune_steps, batch_size=config.batch_size, grad_accum=1,
                                 lr=config.lr_finetune, seed=config.seed, lora_r=config.lora_r,
                                 lora_alpha=config.lora_alpha, cache_features=tower_cache, save_steps=10**6)
-        _copy_model(finetune["outputs"]["merged"], output / "model")
+        copy_dir_atomically(finetune["outputs"]["merged"], output / "model")
     model, processor = evaluate.load_model(output / "model")
     common = {"tower_cache": tower_cache, "model": model, "processor": processor}
     with _phase(config, "linear probe + t-SNE"):
@@ -173,7 +165,7 @@ def run_quickstart(config: QuickstartConfig) -> dict:
                                                     split=eval_split, max_new_tokens=config.classify_tokens,
                                                     **common)
         if (work / "evaluation" / "confusion_matrix.png").is_file():
-            shutil.copyfile(work / "evaluation" / "confusion_matrix.png", output / "confusion_matrix.png")
+            copy_file_atomically(work / "evaluation" / "confusion_matrix.png", output / "confusion_matrix.png")
     with _phase(config, "captions"):
         quality = evaluate.run_quality(output / "model", dataset_dir, work / "evaluation", split=eval_split,
                                        judge=config.judge, max_new_tokens=config.caption_tokens, **common)
@@ -184,7 +176,7 @@ def run_quickstart(config: QuickstartConfig) -> dict:
     for stage, result in (("align", align), ("finetune", finetune)):
         curve = Path(result["outputs"]["loss_curve"])
         if curve.is_file():
-            shutil.copyfile(curve, output / f"loss_{stage}.png")
+            copy_file_atomically(curve, output / f"loss_{stage}.png")
     card = evaluate.render_card(
         output / "model", [output, work / "evaluation"],
         vision_source=os.path.basename(config.spectralgpt_checkpoint) if config.spectralgpt_checkpoint

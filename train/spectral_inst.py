@@ -18,7 +18,6 @@ commas; alphabetical order, which is also the order of the reBEN parquet).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
@@ -37,6 +36,8 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
+
+from modeling_spectral_llava.fileio import atomic_write_bytes, atomic_write_json, replace_dir
 
 logger = logging.getLogger(__name__)
 
@@ -197,27 +198,8 @@ def parse_labels(text: str, vocabulary: Sequence[str] | None = None) -> list[str
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Small helpers: atomic writes, ids, dates, seasons, geography
+# Small helpers: ids, dates, seasons, geography
 # ----------------------------------------------------------------------------------------------------------
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_json(path: str | os.PathLike, obj) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
 def _bucket(patch_id: str) -> str:
@@ -1179,17 +1161,8 @@ def _save_dataset_dict(spools: dict[str, str], features, target: Path, scratch: 
     staging = target.with_name(f".{target.name}.staging")
     shutil.rmtree(staging, ignore_errors=True)
     DatasetDict(splits).save_to_disk(str(staging))
-    _swap_dir(staging, target)
+    replace_dir(staging, target)
     return {split: len(ds) for split, ds in splits.items()}
-
-
-def _swap_dir(new: Path, target: Path) -> None:
-    old = target.with_name(f".{target.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        os.replace(target, old)
-    os.replace(new, target)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _with_task_metadata(record: dict, task: PatchTask) -> dict:
