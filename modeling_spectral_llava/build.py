@@ -5,6 +5,7 @@ the remote code and a model card, so that the dir loads anywhere with `trust_rem
 """
 
 import importlib.util
+import json
 import logging
 import os
 import warnings
@@ -16,6 +17,7 @@ from .configuration_spectral_llava import SpectralGPTConfig, SpectralLlavaConfig
 from .convert_spectralgpt import load_spectralgpt_checkpoint
 from .fileio import write_dir_atomically
 from .modeling_spectral_llava import SpectralGPTVisionModel, SpectralLlavaForConditionalGeneration
+from .options import BuildOptions
 
 logger = logging.getLogger(__name__)
 
@@ -162,63 +164,45 @@ def build_processor(model, tokenizer):
     )
 
 
-def save_model_dir(model, processor, output_dir, card_fields=None):
-    """Save model, processor, remote code and model card into `output_dir`, atomically."""
+def save_model_dir(model, processor, output_dir, provenance=None):
+    """Save model, processor, remote code, `provenance.json` and the model card into `output_dir`, atomically."""
     from processing.pipeline_spectral_llava import register_pipeline_in_model_dir
 
-    from .model_card import render_model_card
+    from .model_card import PROVENANCE_FILE, render_model_card
 
     def save(tmp):
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
         register_pipeline_in_model_dir(tmp)
-        with open(os.path.join(tmp, "README.md"), "w") as f:
-            f.write(render_model_card(model.config, **(card_fields or {})))
+        with open(os.path.join(tmp, PROVENANCE_FILE), "w", encoding="utf-8") as f:
+            json.dump(provenance or {}, f, indent=1)
+        with open(os.path.join(tmp, "README.md"), "w", encoding="utf-8") as f:
+            f.write(render_model_card(model.config, provenance))
 
     write_dir_atomically(save, output_dir)
 
 
-def build_model(
-    output_dir,
-    vision="random",
-    llm="smollm2",
-    image_size=128,
-    layout="tokens",
-    spatial_pool=1,
-    projector_type="linear",
-    seed=0,
-    vision_overrides=None,
-):
-    """Build and save a complete Spectral-LLaVA model dir; returns (model, processor)."""
+def build_model(output_dir, vision_overrides=None, **options):
+    """Build and save a complete Spectral-LLaVA model dir; returns (model, processor).
+
+    `options`: the fields of `modeling_spectral_llava.options.BuildOptions` (vision, llm, image_size, layout, ...);
+    `vision_overrides` changes fields of a random tower's SpectralGPTConfig (tiny towers in tests).
+    """
+    options = BuildOptions(**options)
+    vision, llm, image_size, seed = options.vision, options.llm, options.image_size, options.seed
     llm_model, tokenizer = load_llm(llm)
     tower = load_vision_tower(vision, image_size=image_size, seed=seed, overrides=vision_overrides)
-    model = compose(tower, llm_model, tokenizer, layout, spatial_pool, projector_type, seed)
+    model = compose(tower, llm_model, tokenizer, options.layout, options.spatial_pool, options.projector, seed)
     processor = build_processor(model, tokenizer)
-    card_fields = {
-        "vision_source": "random (untrained)" if vision == "random" else os.path.basename(os.fspath(vision)),
-        "llm_source": SMOLLM2_ID if llm == "smollm2" else os.path.basename(os.path.normpath(llm)),
+    provenance = {
+        "vision_tower": "random (untrained)" if vision == "random" else os.path.basename(os.fspath(vision)),
+        "language_model": SMOLLM2_ID if llm == "smollm2" else os.path.basename(os.path.normpath(llm)),
+        "training": [],
     }
-    save_model_dir(model, processor, output_dir, card_fields)
+    save_model_dir(model, processor, output_dir, provenance)
     logger.info(
         "wrote %s: SpectralGPT %s (%s) + projector (%s) + %s, %d visual tokens per image",
-        output_dir, f"{image_size}x{image_size}", card_fields["vision_source"], projector_type,
-        card_fields["llm_source"], num_visual_tokens(model.config),
+        output_dir, f"{image_size}x{image_size}", provenance["vision_tower"], options.projector,
+        provenance["language_model"], num_visual_tokens(model.config),
     )
     return model, processor
-
-
-def add_parser(subparsers):
-    parser = subparsers.add_parser("build", help="compose a Spectral-LLaVA model dir from a tower and an LLM")
-    parser.add_argument("output_dir")
-    parser.add_argument("--vision", default="random", help="random | SpectralGPT CHECKPOINT.pth | converted TOWER_DIR")
-    parser.add_argument("--llm", default="smollm2", help="smollm2 (embedded SmolLM2-135M-Instruct) | LLM_DIR")
-    parser.add_argument("--image-size", type=int, default=128)
-    parser.add_argument("--layout", default="tokens", choices=["tokens", "spectral_concat", "spectral_mean"])
-    parser.add_argument("--spatial-pool", type=int, default=1)
-    parser.add_argument("--projector", default="linear", choices=["linear", "mlp2x_gelu"])
-    parser.add_argument("--seed", type=int, default=0)
-    parser.set_defaults(
-        func=lambda a: build_model(
-            a.output_dir, a.vision, a.llm, a.image_size, a.layout, a.spatial_pool, a.projector, a.seed
-        )
-    )

@@ -146,13 +146,3 @@ def convert(checkpoint, output_dir, num_heads=None):
         c.hidden_size, c.num_hidden_layers, c.num_attention_heads,
     )
     return model
-
-
-def add_parser(subparsers):
-    parser = subparsers.add_parser(
-        "convert-spectralgpt", help="convert an official SpectralGPT checkpoint into a transformers model dir"
-    )
-    parser.add_argument("checkpoint", help="SpectralGPT.pth / SpectralGPT+.pth ({'model': state_dict} or a state dict)")
-    parser.add_argument("output_dir")
-    parser.add_argument("--num-heads", type=int, default=None, help="attention heads (default: width / 64)")
-    parser.set_defaults(func=lambda args: convert(args.checkpoint, args.output_dir, args.num_heads))

@@ -1,45 +1,28 @@
-"""`spectral-llava caption --model DIR PATH...`: one JSON line `{"image": PATH, "text": ...}` per image."""
+"""`spectral-llava caption --model DIR PATH...`: one JSON line `{"image": PATH, "text": ...}` per image
+(evaluation.generate_answers with the `[caption]` or `[classification]` prompt)."""
 
 import json
-import os
-import sys
 
+from evaluation.options import CaptionOptions
 
-def caption_images(model_dir: str, paths: list[str], task: str = "caption", prompt: str | None = None,
-                   max_new_tokens: int = 64):
-    """Yield `{"image": path, "text": generated}` for each GeoTIFF / patch folder, greedy decoding, using the
-    model dir's own pipeline (`pipeline("image-text-to-text", trust_remote_code=True)`)."""
-    from transformers import pipeline
-
-    for path in paths:
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"no such image file or patch folder: {path}")
-    if not os.path.isfile(os.path.join(model_dir, "config.json")):
-        raise FileNotFoundError(f"--model {model_dir}: not a model directory (no config.json)")
-    pipe = pipeline("image-text-to-text", model=model_dir, trust_remote_code=True)
-    for path in paths:
-        messages = pipe.processor.build_messages(task, image=path, text=prompt)
-        result = pipe(text=messages, max_new_tokens=max_new_tokens, return_full_text=False,
-                      generate_kwargs={"do_sample": False})
-        yield {"image": path, "text": result[0]["generated_text"].strip()}
+from . import add_command, options_of
 
 
 def run(args) -> None:
-    for record in caption_images(args.model, args.paths, task=args.task, prompt=args.prompt,
-                                 max_new_tokens=args.max_new_tokens):
-        print(json.dumps(record, ensure_ascii=False), file=sys.stdout, flush=True)
+    from evaluation import generate_answers
+    from modeling_spectral_llava.loading import load_model_and_processor
+
+    options = options_of(args, CaptionOptions)
+    model, processor = load_model_and_processor(args.model)
+    answers = generate_answers(model, processor, args.paths, options.task, question=options.prompt,
+                               batch_size=options.batch_size, max_new_tokens=options.max_new_tokens)
+    for path, answer in zip(args.paths, answers):
+        print(json.dumps({"image": path, "text": answer["text"]}, ensure_ascii=False), flush=True)
 
 
 def add_parser(subparsers):
-    parser = subparsers.add_parser("caption", help="caption Sentinel-2 GeoTIFFs or patch folders with a model dir")
-    parser.add_argument("--model", required=True, help="Spectral-LLaVA model directory")
-    parser.add_argument("paths", nargs="+", help="GeoTIFF files or per-band patch folders")
-    parser.add_argument("--task", choices=("caption", "classification"), default="caption",
-                        help="task token put before the instruction (default: caption)")
-    parser.add_argument("--prompt", default=None, help="instruction replacing the task's default one")
-    parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.set_defaults(func=run)
+    parser = add_command(subparsers, "caption", [CaptionOptions], run,
+                         help="caption Sentinel-2 GeoTIFFs or patch folders with a model dir (greedy decoding)")
+    parser.add_argument("--model", required=True, metavar="DIR", help="Spectral-LLaVA model directory")
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="GeoTIFF files or per-band patch folders")
     return parser
-
-
-add_caption_parser = add_parser

@@ -1,40 +1,34 @@
-"""`spectral-llava train align|finetune`: stage 1 and stage 2 training (thin wrapper over train.align/finetune).
+"""`spectral-llava train align|finetune`: stage 1 and stage 2 training (train.align / train.finetune).
 
 Single process as is; for several processes or GPUs run `accelerate launch -m train.align ...` (or
 `accelerate launch -m spectral_llava_cli train align ...`), see docs/training.md.
 """
 
-from __future__ import annotations
-
 import json
 
+from train.options import AlignOptions, FinetuneOptions, StagePaths
 
-def add_train_parser(subparsers):
-    from train.align import ALIGN, AlignOptions, add_align_arguments
-    from train.common import add_common_arguments
-    from train.finetune import FINETUNE, FinetuneOptions, add_finetune_arguments
+from . import add_command, options_of
 
-    parser = subparsers.add_parser("train", help="train Spectral-LLaVA: stage 1 alignment, stage 2 LoRA finetuning")
-    stages = parser.add_subparsers(dest="stage", required=True)
-    for stage, add_arguments, options_class, help_text in (
-        (ALIGN, add_align_arguments, AlignOptions, "stage 1: train the projector (tower and LLM frozen)"),
-        (FINETUNE, add_finetune_arguments, FinetuneOptions, "stage 2: LoRA on the LLM + projector (tower frozen)"),
-    ):
-        sub = stages.add_parser(stage.name, help=help_text, description=help_text)
-        add_common_arguments(sub, stage.defaults)
-        add_arguments(sub)
-        sub.set_defaults(func=run_train, stage_spec=stage, options_class=options_class)
-    return parser
+STAGES = {"align": (AlignOptions, "stage 1: train the projector (tower and LLM frozen)"),
+          "finetune": (FinetuneOptions, "stage 2: LoRA on the LLM + projector (tower frozen)")}
 
 
-add_parser = add_train_parser  # the name the `spectral-llava` registry calls
+def run(args) -> None:
+    from train.align import ALIGN
+    from train.finetune import FINETUNE
+    from train.trainer import run_stage
 
-
-def run_train(args) -> int:
-    from train.common import options_from_args, run_stage
-
-    summary = run_stage(args.stage_spec, args.model, args.dataset, args.output,
-                        options_from_args(args, args.options_class))
+    stage = {"align": ALIGN, "finetune": FINETUNE}[args.stage]
+    summary = run_stage(stage, args.model, args.dataset, args.output, options_of(args, stage.options))
     if summary:
         print(json.dumps(summary, indent=1))
-    return 0
+
+
+def add_parser(subparsers):
+    parser = subparsers.add_parser("train", help="train Spectral-LLaVA: stage 1 alignment, stage 2 LoRA finetuning",
+                                   description=__doc__.split("\n\n")[0])
+    stages = parser.add_subparsers(dest="stage", required=True, metavar="STAGE", parser_class=type(parser))
+    for name, (options, help_text) in STAGES.items():
+        add_command(stages, name, [StagePaths, options], run, help=help_text)
+    return parser

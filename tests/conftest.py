@@ -2,45 +2,10 @@
 as transformers' own model tests use tiny random configs) and the real SmolLM2 (integration tests only)."""
 
 import os
-import sys
 import warnings
 
 import pytest
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DATA = os.path.join(REPO, "tests", "data")
-EUROSAT = os.path.join(DATA, "eurosat-ms")
-REFERENCE = os.path.join(os.path.dirname(REPO), "shared", "reference", "spectralgpt")
-sys.path.insert(0, REPO)
-
-# a tiny tower keeps model tests fast
-TINY_VISION = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4)
-# a tiny Llama shaped like SmolLM2 (grouped-query attention, tied embeddings); 48 wide so that its features are
-# told apart from the tower's 64
-TINY_LLAMA = dict(hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=2,
-                  num_key_value_heads=1, max_position_embeddings=2048, tie_word_embeddings=True)
-
-
-def smollm2_tokenizer():
-    """SmolLM2-135M-Instruct's tokenizer (ChatML): from the dequantised cache when present, else from the GGUF."""
-    from transformers import AutoTokenizer
-
-    from modeling_spectral_llava.build import cache_dir, smollm2_gguf_path
-
-    cached = os.path.join(cache_dir(), "smollm2-135m-instruct")
-    if os.path.isfile(os.path.join(cached, "tokenizer.json")):
-        return AutoTokenizer.from_pretrained(cached)
-    folder, name = os.path.split(smollm2_gguf_path())
-    return AutoTokenizer.from_pretrained(folder, gguf_file=name)
-
-
-def eurosat_subset(root, classes=("Forest", "River", "SeaLake"), per_class=4):
-    """`root/<Class>/<Class>_k.tif` symlinks to the first `per_class` samples of `classes`; returns `root`."""
-    for name in classes:
-        os.makedirs(os.path.join(root, name), exist_ok=True)
-        for k in range(1, per_class + 1):
-            os.symlink(os.path.join(EUROSAT, name, f"{name}_{k}.tif"), os.path.join(root, name, f"{name}_{k}.tif"))
-    return str(root)
+from testing_utils import DATA, TINY_LLAMA, TINY_VISION, eurosat_subset, smollm2_tokenizer
 
 
 @pytest.fixture(scope="session")
@@ -84,6 +49,28 @@ def tiny_model(tiny_model_dir):
     from modeling_spectral_llava.loading import load_model_and_processor
 
     return load_model_and_processor(tiny_model_dir, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def small_eurosat(tmp_path_factory):
+    """3 classes x 4 real EuroSAT patches (symlinks), enough for t-SNE and every probe ratio."""
+    return eurosat_subset(tmp_path_factory.mktemp("eurosat"))
+
+
+@pytest.fixture(scope="session")
+def small_dataset(tmp_path_factory, small_eurosat):
+    """Spectral-Inst from `small_eurosat` and one BigEarthNet v1 patch (template captions)."""
+    import shutil
+
+    from spectral_inst import BuildConfig, build_dataset
+
+    root = tmp_path_factory.mktemp("dataset") / "inst"
+    ben = tmp_path_factory.mktemp("ben")
+    patch = "S2B_MSIL2A_20170924T93020_69_24"
+    # copied, not linked: the builder's folder walk does not follow symlinked folders
+    shutil.copytree(os.path.join(DATA, "bigearthnet-v1", patch), ben / patch)
+    build_dataset(BuildConfig(output=str(root), eurosat=small_eurosat, bigearthnet_v1=str(ben)))
+    return str(root)
 
 
 @pytest.fixture(scope="session")

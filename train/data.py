@@ -1,52 +1,24 @@
-"""Training data: Spectral-Inst records -> model batches, and the frozen-encoder feature cache.
+"""Training data: Spectral-Inst records -> model batches.
 
-- `load_split(dataset_dir, subset, split)` reads one split of a `spectral-llava build-dataset` output and the image
-  roots that resolve its `image` paths.
+Records are read with `spectral_inst.load_split` (one split of a `spectral-llava build-dataset` output and the image
+roots that resolve its `image` paths).
 - `encode_conversation(processor, conversations)` renders a LLaVA conversation with the processor's chat template,
   expands `<image>` to the model's visual tokens and masks everything but the answer tokens with -100.
 - `SpectralLlavaCollator` pads a list of records into `input_ids`, `attention_mask`, `labels` and either
-  `pixel_values` (images read and normalised by the processor) or `vision_features` (read from a `FeatureCache`).
-- `FeatureCache` runs the frozen tower once per image and stores its output (T*h*w, D) in safetensors shards keyed
-  by the patch id; a fingerprint of the tower weights, tower config and image-processor config invalidates it.
+  `pixel_values` (images read and normalised by the processor) or `vision_features` (read from a
+  `train.feature_cache.FeatureCache`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import logging
-from pathlib import Path
-
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
-from tqdm.auto import tqdm
 
-from modeling_spectral_llava.fileio import atomic_write_json, write_file_atomically
-from train.spectral_inst import resolve_image_path
+from spectral_inst.dataset import resolve_image_path
 
-logger = logging.getLogger(__name__)
+from .feature_cache import FeatureCache
 
 IGNORE_INDEX = -100
 ROLES = {"human": "user", "gpt": "assistant", "system": "system", "user": "user", "assistant": "assistant"}
-
-
-def load_split(dataset_dir, subset: str, split: str = "train"):
-    """(datasets.Dataset, image_roots) of `DATASET_DIR/<subset>[split]` from a build-dataset output."""
-    from datasets import load_from_disk
-
-    dataset_dir = Path(dataset_dir)
-    info_path = dataset_dir / "build_info.json"
-    subset_path = dataset_dir / subset
-    for path in (info_path, subset_path):
-        if not path.exists():
-            raise FileNotFoundError(f"{path} is missing: --dataset must be a `spectral-llava build-dataset` output")
-    splits = load_from_disk(str(subset_path))
-    if split not in splits:
-        raise ValueError(f"{subset_path} has no split {split!r}; it has {sorted(splits)}")
-    with open(info_path) as f:
-        image_roots = json.load(f)["image_roots"]
-    return splits[split], image_roots
 
 
 def chat_messages(conversations) -> list[dict]:
@@ -76,10 +48,14 @@ def prompt_messages(conversations) -> list[dict]:
     return messages[:first_answer]
 
 
+def expand_image_tokens(processor, text: str) -> str:
+    """`text` with every `<image>` repeated `processor.num_image_tokens` times: the processor's own expansion, for
+    texts tokenised without images (answers, and prompts whose images come from a feature cache)."""
+    return text.replace(processor.image_token, processor.image_token * processor.num_image_tokens)
+
+
 def _token_ids(processor, text: str) -> list[int]:
-    """Token ids of `text` with every `<image>` expanded to the processor's number of visual tokens."""
-    expanded = text.replace(processor.image_token, processor.image_token * processor.num_image_tokens)
-    return processor.tokenizer(expanded, add_special_tokens=False)["input_ids"]
+    return processor.tokenizer(expand_image_tokens(processor, text), add_special_tokens=False)["input_ids"]
 
 
 def encode_conversation(processor, conversations) -> tuple[list[int], list[int]]:
@@ -138,112 +114,3 @@ class SpectralLlavaCollator:
             paths = [resolve_image_path(record["image"], self.image_roots) for record in records]
             batch["pixel_values"] = self.processor.image_processor(paths, return_tensors="pt")["pixel_values"]
         return batch
-
-
-def feature_fingerprint(model, image_processor) -> str:
-    """sha256 over the tower weights, tower config, feature layer and image-processor config."""
-    digest = hashlib.sha256()
-    tower = model.vision_tower
-    digest.update(tower.config.to_json_string(use_diff=False).encode())
-    digest.update(f"vision_feature_layer={model.config.vision_feature_layer}".encode())
-    processing = json.loads(image_processor.to_json_string())
-    processing.pop("processor_class", None)
-    digest.update(json.dumps(processing, sort_keys=True).encode())
-    for name, tensor in sorted(tower.state_dict().items()):
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(tensor.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
-class FeatureCache:
-    """Tower outputs (T*h*w, D) per image in `ROOT/shard-NNNNN.safetensors`, indexed by `ROOT/index.json`.
-
-    `ROOT/fingerprint.json` records what produced them; `build` discards every shard when it differs.
-    """
-
-    def __init__(self, root, fingerprint: str):
-        self.root = Path(root)
-        self.fingerprint = fingerprint
-        self._index: dict[str, str] = {}
-        self._handles: dict[str, object] = {}
-
-    @property
-    def index_path(self) -> Path:
-        return self.root / "index.json"
-
-    def _stored_fingerprint(self) -> str | None:
-        path = self.root / "fingerprint.json"
-        if not path.is_file():
-            return None
-        with open(path) as f:
-            return json.load(f).get("fingerprint")
-
-    def _load_index(self) -> dict[str, str]:
-        if self._stored_fingerprint() != self.fingerprint or not self.index_path.is_file():
-            return {}
-        with open(self.index_path) as f:
-            return json.load(f)
-
-    def build(self, model, image_processor, images: dict[str, str], batch_size: int = 8, shard_size: int = 256):
-        """Encode the images (patch id -> path) missing from the cache, `shard_size` per shard; resumable."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        stored = self._stored_fingerprint()
-        if stored != self.fingerprint:
-            if stored is not None:
-                logger.warning("feature cache %s was made by another tower or image processor: rebuilding", self.root)
-            for path in self.root.glob("shard-*.safetensors"):
-                path.unlink()
-            self.index_path.unlink(missing_ok=True)
-            atomic_write_json(self.root / "fingerprint.json", {"fingerprint": self.fingerprint})
-        index = self._load_index()
-        missing = [patch_id for patch_id in images if patch_id not in index]
-        if missing:
-            logger.info("feature cache %s: encoding %d of %d images", self.root, len(missing), len(images))
-        tower = model.vision_tower
-        device = next(tower.parameters()).device
-        was_training = tower.training
-        tower.eval()
-        first_shard = len({name for name in index.values()})
-        progress = tqdm(total=len(missing), desc="caching tower features", unit="img")
-        for number, start in enumerate(range(0, len(missing), shard_size), start=first_shard):
-            ids = missing[start: start + shard_size]
-            tensors = {}
-            for offset in range(0, len(ids), batch_size):
-                chunk = ids[offset: offset + batch_size]
-                pixels = image_processor([images[i] for i in chunk], return_tensors="pt")["pixel_values"]
-                with torch.no_grad():
-                    features = model.select_vision_features(pixels.to(device)).float().cpu()
-                tensors.update({patch_id: features[row].contiguous() for row, patch_id in enumerate(chunk)})
-                progress.update(len(chunk))
-            name = f"shard-{number:05d}.safetensors"
-            write_file_atomically(self.root / name,
-                                  lambda tmp: save_file(tensors, tmp, metadata={"fingerprint": self.fingerprint}))
-            index.update({patch_id: name for patch_id in ids})
-            atomic_write_json(self.index_path, index)
-        progress.close()
-        tower.train(was_training)
-        self._index = index
-        self._handles.clear()
-        return self
-
-    def open(self):
-        """Read-only use of a cache that `build` completed (other processes than the builder)."""
-        self._index = self._load_index()
-        if not self._index:
-            raise FileNotFoundError(f"feature cache {self.root} is empty or was made by another tower")
-        return self
-
-    def get(self, patch_ids: list[str]) -> torch.Tensor:
-        """Stacked features (B, T*h*w, D) of these images."""
-        rows = []
-        for patch_id in patch_ids:
-            shard = self._index.get(patch_id)
-            if shard is None:
-                raise KeyError(f"image {patch_id!r} is not in the feature cache {self.root}")
-            if shard not in self._handles:
-                self._handles[shard] = safe_open(str(self.root / shard), framework="pt")
-            rows.append(self._handles[shard].get_tensor(patch_id))
-        return torch.stack(rows)
-
-    def __len__(self) -> int:
-        return len(self._index)

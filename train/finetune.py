@@ -10,21 +10,15 @@ with LoRA merged into the LLM).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 from modeling_spectral_llava.build import save_model_dir
 from modeling_spectral_llava.fileio import write_dir_atomically
-from train.common import Stage, TrainOptions, card_fields, main, run_stage
+
+from .options import FinetuneOptions
+from .trainer import Stage, main, run_stage
 
 # the attention and MLP linear layers of the LLM only (the tower has q_proj/k_proj/v_proj too)
 LORA_TARGETS = r".*\.language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
-
-
-@dataclass
-class FinetuneOptions(TrainOptions):
-    lora_r: int = 128
-    lora_alpha: int = 256
-    lora_dropout: float = 0.05
 
 
 def select_records(records, options: FinetuneOptions):
@@ -45,34 +39,22 @@ def prepare_model(model, options: FinetuneOptions):
     return get_peft_model(model, config)
 
 
-def export_model(model, processor, output_dir, options: FinetuneOptions, base_model_dir) -> dict:
+def export_model(model, processor, output_dir, options: FinetuneOptions, provenance: dict) -> dict:
     adapter_dir = os.path.join(output_dir, "adapter")
     merged_dir = os.path.join(output_dir, "merged")
-    model.peft_config["default"].base_model_name_or_path = base_model_dir
+    model.peft_config["default"].base_model_name_or_path = provenance["training"][-1]["base_model"]
     write_dir_atomically(model.save_pretrained, adapter_dir)
     merged = model.merge_and_unload()
-    save_model_dir(merged, processor, merged_dir, card_fields(merged, base_model_dir))
+    save_model_dir(merged, processor, merged_dir, provenance)
     return {"adapter": adapter_dir, "merged": merged_dir}
 
 
-FINETUNE = Stage(
-    name="finetune",
-    subset="instructions",
-    defaults={"epochs": 1.0, "batch_size": 8, "grad_accum": 8, "lr": 2e-4},  # paper: effective batch 64, Adam
-    select=select_records,
-    prepare=prepare_model,
-    export=export_model,
-)
-
-
-def add_finetune_arguments(parser):
-    parser.add_argument("--lora-r", type=int, default=128, help="LoRA rank (default 128, the paper's)")
-    parser.add_argument("--lora-alpha", type=int, default=256, help="LoRA scaling alpha (default 256)")
-    parser.add_argument("--lora-dropout", type=float, default=0.05, help="LoRA dropout (default 0.05)")
+FINETUNE = Stage(name="finetune", subset="instructions", options=FinetuneOptions, select=select_records,
+                 prepare=prepare_model, export=export_model)
 
 
 def run_finetune(model_dir, dataset_dir, output_dir, **options) -> dict:
-    """Stage 2 in-process. `options`: the fields of FinetuneOptions (max_steps, lora_r, cache_features, ...).
+    """Stage 2 in-process. `options`: the fields of `train.options.FinetuneOptions` (max_steps, lora_r, ...).
 
     Returns {"first_loss", "final_loss", "train_loss", "steps", "seconds", "outputs": {"adapter", "merged", ...}}.
     """
@@ -80,4 +62,4 @@ def run_finetune(model_dir, dataset_dir, output_dir, **options) -> dict:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(FINETUNE, add_finetune_arguments, FinetuneOptions))
+    raise SystemExit(main(FINETUNE))

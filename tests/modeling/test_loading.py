@@ -1,20 +1,28 @@
 """The one model-dir loader: the repository's model and processor classes, no remote-code copy in the process."""
 
+import shutil
 import sys
 
 import pytest
 import torch
 
 
-def test_loader_uses_the_repository_classes_only(tiny_model_dir, tiny_model):
+def remote_modules():
+    return {name for name in sys.modules if name.startswith("transformers_modules")}
+
+
+def test_loader_uses_the_repository_classes_only(tiny_model_dir, tmp_path):
+    from modeling_spectral_llava.loading import load_model_and_processor
     from modeling_spectral_llava.modeling_spectral_llava import SpectralLlavaForConditionalGeneration
     from processing.image_processing_spectral_llava import SpectralImageProcessor
     from processing.processing_spectral_llava import SpectralLlavaProcessor
 
-    model, processor = tiny_model
+    copy = shutil.copytree(tiny_model_dir, tmp_path / "never-loaded-before")  # its remote code has no module yet
+    before = remote_modules()
+    model, processor = load_model_and_processor(copy, device="cpu")
+    assert remote_modules() == before  # no remote-code copy of the model or the processor was imported
     assert type(model) is SpectralLlavaForConditionalGeneration and not model.training
     assert type(processor) is SpectralLlavaProcessor and type(processor.image_processor) is SpectralImageProcessor
-    assert not [name for name in sys.modules if name.startswith("transformers_modules")]
     assert processor.num_image_tokens == model.num_image_tokens == 16
     assert processor.image_processor.image_size == 32
     assert processor.tokenizer.convert_tokens_to_ids("<image>") == model.config.image_token_id

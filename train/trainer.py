@@ -5,12 +5,11 @@ is exported at the end. Runs under `accelerate launch` (CPU, one or many GPUs, F
 
 Outputs in OUTPUT_DIR: `checkpoint-N/` (trainable weights only, optimizer, scheduler, RNG, trainer state, and
 `hyperparameters.json`), `hyperparameters.json`, `logs/loss.csv`, `logs/tensorboard/`, `logs/loss_curve.png`,
-`train_summary.json`, plus the stage's exported model(s).
+`train_summary.json`, plus the stage's exported model(s), each with a `provenance.json` that appends this stage.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import json
@@ -24,13 +23,18 @@ from typing import Callable
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import HfArgumentParser, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from modeling_spectral_llava.fileio import atomic_write_json, write_file_atomically
 from modeling_spectral_llava.loading import load_model_and_processor
-from train.data import FeatureCache, SpectralLlavaCollator, feature_fingerprint, load_split
-from train.spectral_inst import resolve_image_path
+from modeling_spectral_llava.model_card import read_provenance
+from modeling_spectral_llava.options import prefer_hyphens
+from spectral_inst.dataset import load_build_info, load_split, resolve_image_path
+
+from .data import SpectralLlavaCollator
+from .feature_cache import FeatureCache, feature_fingerprint, tower_encoder
+from .options import StagePaths, TrainOptions
 
 logger = logging.getLogger(__name__)
 
@@ -39,70 +43,15 @@ HYPERPARAMETERS = "hyperparameters.json"
 
 
 @dataclass
-class TrainOptions:
-    """Options common to both stages; `None` means the stage's default (see `Stage.defaults`)."""
-
-    max_steps: int | None = None
-    epochs: float | None = None
-    batch_size: int | None = None
-    grad_accum: int | None = None
-    lr: float | None = None
-    save_steps: int = 500
-    seed: int = 0
-    resume: bool = False
-    bf16: bool = False
-    gradient_checkpointing: bool = False
-    cache_features: str | None = None
-    split: str = "train"
-    warmup_ratio: float = 0.03
-    logging_steps: int = 1
-
-
-@dataclass
 class Stage:
     """What one training stage changes in the shared loop."""
 
     name: str
     subset: str  # build-dataset output folder: "alignment" or "instructions"
-    defaults: dict  # per-stage defaults of TrainOptions fields (paper recipe)
+    options: type[TrainOptions]  # the stage's options dataclass (its defaults are the paper recipe)
     select: Callable  # (dataset, options) -> dataset of the records to train on
     prepare: Callable  # (model, options) -> model with only the stage's parameters trainable
-    export: Callable  # (model, processor, output_dir, options, base_model_dir) -> {name: path}
-
-
-def resolve_options(stage: Stage, options: TrainOptions) -> TrainOptions:
-    """Fill every `None` field with the stage default."""
-    filled = {key: stage.defaults[key] for key, value in dataclasses.asdict(options).items()
-              if value is None and key in stage.defaults}
-    return dataclasses.replace(options, **filled)
-
-
-def add_common_arguments(parser: argparse.ArgumentParser, stage_defaults: dict) -> None:
-    def default(name):
-        return f" (default {stage_defaults[name]})" if name in stage_defaults else ""
-
-    parser.add_argument("--model", required=True, metavar="DIR", help="Spectral-LLaVA model dir to start from")
-    parser.add_argument("--dataset", required=True, metavar="DIR", help="a `spectral-llava build-dataset` output")
-    parser.add_argument("--output", required=True, metavar="DIR", help="checkpoints, logs and exported model(s)")
-    parser.add_argument("--max-steps", type=int, help="optimizer steps; overrides --epochs")
-    parser.add_argument("--epochs", type=float, help="passes over the training records" + default("epochs"))
-    parser.add_argument("--batch-size", type=int, help="records per device and micro-step" + default("batch_size"))
-    parser.add_argument("--grad-accum", type=int, help="micro-steps per optimizer step" + default("grad_accum"))
-    parser.add_argument("--lr", type=float, help="peak learning rate (Adam, cosine decay)" + default("lr"))
-    parser.add_argument("--save-steps", type=int, default=500, help="checkpoint every N optimizer steps")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output")
-    parser.add_argument("--bf16", action="store_true", help="bfloat16 mixed precision")
-    parser.add_argument("--gradient-checkpointing", action="store_true", help="recompute LLM activations")
-    parser.add_argument("--cache-features", metavar="DIR",
-                        help="encode every image once with the frozen tower into DIR and train from it")
-    parser.add_argument("--split", default="train", help="dataset split to train on (default train)")
-    parser.add_argument("--warmup-ratio", type=float, default=0.03, help="linear warm-up fraction of the steps")
-
-
-def options_from_args(args: argparse.Namespace, extra: type[TrainOptions]) -> TrainOptions:
-    names = {field.name for field in dataclasses.fields(extra)}
-    return extra(**{name: getattr(args, name) for name in names if hasattr(args, name)})
+    export: Callable  # (model, processor, output_dir, options, provenance) -> {name: path}
 
 
 def trainable_state_dict(model) -> dict[str, torch.Tensor]:
@@ -238,7 +187,6 @@ def training_arguments(options: TrainOptions, output_dir: str) -> TrainingArgume
 def run_stage(stage: Stage, model_dir, dataset_dir, output_dir, options: TrainOptions) -> dict:
     """Train one stage and export its result; returns losses, steps, seconds and output paths."""
     started = time.time()
-    options = resolve_options(stage, options)
     model_dir, dataset_dir, output_dir = (os.path.abspath(os.fspath(p)) for p in (model_dir, dataset_dir, output_dir))
     records, image_roots = load_split(dataset_dir, stage.subset, options.split)
     records = stage.select(records, options)
@@ -257,7 +205,7 @@ def run_stage(stage: Stage, model_dir, dataset_dir, output_dir, options: TrainOp
         with args.main_process_first(desc="feature cache", local=False):
             model.vision_tower.to(args.device)
             feature_cache = FeatureCache(options.cache_features, fingerprint).build(
-                model, processor.image_processor, images, batch_size=options.batch_size
+                images, tower_encoder(model, processor.image_processor), batch_size=options.batch_size
             )
 
     model = stage.prepare(model, options)
@@ -290,7 +238,8 @@ def run_stage(stage: Stage, model_dir, dataset_dir, output_dir, options: TrainOp
         log_dir = Path(output_dir) / "logs"
         plot_loss_curve(trainer.state.log_history, log_dir / "loss_curve.png", f"Spectral-LLaVA {stage.name}")
         atomic_write_json(Path(output_dir) / HYPERPARAMETERS, hyperparameters)
-        outputs = stage.export(export_model, processor, output_dir, options, model_dir)
+        provenance = stage_provenance(stage, model_dir, dataset_dir, options, len(records), trainer.state.global_step)
+        outputs = stage.export(export_model, processor, output_dir, options, provenance)
         summary = {
             "stage": stage.name,
             "first_loss": losses[0] if losses else math.nan,
@@ -338,19 +287,26 @@ def exportable_model(trainer, stage: Stage, model_dir: str, options: TrainOption
     return fresh
 
 
-def card_fields(model, base_model_dir: str) -> dict:
-    llm = getattr(model.config.text_config, "_name_or_path", "") or "a LLaMA-family LLM"
-    return {"vision_source": f"SpectralGPT, frozen (tower of {os.path.basename(base_model_dir)})", "llm_source": llm}
+def stage_provenance(stage: Stage, model_dir: str, dataset_dir: str, options: TrainOptions, records: int,
+                     steps: int) -> dict:
+    """The provenance of the starting model with this stage appended (see `modeling_spectral_llava.model_card`)."""
+    provenance = read_provenance(model_dir)
+    build_info = load_build_info(dataset_dir)
+    entry = {"stage": stage.name, "base_model": model_dir, "dataset": dataset_dir, "dataset_hub_id": build_info.get("hub_repo_id"),
+             "sources": sorted(build_info["image_roots"]), "split": options.split, "records": records, "steps": steps}
+    return {**provenance, "training": [*provenance.get("training", []), entry]}
 
 
-def main(stage: Stage, add_stage_arguments: Callable, options_class: type[TrainOptions], argv=None) -> int:
+def main(stage: Stage, argv=None) -> int:
     """`python -m train.<stage>` / `accelerate launch -m train.<stage>`."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    parser = argparse.ArgumentParser(prog=f"train.{stage.name}", description=stage.__doc__)
-    add_common_arguments(parser, stage.defaults)
-    add_stage_arguments(parser)
-    args = parser.parse_args(argv)
-    summary = run_stage(stage, args.model, args.dataset, args.output, options_from_args(args, options_class))
+    parser = prefer_hyphens(HfArgumentParser((StagePaths, stage.options), prog=f"train.{stage.name}",
+                                             description=stage.options.__doc__))
+    try:
+        paths, options = parser.parse_args_into_dataclasses(argv, look_for_args_file=False)
+    except ValueError as error:  # a value the options dataclass refuses, e.g. --batch-size 0
+        parser.error(str(error))
+    summary = run_stage(stage, paths.model, paths.dataset, paths.output, options)
     if summary:
         print(json.dumps(summary, indent=1))
     return 0

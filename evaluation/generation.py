@@ -1,0 +1,94 @@
+"""Greedy answers to the task prompts, with the log-probability of every generated token."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from spectral_inst.labels import BEN19_LABELS, EUROSAT_CLASSES, parse_labels
+from train.data import expand_image_tokens
+
+from .features import image_id, open_tower_cache, single_thread
+from .options import GenerationOptions
+
+
+def generate_answers(model, processor, paths: Sequence[str], task: str, question: str | None = None,
+                     batch_size: int = GenerationOptions.batch_size,
+                     max_new_tokens: int = GenerationOptions.max_new_tokens, tower_cache=None, desc: str | None = None):
+    """Greedy answers to the processor's `task` prompt ("caption" | "classification") for each image.
+
+    Returns one dict per image: "text" (decoded, special tokens dropped), "token_ids" and "logprobs" (the
+    log-probability of each generated token, up to the end-of-turn token). With `tower_cache` (a training
+    feature cache dir) the tower output is read from the cache instead of recomputed.
+    """
+    prompt = processor.build_prompt(task, text=question)
+    tokenizer = processor.tokenizer
+    stop_ids = {i for i in (tokenizer.eos_token_id, tokenizer.pad_token_id, model.generation_config.eos_token_id)
+                if isinstance(i, int)}
+    raw_cache = open_tower_cache(tower_cache, model, processor.image_processor, paths, batch_size)
+    expanded = expand_image_tokens(processor, prompt)
+    answers = []
+    with torch.inference_mode(), single_thread():
+        for start in tqdm(range(0, len(paths), batch_size), desc=desc or f"{task} answers", unit="batch"):
+            chunk = list(paths[start:start + batch_size])
+            if raw_cache is not None:
+                inputs = dict(tokenizer([expanded] * len(chunk), return_tensors="pt", padding=True))
+                inputs["vision_features"] = raw_cache.get([image_id(p) for p in chunk]).to(model.dtype)
+            else:
+                inputs = dict(processor(images=chunk, text=[prompt] * len(chunk), return_tensors="pt"))
+            inputs = {key: value.to(model.device) for key, value in inputs.items()}
+            out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                                 return_dict_in_generate=True, output_scores=True,
+                                 pad_token_id=tokenizer.pad_token_id)
+            logprobs = model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)
+            new_tokens = out.sequences[:, inputs["input_ids"].shape[1]:]
+            for ids, scores in zip(new_tokens.tolist(), logprobs.tolist()):
+                end = next((k for k, token in enumerate(ids) if token in stop_ids), len(ids))
+                answers.append({"text": tokenizer.decode(ids[:end], skip_special_tokens=True).strip(),
+                                "token_ids": ids[:end], "logprobs": scores[:end]})
+    return answers
+
+
+def _token_spans(tokenizer, token_ids: Sequence[int]):
+    """Character span of each token in `tokenizer.decode(token_ids)` (prefix decoding, exact for any tokenizer)."""
+    spans, previous = [], 0
+    for k in range(len(token_ids)):
+        length = len(tokenizer.decode(token_ids[:k + 1], skip_special_tokens=True))
+        spans.append((previous, length))
+        previous = length
+    return spans
+
+
+def rank_labels(tokenizer, answer: dict, labels: Sequence[str]) -> list[str]:
+    """`labels` (parsed from the answer) most likely first: by the mean log-probability of the generated tokens
+    that spell each label; labels not found verbatim in the text keep their order after the found ones."""
+    text = tokenizer.decode(answer["token_ids"], skip_special_tokens=True)
+    spans = _token_spans(tokenizer, answer["token_ids"])
+    scored = []
+    for order, label in enumerate(labels):
+        position = text.lower().find(label.lower())
+        if position < 0:
+            scored.append((-math.inf, order, label))
+            continue
+        end = position + len(label)
+        inside = [lp for (a, b), lp in zip(spans, answer["logprobs"]) if a < end and b > position]
+        scored.append((float(np.mean(inside)) if inside else -math.inf, order, label))
+    return [label for _, _, label in sorted(scored, key=lambda item: (-item[0], item[1]))]
+
+
+def classify_images(model, processor, paths: Sequence[str], vocabulary: Sequence[str] | None = None,
+                    batch_size: int = GenerationOptions.batch_size,
+                    max_new_tokens: int = GenerationOptions.max_new_tokens, tower_cache=None) -> list[dict]:
+    """One {"image", "labels", "text"} per image: the `[classification]` answer parsed with parse_labels
+    against `vocabulary` (default: the EuroSAT classes and the 19 BigEarthNet classes), most likely first."""
+    vocabulary = list(vocabulary) if vocabulary is not None else list(EUROSAT_CLASSES) + list(BEN19_LABELS)
+    answers = generate_answers(model, processor, paths, "classification", batch_size=batch_size,
+                               max_new_tokens=max_new_tokens, tower_cache=tower_cache, desc="classifying")
+    return [{"image": str(path), "labels": rank_labels(processor.tokenizer, answer,
+                                                        parse_labels(answer["text"], vocabulary)),
+             "text": answer["text"]}
+            for path, answer in zip(paths, answers)]

