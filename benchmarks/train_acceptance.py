@@ -28,17 +28,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from modeling_spectral_llava.fileio import atomic_write_json  # noqa: E402
-from train.spectral_inst import EUROSAT_CLASSES, parse_labels, resolve_image_path  # noqa: E402
+from modeling_spectral_llava.loading import load_model_and_processor  # noqa: E402
+from spectral_inst import EUROSAT_CLASSES, load_split, parse_labels, resolve_image_path  # noqa: E402
 
 
 def classification_accuracy(model_dir, dataset_dir, split="test", batch_size=5):
     """Exact-match accuracy of `[classification]` answers on the patches of `split`, and the generated answers."""
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    from train.data import load_split
-
-    model = AutoModelForImageTextToText.from_pretrained(model_dir, trust_remote_code=True).eval()
-    processor = AutoProcessor.from_pretrained(model_dir, trust_remote_code=True)
+    model, processor = load_model_and_processor(model_dir, device="cpu")
     patches, roots = load_split(dataset_dir, "patches", split)
     prompt = processor.build_prompt("classification")
     answers, correct = [], 0
@@ -58,8 +54,6 @@ def classification_accuracy(model_dir, dataset_dir, split="test", batch_size=5):
 
 def majority_baseline(dataset_dir, split="test"):
     """Accuracy of always answering the most frequent label set of the train split."""
-    from train.data import load_split
-
     train, _ = load_split(dataset_dir, "patches", "train")
     held_out, _ = load_split(dataset_dir, "patches", split)
     majority, _ = collections.Counter(tuple(sorted(labels)) for labels in train["labels"]).most_common(1)[0]
@@ -93,7 +87,7 @@ def main(argv=None):
     from modeling_spectral_llava.build import build_model
     from train.align import run_alignment
     from train.finetune import run_finetune
-    from train.spectral_inst import BuildConfig, build_dataset
+    from spectral_inst import BuildConfig, build_dataset
 
     out = os.path.abspath(args.output)
     times = {}

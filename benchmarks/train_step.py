@@ -24,11 +24,12 @@ import torch
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from train.align import ALIGN, AlignOptions  # noqa: E402
 from modeling_spectral_llava.loading import load_model_and_processor  # noqa: E402
-from train.data import FeatureCache, SpectralLlavaCollator, feature_fingerprint  # noqa: E402
-from train.finetune import FINETUNE, FinetuneOptions  # noqa: E402
-from train.spectral_inst import EUROSAT_CLASSES, format_labels  # noqa: E402
+from spectral_inst import EUROSAT_CLASSES, format_labels  # noqa: E402
+from train.align import ALIGN  # noqa: E402
+from train.data import SpectralLlavaCollator  # noqa: E402
+from train.feature_cache import FeatureCache, feature_fingerprint, tower_encoder  # noqa: E402
+from train.finetune import FINETUNE  # noqa: E402
 
 EUROSAT = os.path.join(REPO, "tests", "data", "eurosat-ms")
 
@@ -88,10 +89,10 @@ def main(argv=None):
 
             model_dir = os.path.join(scratch, "model")
             build_model(model_dir, layout=args.layout, spatial_pool=args.spatial_pool)
-        model, processor = load_model_and_processor(model_dir)
+        model, processor = load_model_and_processor(model_dir, device="cpu")
         model.freeze_vision_tower()
-        stage, options = (ALIGN, AlignOptions()) if args.stage == "align" else (FINETUNE, FinetuneOptions())
-        model = stage.prepare(model, options)
+        stage = ALIGN if args.stage == "align" else FINETUNE
+        model = stage.prepare(model, stage.options())
         model.train()
 
         records = eurosat_records(args.batch_size * (args.steps + 1))
@@ -101,7 +102,7 @@ def main(argv=None):
         images = {r["patch_id"]: os.path.join(EUROSAT, r["image"].split("/", 1)[1]) for r in records}
         start = time.perf_counter()
         cache = FeatureCache(os.path.join(scratch, "features"), feature_fingerprint(base, processor.image_processor))
-        cache.build(base, processor.image_processor, images, batch_size=args.batch_size)
+        cache.build(images, tower_encoder(base, processor.image_processor), batch_size=args.batch_size)
         cache_seconds = time.perf_counter() - start
 
         collators = {"uncached": SpectralLlavaCollator(processor, roots),

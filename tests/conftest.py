@@ -5,7 +5,7 @@ import os
 import warnings
 
 import pytest
-from testing_utils import DATA, TINY_LLAMA, TINY_VISION, eurosat_subset, smollm2_tokenizer
+from testing_utils import DATA, TINY_VISION, eurosat_subset, save_tiny_llama, smollm2_tokenizer
 
 
 @pytest.fixture(scope="session")
@@ -16,19 +16,7 @@ def tokenizer():
 @pytest.fixture(scope="session")
 def tiny_llm_dir(tmp_path_factory, tokenizer):
     """A randomly initialised LlamaForCausalLM (seed 0) saved with SmolLM2's tokenizer and generation config."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    out = tmp_path_factory.mktemp("llm") / "tiny-llama"
-    config = LlamaConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **TINY_LLAMA)
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
-    model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return str(out)
+    return save_tiny_llama(tmp_path_factory.mktemp("llm") / "tiny-llama", tokenizer)
 
 
 @pytest.fixture(scope="session")

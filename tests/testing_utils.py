@@ -31,6 +31,24 @@ def smollm2_tokenizer():
     return AutoTokenizer.from_pretrained(folder, gguf_file=name)
 
 
+def save_tiny_llama(folder, tokenizer, **overrides):
+    """A randomly initialised LlamaForCausalLM (seed 0, `TINY_LLAMA` + `overrides`) saved with `tokenizer` and
+    SmolLM2's generation settings (end of turn `<|im_end|>`); returns `folder` as a string."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                         **{**TINY_LLAMA, **overrides})
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
 def eurosat_subset(root, classes=("Forest", "River", "SeaLake"), per_class=4):
     """`root/<Class>/<Class>_k.tif` symlinks to the first `per_class` samples of `classes`; returns `root`."""
     for name in classes:

@@ -128,8 +128,9 @@ def test_push_fails_cleanly_offline(tiny_model_dir):
     assert "Traceback" not in done.stderr
 
 
-def test_render_card_script_writes_the_card_and_the_readme(tiny_model_dir, tmp_path):
+def test_render_card_script_writes_the_card_and_the_readme(tiny_model_dir, tmp_path, monkeypatch):
     """`python scripts/render_model_card.py` (README's command) is the `render-card` command."""
+    import runpy
     import shutil
 
     from evaluation import render_card
@@ -140,11 +141,12 @@ def test_render_card_script_writes_the_card_and_the_readme(tiny_model_dir, tmp_p
     (results / "classification.json").write_text(json.dumps(
         {"eurosat_classification": {"accuracy": 0.25, "num_images": 20}}))
     output = tmp_path / "card.md"
-    command = [sys.executable, os.path.join(REPO, "scripts", "render_model_card.py"), "--model", str(model),
-               "--results", str(results), "--output", str(output), "--note", "A test.", "--readme"]
-    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": REPO},
-                          timeout=300)
-    assert done.returncode == 0, done.stderr
+    script = os.path.join(REPO, "scripts", "render_model_card.py")
+    monkeypatch.setattr(sys, "argv", [script, "--model", str(model), "--results", str(results), "--output",
+                                      str(output), "--note", "A test.", "--readme"])
+    with pytest.raises(SystemExit) as done:
+        runpy.run_path(script, run_name="__main__")
+    assert done.value.code == 0
     assert output.read_text() == (model / "README.md").read_text() == render_card(model, [results], note="A test.")
     assert "accuracy 25.0%" in output.read_text()
     code, _, err = run_cli("render-card", "--model", str(model), "--results", str(tmp_path / "none"))

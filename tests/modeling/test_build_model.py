@@ -1,15 +1,15 @@
 import json
+import logging
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
-from testing_utils import DATA, REPO, TINY_VISION
 from safetensors.torch import load_file
+from testing_utils import DATA, TINY_VISION
 
 from modeling_spectral_llava.build import load_vision_tower
 from modeling_spectral_llava.configuration_spectral_llava import SpectralLlavaConfig, num_visual_tokens
+from spectral_llava_cli import main
 
 TINY_CHECKPOINT = os.path.join(DATA, "spectralgpt-reference", "spectralgpt_mae_tiny.pth")
 
@@ -20,15 +20,24 @@ def test_random_tower_is_announced_as_untrained():
 
 
 @pytest.fixture(scope="module")
-def built_from_checkpoint(tmp_path_factory):
+def built_from_checkpoint(tmp_path_factory, tiny_llm_dir):
+    """`spectral-llava build` around the tiny official-format checkpoint, logged lines captured."""
     out = tmp_path_factory.mktemp("build") / "model"
-    result = subprocess.run(
-        [sys.executable, "-m", "spectral_llava_cli", "build", str(out), "--vision", TINY_CHECKPOINT,
-         "--image-size", "32", "--layout", "spectral_concat", "--spatial-pool", "2"],
-        cwd=REPO, capture_output=True, text=True,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return out, result.stderr
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("modeling_spectral_llava")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        code = main(["build", str(out), "--vision", TINY_CHECKPOINT, "--llm", tiny_llm_dir, "--image-size", "32",
+                     "--layout", "spectral_concat", "--spatial-pool", "2"])
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert code == 0
+    return out, "\n".join(record.getMessage() for record in records)
 
 
 def test_build_writes_a_complete_model_dir(built_from_checkpoint):
@@ -64,16 +73,21 @@ def test_built_tower_holds_the_checkpoint_and_processor_agrees(built_from_checkp
     assert weights["model.language_model.embed_tokens.weight"].shape[0] == len(tokenizer)
     card = open(out / "README.md").read()
     assert "pipeline_tag: image-text-to-text" in card and "spectralgpt_mae_tiny.pth" in card
+    assert json.load(open(out / "provenance.json")) == {"vision_tower": "spectralgpt_mae_tiny.pth",
+                                                        "language_model": "tiny-llama", "training": []}
 
 
-def test_build_refuses_unknown_sources(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "spectral_llava_cli", "build", str(tmp_path / "m"),
-                             "--llm", str(tmp_path / "no-llm")], cwd=REPO, capture_output=True, text=True)
-    assert result.returncode == 2 and "no-llm" in result.stderr
+def test_build_refuses_unknown_sources(tmp_path, capsys):
+    assert main(["build", str(tmp_path / "m"), "--llm", str(tmp_path / "no-llm")]) == 2
+    assert "no-llm" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse refuses a layout outside the choices
+        main(["build", str(tmp_path / "m"), "--layout", "grid"])
+    assert "invalid choice: 'grid'" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
 
 
 @pytest.mark.slow
+@pytest.mark.integration
 def test_smollm2_is_dequantised_once_into_a_plain_llama_cache(tmp_path, monkeypatch):
     from transformers import AutoModelForCausalLM, LlamaForCausalLM
 

@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 import torch
-from testing_utils import DATA, REFERENCE, REPO, TINY_VISION
+from testing_utils import DATA, REFERENCE, TINY_VISION
 from safetensors.torch import load_file
 
 from modeling_spectral_llava.build import compose, load_vision_tower, resize_position_grid
@@ -120,13 +120,14 @@ def test_converter_clear_errors_for_bad_files(tmp_path):
         load_official_state_dict(tmp_path / "missing.pth")
 
 
-def test_convert_cli_writes_dir_that_automodel_loads(tmp_path):
+def test_convert_cli_writes_dir_that_automodel_loads(tmp_path, capsys):
     from transformers import AutoModel
 
+    from spectral_llava_cli import main
+
     out = tmp_path / "tower"
-    cmd = [sys.executable, "-m", "spectral_llava_cli", "convert-spectralgpt",
-           os.path.join(LOCAL_REFERENCE, "spectralgpt_mae_tiny.pth"), str(out), "--num-heads", "4"]
-    subprocess.run(cmd, check=True, cwd=REPO, capture_output=True)
+    assert main(["convert-spectralgpt", os.path.join(LOCAL_REFERENCE, "spectralgpt_mae_tiny.pth"), str(out),
+                 "--num-heads", "4"]) == 0
     assert {"config.json", "model.safetensors", "modeling_spectral_llava.py",
             "configuration_spectral_llava.py"} <= set(os.listdir(out))
     tower = AutoModel.from_pretrained(out, trust_remote_code=True)
@@ -135,9 +136,8 @@ def test_convert_cli_writes_dir_that_automodel_loads(tmp_path):
     with torch.no_grad():
         got = tower(io["pixel_values"]).last_hidden_state
     assert relative_error(got, io["last_hidden_state"]) < 1e-5
-    bad = subprocess.run(cmd[:4] + [str(tmp_path / "nope.pth"), str(tmp_path / "x")], cwd=REPO, capture_output=True,
-                         text=True)
-    assert bad.returncode == 2 and "nope.pth" in bad.stderr and not (tmp_path / "x").exists()
+    assert main(["convert-spectralgpt", str(tmp_path / "nope.pth"), str(tmp_path / "x")]) == 2
+    assert "nope.pth" in capsys.readouterr().err and not (tmp_path / "x").exists()
 
 
 def test_other_image_sizes_interpolate_the_spatial_grid():
