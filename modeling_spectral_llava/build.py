@@ -141,9 +141,9 @@ def compose(tower, llm, tokenizer, layout="tokens", spatial_pool=1, projector_ty
     torch.manual_seed(seed)
     with torch.device("meta"):
         model = SpectralLlavaForConditionalGeneration(config)
-    model.model.multi_modal_projector.to_empty(device="cpu")
-    model.model.multi_modal_projector.apply(model._init_weights)
-    model.model.vision_tower = tower
+    model.multi_modal_projector.to_empty(device="cpu")
+    model.multi_modal_projector.apply(model._init_weights)
+    model.model.vision_tower = tower  # the builder composes the inner model (the outer properties only read)
     model.model.language_model = llm.model
     model.lm_head = llm.lm_head
     model.tie_weights()

@@ -104,29 +104,26 @@ def rgb_relpath(task: PatchTask) -> str:
     return f"rgb/{task.source}/{bucket(task.id)}/{task.id}.png"
 
 
-def process_patch(task: PatchTask, output_dir: str | os.PathLike) -> dict:
-    """Read one patch, write its RGB PNG and its cached metadata record; return the record."""
-    from PIL import Image
-
+def read_patch_bands(task: PatchTask):
+    """(reflectance bands {B02, B03, B04, B08, B11} on the 10 m grid, valid-pixel mask, image metadata)."""
     from processing.sentinel2_io import read_image
 
-    output_dir = Path(output_dir)
     image = read_image(task.path, select_bands=list(SUMMARY_BANDS))
     names, mask = list(image.band_names), image.metadata.get("band_mask") or [True] * len(image.band_names)
     missing = [name for name in SUMMARY_BANDS if name not in names or not mask[names.index(name)]]
     if missing:
         raise ValueError(f"{task.path}: bands {missing} are missing (needed for RGB and indices)")
     data = np.stack([np.asarray(image.data[names.index(name)], dtype=np.float32) for name in SUMMARY_BANDS])
-    bands = {name: data[index] / 10000.0 for index, name in enumerate(SUMMARY_BANDS)}
     valid = np.all(data > 0, axis=0) & np.all(np.isfinite(data), axis=0)
-    summary = spectral_summary(bands, valid)
-
-    crs, transform = image.metadata.get("crs"), image.metadata.get("transform")
-    if crs is None or transform is None:
+    bands = {name: data[index] / 10000.0 for index, name in enumerate(SUMMARY_BANDS)}
+    if image.metadata.get("crs") is None or image.metadata.get("transform") is None:
         raise ValueError(f"{task.path}: no georeference (CRS/transform) to locate the patch")
-    height, width = data.shape[1:]
-    latitude, longitude = patch_centre_latlon(crs, transform, height, width)
+    return bands, valid, image.metadata
 
+
+def _labels_place_and_date(task: PatchTask, latitude: float, longitude: float) -> dict:
+    """Labels (v1: mapped from the 43 classes), country (metadata, else the one bounding box holding the centre)
+    and acquisition date of a patch."""
     labels, country, acquisition_date = task.labels, task.country, task.acquisition_date
     if task.label_source == "bigearthnet-v1-43-to-19":
         labels, v1_meta = v1_labels(Path(task.path))
@@ -136,35 +133,31 @@ def process_patch(task: PatchTask, output_dir: str | os.PathLike) -> dict:
         candidates = countries_containing(latitude, longitude)  # BigEarthNet covers these ten countries
         if len(candidates) == 1:
             country, country_source = candidates[0], "bounding-box"
+    return {"labels": list(labels or []), "label_source": task.label_source, "country": country,
+            "country_source": country_source, "acquisition_date": acquisition_date,
+            "season": season_of(acquisition_date, latitude)}
 
-    rgb = render_rgb(bands["B04"], bands["B03"], bands["B02"], valid)
-    buffer = _png_bytes(Image.fromarray(rgb))
+
+def process_patch(task: PatchTask, output_dir: str | os.PathLike) -> dict:
+    """Read one patch, write its RGB PNG and its cached metadata record; return the record."""
+    from PIL import Image
+
+    output_dir = Path(output_dir)
+    bands, valid, metadata = read_patch_bands(task)
+    summary = spectral_summary(bands, valid)
+    height, width = valid.shape
+    latitude, longitude = patch_centre_latlon(metadata["crs"], metadata["transform"], height, width)
     rgb_path = rgb_relpath(task)
-    atomic_write_bytes(output_dir / rgb_path, buffer)
-
+    rgb = render_rgb(bands["B04"], bands["B03"], bands["B02"], valid)
+    atomic_write_bytes(output_dir / rgb_path, _png_bytes(Image.fromarray(rgb)))
     snow = task.snow if task.snow is not None else summary["snow_fraction"] > FLAG_FRACTION
     cloud = task.cloud if task.cloud is not None else summary["cloud_fraction"] > FLAG_FRACTION
     record = {
-        "record_version": RECORD_VERSION,
-        "id": task.id,
-        "source": task.source,
-        "image_path": task.image_path,
-        "rgb_path": rgb_path,
-        "labels": list(labels or []),
-        "label_source": task.label_source,
-        "country": country,
-        "country_source": country_source,
-        "acquisition_date": acquisition_date,
-        "season": season_of(acquisition_date, latitude),
-        "latitude": latitude,
-        "longitude": longitude,
-        "crs": str(crs),
-        "height": int(height),
-        "width": int(width),
-        "snow": bool(snow),
-        "cloud": bool(cloud),
-        "flag_source": "metadata" if task.snow is not None else "spectral",
-        "reben_patch_id": task.reben_patch_id,
+        "record_version": RECORD_VERSION, "id": task.id, "source": task.source, "image_path": task.image_path,
+        "rgb_path": rgb_path, **_labels_place_and_date(task, latitude, longitude),
+        "latitude": latitude, "longitude": longitude, "crs": str(metadata["crs"]),
+        "height": int(height), "width": int(width), "snow": bool(snow), "cloud": bool(cloud),
+        "flag_source": "metadata" if task.snow is not None else "spectral", "reben_patch_id": task.reben_patch_id,
         **summary,
     }
     atomic_write_json(record_path(output_dir, task.id), record)

@@ -184,6 +184,42 @@ def training_arguments(options: TrainOptions, output_dir: str) -> TrainingArgume
     )
 
 
+def cache_tower_features(records, image_roots: dict, model, processor, options: TrainOptions, args):
+    """The feature cache of every image of `records` (built on the main process first), or None without
+    `--cache-features`."""
+    if not options.cache_features:
+        return None
+    images = {}
+    for record in records:
+        images.setdefault(record["patch_id"], resolve_image_path(record["image"], image_roots))
+    fingerprint = feature_fingerprint(model, processor.image_processor)
+    with args.main_process_first(desc="feature cache", local=False):
+        model.vision_tower.to(args.device)
+        return FeatureCache(options.cache_features, fingerprint).build(
+            images, tower_encoder(model, processor.image_processor), batch_size=options.batch_size)
+
+
+def run_hyperparameters(stage: Stage, model, model_dir: str, dataset_dir: str, records: int,
+                        options: TrainOptions, args) -> dict:
+    return {
+        "stage": stage.name, "model": model_dir, "dataset": dataset_dir, "records": records,
+        **dataclasses.asdict(options), "world_size": args.world_size,
+        "effective_batch_size": options.batch_size * options.grad_accum * args.world_size,
+        "optimizer": "Adam (torch AdamW, weight_decay=0)", "lr_scheduler": "cosine",
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "total_parameters": sum(p.numel() for p in model.parameters()),
+    }
+
+
+def checkpoint_to_resume(output_dir: str, resume: bool) -> str | None:
+    if not resume:
+        return None
+    checkpoint = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+    if checkpoint is None:
+        logger.warning("--resume: no checkpoint in %s, starting from scratch", output_dir)
+    return checkpoint
+
+
 def run_stage(stage: Stage, model_dir, dataset_dir, output_dir, options: TrainOptions) -> dict:
     """Train one stage and export its result; returns losses, steps, seconds and output paths."""
     started = time.time()
@@ -195,28 +231,9 @@ def run_stage(stage: Stage, model_dir, dataset_dir, output_dir, options: TrainOp
     args = training_arguments(options, output_dir)
     model, processor = load_model_and_processor(model_dir, device=None)
     model.freeze_vision_tower()
-
-    feature_cache = None
-    if options.cache_features:
-        images = {}
-        for record in records:
-            images.setdefault(record["patch_id"], resolve_image_path(record["image"], image_roots))
-        fingerprint = feature_fingerprint(model, processor.image_processor)
-        with args.main_process_first(desc="feature cache", local=False):
-            model.vision_tower.to(args.device)
-            feature_cache = FeatureCache(options.cache_features, fingerprint).build(
-                images, tower_encoder(model, processor.image_processor), batch_size=options.batch_size
-            )
-
+    feature_cache = cache_tower_features(records, image_roots, model, processor, options, args)
     model = stage.prepare(model, options)
-    hyperparameters = {
-        "stage": stage.name, "model": model_dir, "dataset": dataset_dir, "records": len(records),
-        **dataclasses.asdict(options), "world_size": args.world_size,
-        "effective_batch_size": options.batch_size * options.grad_accum * args.world_size,
-        "optimizer": "Adam (torch AdamW, weight_decay=0)", "lr_scheduler": "cosine",
-        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
-        "total_parameters": sum(p.numel() for p in model.parameters()),
-    }
+    hyperparameters = run_hyperparameters(stage, model, model_dir, dataset_dir, len(records), options, args)
     trainer = SpectralLlavaTrainer(
         model=model,
         args=args,
@@ -224,45 +241,47 @@ def run_stage(stage: Stage, model_dir, dataset_dir, output_dir, options: TrainOp
         data_collator=SpectralLlavaCollator(processor, image_roots, feature_cache),
         callbacks=[LossLogger(output_dir, hyperparameters)],
     )
-    resume = None
-    if options.resume:
-        resume = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
-        if resume is None:
-            logger.warning("--resume: no checkpoint in %s, starting from scratch", output_dir)
+    resume = checkpoint_to_resume(output_dir, options.resume)
     result = trainer.train(resume_from_checkpoint=resume)
-
     export_model = exportable_model(trainer, stage, model_dir, options)
     summary = {}
     if trainer.is_world_process_zero():
-        losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-        log_dir = Path(output_dir) / "logs"
-        plot_loss_curve(trainer.state.log_history, log_dir / "loss_curve.png", f"Spectral-LLaVA {stage.name}")
         atomic_write_json(Path(output_dir) / HYPERPARAMETERS, hyperparameters)
         provenance = stage_provenance(stage, model_dir, dataset_dir, options, len(records), trainer.state.global_step)
         outputs = stage.export(export_model, processor, output_dir, options, provenance)
-        summary = {
-            "stage": stage.name,
-            "first_loss": losses[0] if losses else math.nan,
-            "final_loss": losses[-1] if losses else math.nan,
-            "train_loss": result.training_loss,
-            "steps": trainer.state.global_step,
-            "records": len(records),
-            "seconds": round(time.time() - started, 2),
-            "train_seconds": result.metrics.get("train_runtime"),
-            "resumed_from": resume,
-            "outputs": {
-                **outputs,
-                "loss_csv": str(log_dir / "loss.csv"),
-                "tensorboard": str(log_dir / "tensorboard"),
-                "loss_curve": str(log_dir / "loss_curve.png"),
-                "hyperparameters": str(Path(output_dir) / HYPERPARAMETERS),
-                **({"feature_cache": os.path.abspath(options.cache_features)} if options.cache_features else {}),
-            },
-        }
-        atomic_write_json(Path(output_dir) / "train_summary.json", summary)
-        logger.info("%s done: loss %.4f -> %.4f in %d steps; outputs in %s", stage.name, summary["first_loss"],
-                    summary["final_loss"], summary["steps"], output_dir)
+        summary = write_summary(stage, trainer, result, output_dir, options, outputs,
+                                {"records": len(records), "seconds": round(time.time() - started, 2),
+                                 "resumed_from": resume})
     trainer.accelerator.wait_for_everyone()
+    return summary
+
+
+def write_summary(stage: Stage, trainer, result, output_dir: str, options: TrainOptions, outputs: dict,
+                  extra: dict) -> dict:
+    """The loss curve and OUTPUT/train_summary.json (what `run_stage` returns)."""
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    log_dir = Path(output_dir) / "logs"
+    plot_loss_curve(trainer.state.log_history, log_dir / "loss_curve.png", f"Spectral-LLaVA {stage.name}")
+    summary = {
+        "stage": stage.name,
+        "first_loss": losses[0] if losses else math.nan,
+        "final_loss": losses[-1] if losses else math.nan,
+        "train_loss": result.training_loss,
+        "steps": trainer.state.global_step,
+        **extra,
+        "train_seconds": result.metrics.get("train_runtime"),
+        "outputs": {
+            **outputs,
+            "loss_csv": str(log_dir / "loss.csv"),
+            "tensorboard": str(log_dir / "tensorboard"),
+            "loss_curve": str(log_dir / "loss_curve.png"),
+            "hyperparameters": str(Path(output_dir) / HYPERPARAMETERS),
+            **({"feature_cache": os.path.abspath(options.cache_features)} if options.cache_features else {}),
+        },
+    }
+    atomic_write_json(Path(output_dir) / "train_summary.json", summary)
+    logger.info("%s done: loss %.4f -> %.4f in %d steps; outputs in %s", stage.name, summary["first_loss"],
+                summary["final_loss"], summary["steps"], output_dir)
     return summary
 
 

@@ -129,25 +129,25 @@ def test_push_fails_cleanly_offline(tiny_model_dir):
 
 
 def test_render_card_script_writes_the_card_and_the_readme(tiny_model_dir, tmp_path, monkeypatch):
-    """`python scripts/render_model_card.py` (README's command) is the `render-card` command."""
+    """`python scripts/render_model_card.py`, README's command after `make demo`: the card of quickstart-output/model
+    from the evaluate outputs there, into model_card.md (and, with --readme, the model's README.md)."""
     import runpy
     import shutil
 
     from evaluation import render_card
 
-    model = shutil.copytree(tiny_model_dir, tmp_path / "model")
-    results = tmp_path / "results"
-    results.mkdir()
-    (results / "classification.json").write_text(json.dumps(
+    quickstart = tmp_path / "quickstart-output"
+    model = shutil.copytree(tiny_model_dir, quickstart / "model")
+    (quickstart / "classification.json").write_text(json.dumps(
         {"eurosat_classification": {"accuracy": 0.25, "num_images": 20}}))
-    output = tmp_path / "card.md"
     script = os.path.join(REPO, "scripts", "render_model_card.py")
-    monkeypatch.setattr(sys, "argv", [script, "--model", str(model), "--results", str(results), "--output",
-                                      str(output), "--note", "A test.", "--readme"])
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [script, "--note", "A test.", "--readme"])
     with pytest.raises(SystemExit) as done:
         runpy.run_path(script, run_name="__main__")
     assert done.value.code == 0
-    assert output.read_text() == (model / "README.md").read_text() == render_card(model, [results], note="A test.")
-    assert "accuracy 25.0%" in output.read_text()
+    card = (tmp_path / "model_card.md").read_text()
+    assert card == (model / "README.md").read_text() == render_card(model, [quickstart], note="A test.")
+    assert "accuracy 25.0%" in card
     code, _, err = run_cli("render-card", "--model", str(model), "--results", str(tmp_path / "none"))
     assert code == 2 and "linear_probe.json" in err
