@@ -151,3 +151,27 @@ def test_render_card_script_writes_the_card_and_the_readme(tiny_model_dir, tmp_p
     assert "accuracy 25.0%" in card
     code, _, err = run_cli("render-card", "--model", str(model), "--results", str(tmp_path / "none"))
     assert code == 2 and "linear_probe.json" in err
+
+
+def test_train_commands_run_both_stages(tiny_model_dir, small_dataset, tmp_path, capsys):
+    """`spectral-llava train align` and `python -m train.finetune` (its `main`) parse the same options."""
+    from train.finetune import FINETUNE
+    from train.trainer import main as stage_main
+
+    common = ["--dataset", small_dataset, "--max-steps", "1", "--batch-size", "2", "--warmup-ratio", "0"]
+    code, out, _ = run_cli("train", "align", "--model", tiny_model_dir, "--output", str(tmp_path / "align"),
+                           "--text", "class-labels", *common)
+    summary = json.loads((tmp_path / "align" / "train_summary.json").read_text())
+    assert code == 0 and summary["steps"] == 1 and json.dumps(summary, indent=1) in out
+    finetune = ["--model", str(tmp_path / "align" / "model"), "--output", str(tmp_path / "ft"), "--lora-r", "2",
+                "--lora_alpha", "4", *common]
+    assert stage_main(FINETUNE, finetune) == 0
+    summary = json.loads((tmp_path / "ft" / "train_summary.json").read_text())
+    assert summary["outputs"]["merged"] == str(tmp_path / "ft" / "merged")
+    assert json.dumps(summary, indent=1) in capsys.readouterr().out
+    provenance = json.loads((tmp_path / "ft" / "merged" / "provenance.json").read_text())
+    assert [stage["stage"] for stage in provenance["training"]] == ["align", "finetune"]
+    assert provenance["training"][1]["base_model"] == str(tmp_path / "align" / "model")
+    with pytest.raises(SystemExit):
+        stage_main(FINETUNE, finetune + ["--batch-size", "0"])
+    assert "--batch-size 0: expected a positive integer" in capsys.readouterr().err

@@ -118,3 +118,20 @@ def test_register_pipeline_needs_a_saved_model(tmp_path):
 def test_unnamed_array_error_reaches_the_user(pipe):
     with pytest.raises(ValueError, match="band_names"):
         pipe(images=np.ones((5, 32, 32), dtype=np.float32), text="<image>", **GREEDY)
+
+
+def test_the_repository_pipeline_class_answers_like_the_saved_one(pipe, tiny_model):
+    """The repository's own pipeline class on the repository's model and processor (as this repository's code
+    would build it) gives the saved dir's remote-code pipeline's answers."""
+    from processing.pipeline_spectral_llava import SpectralImageTextToTextPipeline
+
+    model, processor = tiny_model
+    local = pipeline("image-text-to-text", model=model, processor=processor,
+                     pipeline_class=SpectralImageTextToTextPipeline)
+    assert type(local) is SpectralImageTextToTextPipeline
+    for kwargs in ({"text": chat({"type": "image", "path": TIF}), "return_full_text": False},
+                   {"images": [TIF, FOLDER], "text": "<image>\n[caption] Describe."},
+                   {"images": TIF}):
+        assert local(**kwargs, **GREEDY) == pipe(**kwargs, **GREEDY)
+    with pytest.raises(ValueError, match="images= has 2 entries but text= has 1"):
+        local(images=[TIF, FOLDER], text=["<image>"])
