@@ -74,12 +74,18 @@ def _cache_smollm2(target):
     write_dir_atomically(save, target)
 
 
+def smollm2_dir():
+    """The embedded SmolLM2-135M-Instruct as a plain LlamaForCausalLM + tokenizer dir (dequantised on first use)."""
+    path = os.path.join(cache_dir(), "smollm2-135m-instruct")
+    if not os.path.isfile(os.path.join(path, "model.safetensors")):
+        _cache_smollm2(path)
+    return path
+
+
 def load_llm(spec="smollm2"):
     """(LlamaForCausalLM, tokenizer) for "smollm2" (the embedded SmolLM2-135M-Instruct) or a local model dir."""
     if spec == "smollm2":
-        path = os.path.join(cache_dir(), "smollm2-135m-instruct")
-        if not os.path.isfile(os.path.join(path, "model.safetensors")):
-            _cache_smollm2(path)
+        path = smollm2_dir()
     elif os.path.isdir(spec):
         path = spec
     else:

@@ -3,13 +3,22 @@
 Remote code: this file is copied next to saved models and imports only its sibling configuration file.
 """
 
+import functools
+import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModel, GenerationMixin, PreTrainedModel
+from transformers.cache_utils import Cache
 from transformers.modeling_outputs import BaseModelOutputWithPast, BaseModelOutputWithPooling, CausalLMOutputWithPast
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.processing_utils import Unpack
+from transformers.utils import TransformersKwargs
+from transformers.utils.deprecation import deprecate_kwarg
+from transformers.utils.generic import can_return_tuple
 
 from .configuration_spectral_llava import (
     SpectralGPTConfig,
@@ -17,6 +26,34 @@ from .configuration_spectral_llava import (
     num_visual_tokens,
     visual_feature_width,
 )
+
+# The KV-cache argument and output field is `cache` from transformers 5.24 on and `past_key_values` before: use
+# whichever this installed version's output classes declare.
+CACHE_FIELD = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
+
+
+def _cache_argument(function):
+    """Declare a method's `cache` parameter under the installed transformers' name.
+
+    The method body always receives `cache`. From 5.24 the signature says `cache` and `past_key_values=` still
+    works with a deprecation warning, as in transformers' own models; before 5.24 the signature says
+    `past_key_values`, the name `generate()` validates and passes there.
+    """
+    if CACHE_FIELD == "cache":
+        return deprecate_kwarg("past_key_values", version="5.40.0", new_name="cache")(function)
+
+    @functools.wraps(function)
+    def wrapper(*args, past_key_values=None, **kwargs):
+        if past_key_values is not None:
+            kwargs["cache"] = past_key_values
+        return function(*args, **kwargs)
+
+    signature = inspect.signature(function)
+    wrapper.__signature__ = signature.replace(parameters=[
+        parameter.replace(name="past_key_values") if parameter.name == "cache" else parameter
+        for parameter in signature.parameters.values()
+    ])
+    return wrapper
 
 
 class SpectralGPTEmbeddings(nn.Module):
@@ -63,25 +100,48 @@ class SpectralGPTEmbeddings(nn.Module):
         return tokens + spatial + spectral
 
 
+def eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+    """Softmax attention written out, so that the weights (B, heads, L, L) can be returned."""
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    weights = F.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    weights = F.dropout(weights, p=dropout, training=module.training)
+    return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
+
+
 class SpectralGPTAttention(nn.Module):
+    """Bidirectional multi-head self-attention through transformers' attention interface.
+
+    `config._attn_implementation` picks the kernel: "sdpa" (default), "eager" (returns the attention weights),
+    "flash_attention_2" or any function registered in `ALL_ATTENTION_FUNCTIONS`.
+    """
+
     def __init__(self, config: SpectralGPTConfig):
         super().__init__()
+        self.config = config
         dim = config.hidden_size
-        self.num_heads = config.num_attention_heads
+        self.head_dim = dim // config.num_attention_heads
+        self.scaling = self.head_dim**-0.5
+        self.is_causal = False
         self.q_proj = nn.Linear(dim, dim, bias=config.qkv_bias)
         self.k_proj = nn.Linear(dim, dim, bias=config.qkv_bias)
         self.v_proj = nn.Linear(dim, dim, bias=config.qkv_bias)
         self.out_proj = nn.Linear(dim, dim)
 
-    def forward(self, hidden_states):
-        batch, length, dim = hidden_states.shape
-
-        def heads(x):
-            return x.view(batch, length, self.num_heads, dim // self.num_heads).transpose(1, 2)
-
-        q, k, v = heads(self.q_proj(hidden_states)), heads(self.k_proj(hidden_states)), heads(self.v_proj(hidden_states))
-        attended = F.scaled_dot_product_attention(q, k, v)  # scale head_dim ** -0.5
-        return self.out_proj(attended.transpose(1, 2).reshape(batch, length, dim))
+    def forward(self, hidden_states, **kwargs: Unpack[TransformersKwargs]):
+        batch, length, _ = hidden_states.shape
+        heads_shape = (batch, length, -1, self.head_dim)
+        query = self.q_proj(hidden_states).view(heads_shape).transpose(1, 2)
+        key = self.k_proj(hidden_states).view(heads_shape).transpose(1, 2)
+        value = self.v_proj(hidden_states).view(heads_shape).transpose(1, 2)
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        attended, weights = attention_interface(
+            self, query, key, value, None, scaling=self.scaling, dropout=0.0, is_causal=False, **kwargs
+        )
+        return self.out_proj(attended.reshape(batch, length, -1)), weights
 
 
 class SpectralGPTMLP(nn.Module):
@@ -112,9 +172,10 @@ class SpectralGPTLayer(nn.Module):
         self.layer_norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.mlp = SpectralGPTMLP(config)
 
-    def forward(self, hidden_states):
-        hidden_states = hidden_states + self.self_attn(_in_autocast_dtype(self.layer_norm1(hidden_states)))
-        return hidden_states + self.mlp(_in_autocast_dtype(self.layer_norm2(hidden_states)))
+    def forward(self, hidden_states, **kwargs: Unpack[TransformersKwargs]):
+        attended, attention_weights = self.self_attn(_in_autocast_dtype(self.layer_norm1(hidden_states)), **kwargs)
+        hidden_states = hidden_states + attended
+        return hidden_states + self.mlp(_in_autocast_dtype(self.layer_norm2(hidden_states))), attention_weights
 
 
 class SpectralGPTPreTrainedModel(PreTrainedModel):
@@ -124,6 +185,8 @@ class SpectralGPTPreTrainedModel(PreTrainedModel):
     input_modalities = ("image",)
     _no_split_modules = ["SpectralGPTLayer"]
     _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_attention_backend = True
 
     def _init_weights(self, module):
         super()._init_weights(module)
@@ -134,8 +197,10 @@ class SpectralGPTPreTrainedModel(PreTrainedModel):
 class SpectralGPTVisionModel(SpectralGPTPreTrainedModel):
     """The SpectralGPT encoder (no masking, no CLS token).
 
-    Returns `last_hidden_state` (B, T*h*w, D) after the final LayerNorm, `pooler_output` its token mean, and with
-    `output_hidden_states=True` the embeddings plus the output of each block.
+    Returns `last_hidden_state` (B, T*h*w, D) after the final LayerNorm, `pooler_output` its token mean, with
+    `output_hidden_states=True` the embeddings plus the output of each block, and with `output_attentions=True`
+    each block's attention weights (B, heads, T*h*w, T*h*w) (under `attn_implementation="eager"`; "sdpa" and
+    flash attention do not compute them).
     """
 
     def __init__(self, config: SpectralGPTConfig):
@@ -148,23 +213,34 @@ class SpectralGPTVisionModel(SpectralGPTPreTrainedModel):
     def get_input_embeddings(self):
         return self.embeddings.patch_embedding
 
-    def forward(self, pixel_values, output_hidden_states=None, return_dict=None, **kwargs):
-        output_hidden_states = (
-            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
-        )
+    @can_return_tuple
+    def forward(
+        self,
+        pixel_values,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> tuple | BaseModelOutputWithPooling:
+        if output_attentions is None:
+            output_attentions = self.config.output_attentions
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
         hidden_states = self.embeddings(pixel_values)
         all_hidden_states = [hidden_states] if output_hidden_states else None
+        all_attentions = [] if output_attentions else None
         for layer in self.layers:
-            hidden_states = layer(hidden_states)
+            hidden_states, attention_weights = layer(hidden_states, output_attentions=output_attentions)
             if output_hidden_states:
                 all_hidden_states.append(hidden_states)
+            if output_attentions:
+                all_attentions.append(attention_weights)
         last_hidden_state = self.post_layernorm(hidden_states)
-        output = BaseModelOutputWithPooling(
+        return BaseModelOutputWithPooling(
             last_hidden_state=last_hidden_state,
             pooler_output=last_hidden_state.mean(dim=1),
             hidden_states=tuple(all_hidden_states) if output_hidden_states else None,
+            attentions=tuple(all_attentions) if output_attentions else None,
         )
-        return output if return_dict is not False else output.to_tuple()
 
 
 class SpectralLlavaProjector(nn.Module):
@@ -183,23 +259,30 @@ class SpectralLlavaProjector(nn.Module):
         return hidden_states
 
 
-# The KV-cache field is `cache` from transformers 5.24 on and `past_key_values` before: use whichever this
-# installed version's output classes declare.
-CACHE_FIELD = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
-
-
 @dataclass
 class SpectralLlavaModelOutputWithPast(BaseModelOutputWithPast):
-    """`image_hidden_states`: the projected visual tokens (B_images, N_vis, d_llm) when images were encoded."""
+    """`image_outputs`: `get_image_features`' output for the images merged in this call (the tower's outputs, with
+    the projected visual tokens (B_images, N_vis, d_llm) as `pooler_output`); None when no image was encoded."""
 
-    image_hidden_states: torch.FloatTensor | None = None
+    image_outputs: BaseModelOutputWithPooling | None = None
+
+    @property
+    def image_hidden_states(self):
+        """The projected visual tokens (B_images, N_vis, d_llm), when images were encoded."""
+        return None if self.image_outputs is None else self.image_outputs.pooler_output
 
 
 @dataclass
 class SpectralLlavaCausalLMOutputWithPast(CausalLMOutputWithPast):
-    """`image_hidden_states`: the projected visual tokens (B_images, N_vis, d_llm) when images were encoded."""
+    """`image_outputs`: `get_image_features`' output for the images merged in this call (the tower's outputs, with
+    the projected visual tokens (B_images, N_vis, d_llm) as `pooler_output`); None when no image was encoded."""
 
-    image_hidden_states: torch.FloatTensor | None = None
+    image_outputs: BaseModelOutputWithPooling | None = None
+
+    @property
+    def image_hidden_states(self):
+        """The projected visual tokens (B_images, N_vis, d_llm), when images were encoded."""
+        return None if self.image_outputs is None else self.image_outputs.pooler_output
 
 
 class SpectralLlavaPreTrainedModel(PreTrainedModel):
@@ -210,18 +293,15 @@ class SpectralLlavaPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["SpectralGPTLayer", "LlamaDecoderLayer"]
     _supports_sdpa = True
     _supports_flash_attn = True
+    _supports_attention_backend = True
+    # decoding steps (no images) compile without graph breaks and run with a static cache
+    _can_compile_fullgraph = True
     _skip_keys_device_placement = ["past_key_values", "cache"]
 
     def _init_weights(self, module):
         super()._init_weights(module)
         if isinstance(module, SpectralGPTEmbeddings):
             module.reset_position_embeddings()
-
-
-def _cache_of(kwargs):
-    """The KV cache argument, whatever transformers calls it (`past_key_values`; `cache` from 5.24)."""
-    cache = kwargs.get("cache", kwargs.get("past_key_values"))
-    return cache if cache is not None and hasattr(cache, "get_seq_length") else None
 
 
 class SpectralLlavaModel(SpectralLlavaPreTrainedModel):
@@ -245,11 +325,29 @@ class SpectralLlavaModel(SpectralLlavaPreTrainedModel):
         self.vision_tower.requires_grad_(False)
         self.vision_tower.eval()
 
-    def select_vision_features(self, pixel_values):
-        """The tower's output at `vision_feature_layer`, (B, T*h*w, D)."""
+    def encode_images(self, pixel_values, output_attentions=None, output_hidden_states=None):
+        """Tower pass: (the tower's outputs, its features at `vision_feature_layer` (B, T*h*w, D)).
+
+        The tower's hidden states are returned when `output_hidden_states` (or the tower config) asks for them;
+        a `vision_feature_layer` other than -1 reads them without returning them otherwise.
+        """
         layer = self.config.vision_feature_layer
-        outputs = self.vision_tower(pixel_values, output_hidden_states=layer != -1, return_dict=True)
-        return outputs.last_hidden_state if layer == -1 else outputs.hidden_states[layer]
+        if output_hidden_states is None:
+            output_hidden_states = self.vision_tower.config.output_hidden_states
+        outputs = self.vision_tower(
+            pixel_values,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states or layer != -1,
+            return_dict=True,
+        )
+        features = outputs.last_hidden_state if layer == -1 else outputs.hidden_states[layer]
+        if not output_hidden_states:
+            outputs.hidden_states = None
+        return outputs, features
+
+    def select_vision_features(self, pixel_values):
+        """The tower's output at `vision_feature_layer`, (B, T*h*w, D): what the feature cache stores."""
+        return self.encode_images(pixel_values, output_hidden_states=False)[1]
 
     def arrange_visual_tokens(self, features):
         """(B, T*h*w, D) tower features -> (B, N_vis, width) following the layout and spatial pool."""
@@ -270,22 +368,44 @@ class SpectralLlavaModel(SpectralLlavaPreTrainedModel):
             return grid.mean(dim=1).reshape(batch, side * side, dim)
         return grid.permute(0, 2, 3, 1, 4).reshape(batch, side * side, groups * dim)  # spectral_concat
 
-    def get_image_features(self, pixel_values=None, vision_features=None):
-        """Projected visual tokens (B, N_vis, d_llm) from pixels, or from cached tower features (B, T*h*w, D)."""
+    @can_return_tuple
+    def get_image_features(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        vision_features: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> tuple | BaseModelOutputWithPooling:
+        """Encode images: the tower's outputs, with the projected visual tokens (B, N_vis, d_llm) as `pooler_output`.
+
+        From `pixel_values` (B, C, S, S): `last_hidden_state`, and `hidden_states` / `attentions` on request
+        (`output_hidden_states`, `output_attentions`), are the tower's. From `vision_features`, cached tower
+        features at `vision_feature_layer` (B, T*h*w, D), the tower does not run and `last_hidden_state` holds them.
+        `return_dict=False` gives the tuple of the fields that are set.
+        """
         if vision_features is None:
-            vision_features = self.select_vision_features(pixel_values)
-        tokens = self.arrange_visual_tokens(vision_features)
-        return self.multi_modal_projector(tokens.to(self.multi_modal_projector.linear_1.weight.dtype))
+            if pixel_values is None:
+                raise ValueError("get_image_features needs pixel_values or vision_features")
+            image_outputs, vision_features = self.encode_images(
+                pixel_values, kwargs.get("output_attentions"), kwargs.get("output_hidden_states")
+            )
+        else:
+            image_outputs = BaseModelOutputWithPooling(last_hidden_state=vision_features)
+        tokens = self.arrange_visual_tokens(vision_features).to(self.multi_modal_projector.linear_1.weight.dtype)
+        image_outputs.pooler_output = self.multi_modal_projector(tokens)
+        return image_outputs
+
+    def _image_token_mask(self, input_ids, inputs_embeds):
+        """(B, L) bool mask of the `<image>` positions, read from `input_ids` or, without them, from the embeddings."""
+        if input_ids is not None:
+            return input_ids == self.config.image_token_id
+        image_embedding = self.get_input_embeddings()(
+            torch.tensor(self.config.image_token_id, device=inputs_embeds.device)
+        )
+        return (inputs_embeds == image_embedding).all(-1)
 
     def get_placeholder_mask(self, input_ids, inputs_embeds, image_features):
         """Mask of the `<image>` positions; raises when their count differs from the number of visual tokens."""
-        if input_ids is None:
-            image_embedding = self.get_input_embeddings()(
-                torch.tensor(self.config.image_token_id, device=inputs_embeds.device)
-            )
-            mask = (inputs_embeds == image_embedding).all(-1)
-        else:
-            mask = input_ids == self.config.image_token_id
+        mask = self._image_token_mask(input_ids, inputs_embeds)
         n_tokens, (n_images, per_image) = int(mask.sum()), image_features.shape[:2]
         if n_tokens != n_images * per_image:
             raise ValueError(
@@ -294,38 +414,53 @@ class SpectralLlavaModel(SpectralLlavaPreTrainedModel):
             )
         return mask.unsqueeze(-1).expand_as(inputs_embeds)
 
+    def _images_already_cached(self, input_ids, inputs_embeds, cache):
+        """True when continuing from a filled KV cache with no `<image>` in the new tokens: images passed again
+        with a continued prompt are already in the cache."""
+        if cache is None or cache.get_seq_length() == 0:
+            return False
+        return not bool(self._image_token_mask(input_ids, inputs_embeds).any())
+
+    @can_return_tuple
+    @_cache_argument
     def forward(
         self,
-        input_ids=None,
-        pixel_values=None,
-        attention_mask=None,
-        position_ids=None,
-        inputs_embeds=None,
-        vision_features=None,
-        **kwargs,
-    ):
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        vision_features: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> tuple | SpectralLlavaModelOutputWithPast:
+        r"""`vision_features`: cached tower features at `vision_feature_layer` (B, T*h*w, D), instead of
+        `pixel_values`. `cache`: the KV cache (`past_key_values` before transformers 5.24)."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
-        cache = _cache_of(kwargs)
-        decoding = cache is not None and cache.get_seq_length() > 0
-        image_features = None
+        image_outputs = None
         has_images = pixel_values is not None or vision_features is not None
-        # Images are merged at prefill only: later steps read them from the KV cache.
-        if has_images and not decoding:
-            image_features = self.get_image_features(pixel_values, vision_features)
+        if has_images and not self._images_already_cached(input_ids, inputs_embeds, cache):
+            image_outputs = self.get_image_features(pixel_values, vision_features, return_dict=True, **kwargs)
+            image_features = image_outputs.pooler_output
             mask = self.get_placeholder_mask(input_ids, inputs_embeds, image_features)
             inputs_embeds = inputs_embeds.masked_scatter(mask, image_features.to(inputs_embeds.dtype))
         outputs = self.language_model(
-            attention_mask=attention_mask, position_ids=position_ids, inputs_embeds=inputs_embeds, **kwargs
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            return_dict=True,
+            **{CACHE_FIELD: cache},
+            **kwargs,
         )
         return SpectralLlavaModelOutputWithPast(
             last_hidden_state=outputs.last_hidden_state,
             **{CACHE_FIELD: outputs.get(CACHE_FIELD)},
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
-            image_hidden_states=image_features,
+            image_outputs=image_outputs,
         )
 
 
@@ -333,6 +468,7 @@ class SpectralLlavaForConditionalGeneration(SpectralLlavaPreTrainedModel, Genera
     """Spectral-LLaVA with the LM head: loss from `labels` (-100 ignored) and `generate`."""
 
     _tied_weights_keys = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
+    _tp_plan = {"lm_head": "colwise_gather_output"}
 
     def __init__(self, config: SpectralLlavaConfig):
         super().__init__(config)
@@ -352,8 +488,13 @@ class SpectralLlavaForConditionalGeneration(SpectralLlavaPreTrainedModel, Genera
     def set_output_embeddings(self, value):
         self.lm_head = value
 
-    def get_image_features(self, pixel_values=None, vision_features=None):
-        return self.model.get_image_features(pixel_values, vision_features)
+    def get_image_features(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        vision_features: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> tuple | BaseModelOutputWithPooling:
+        return self.model.get_image_features(pixel_values, vision_features, **kwargs)
 
     def freeze_vision_tower(self):
         self.model.freeze_vision_tower()
@@ -374,48 +515,67 @@ class SpectralLlavaForConditionalGeneration(SpectralLlavaPreTrainedModel, Genera
     def num_image_tokens(self):
         return num_visual_tokens(self.config)
 
+    @can_return_tuple
+    @_cache_argument
     def forward(
         self,
-        input_ids=None,
-        pixel_values=None,
-        attention_mask=None,
-        position_ids=None,
-        inputs_embeds=None,
-        labels=None,
-        vision_features=None,
-        logits_to_keep=0,
-        **kwargs,
-    ):
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        vision_features: torch.Tensor | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> tuple | SpectralLlavaCausalLMOutputWithPast:
+        r"""`labels` (-100 ignored) give the causal-LM loss; `num_items_in_batch` and `shift_labels` in `kwargs` reach
+        the loss function (`Trainer` passes them under gradient accumulation and sequence parallelism).
+        `logits_to_keep`: an int keeps the last N positions (0 = all), a tensor the positions it indexes."""
         outputs = self.model(
             input_ids=input_ids,
             pixel_values=pixel_values,
             attention_mask=attention_mask,
             position_ids=position_ids,
+            cache=cache,
             inputs_embeds=inputs_embeds,
             vision_features=vision_features,
+            return_dict=True,
             **kwargs,
         )
-        hidden_states = outputs.last_hidden_state
-        if isinstance(logits_to_keep, int) and logits_to_keep > 0:
-            hidden_states = hidden_states[:, -logits_to_keep:]
-        logits = self.lm_head(hidden_states)
+        kept = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        logits = self.lm_head(outputs.last_hidden_state[:, kept, :])
         loss = None
         if labels is not None:
-            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size)
+            loss = self.loss_function(
+                logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs
+            )
         return SpectralLlavaCausalLMOutputWithPast(
             loss=loss,
             logits=logits,
             **{CACHE_FIELD: outputs.get(CACHE_FIELD)},
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
-            image_hidden_states=outputs.image_hidden_states,
+            image_outputs=outputs.image_outputs,
         )
 
-    def prepare_inputs_for_generation(self, *args, **kwargs):
-        model_inputs = super().prepare_inputs_for_generation(*args, **kwargs)
-        if _cache_of(model_inputs) is not None and _cache_of(model_inputs).get_seq_length() > 0:
-            model_inputs.pop("pixel_values", None)  # decoding steps read the image from the cache
-            model_inputs.pop("vision_features", None)
+    @_cache_argument
+    def prepare_inputs_for_generation(
+        self,
+        input_ids: torch.LongTensor,
+        cache: Cache | None = None,
+        vision_features: torch.Tensor | None = None,
+        is_first_iteration: bool | None = False,
+        **kwargs,
+    ):
+        """As `GenerationMixin`'s (which passes `pixel_values` to the prefill only); `vision_features` likewise:
+        decoding steps read the image from the KV cache."""
+        model_inputs = super().prepare_inputs_for_generation(
+            input_ids, is_first_iteration=is_first_iteration, **{CACHE_FIELD: cache}, **kwargs
+        )
+        if is_first_iteration or not kwargs.get("use_cache", True):
+            model_inputs["vision_features"] = vision_features
         return model_inputs
 
     def select_vision_features(self, pixel_values):

@@ -29,16 +29,22 @@ SPECTRALGPT_STD = (633.15169573, 650.2842772, 712.12507725, 965.23119807, 948.98
 
 
 class SpectralImageProcessorKwargs(ImagesKwargs, total=False):
-    band_names: list[str]
+    """Options of `SpectralImageProcessor`: the constructor's, and at call time (directly or through the processor,
+    flat or in `images_kwargs`) `band_names`, `resampling`, `do_rescale`, `rescale_factor`, `return_metadata`,
+    `return_band_mask` and `return_tensors`."""
+
+    band_names: list[str] | tuple[str, ...] | None
     band_mean: list[float]
     band_std: list[float]
     image_size: int
     patch_size: int
-    resampling: str
+    resampling: str | None
     nodata_value: float | None
     do_center_crop: bool
     crop_size: int | None
     antialias: bool
+    return_metadata: bool
+    return_band_mask: bool
 
 
 class SpectralImageProcessor(BaseImageProcessor):
@@ -50,11 +56,14 @@ class SpectralImageProcessor(BaseImageProcessor):
     once per set of missing bands), normalise each band with SpectralGPT's recipe
     `uint8(clip((x - (m - 2s)) / (4s) * 255, 0, 255)) / 255` using `band_mean` / `band_std`, optionally centre-crop
     to `crop_size` pixels at the native 10 m resolution, then resize to `image_size` x `image_size` (torch bicubic,
-    align_corners=False; antialiased when downsampling if `antialias`).
+    align_corners=False; antialiased when downsampling if `antialias`). The recipe's last step, `/ 255`, is the
+    rescale: `do_rescale=False` keeps the 0..255 levels, `rescale_factor` replaces 1/255.
 
-    Call: `processor(images, band_names=None, return_tensors="pt", return_metadata=False)`; `images` is anything
-    `read_image` reads or a list of those; `band_names` names the channels of unnamed arrays/files. Returns a
-    BatchFeature with `pixel_values` (B, C, S, S) float32 and `band_mask` (B, C) bool; with `return_metadata=True`
+    Call: `processor(images, band_names=None, return_tensors="pt", return_metadata=False)`, plus `resampling`,
+    `do_rescale`, `rescale_factor` overriding the configured ones; `images` is anything `read_image` reads or a
+    list of those; `band_names` names the channels of unnamed arrays/files. Returns a
+    BatchFeature with `pixel_values` (B, C, S, S) float32 and `band_mask` (B, C) bool (unless
+    `return_band_mask=False`); with `return_metadata=True`
     also `metadata`, a list of one dict per image ("source", "crs", "transform", "bounds", "band_names" read,
     "band_mask", "valid_mask" (C, H, W) bool on the native grid) that is never converted to tensors.
     """
@@ -64,7 +73,8 @@ class SpectralImageProcessor(BaseImageProcessor):
 
     def __init__(self, band_names=SPECTRALGPT_BANDS, band_mean=None, band_std=None, image_size: int = 128,
                  patch_size: int = 8, resampling: str = "bilinear", nodata_value: float | None = 0,
-                 do_center_crop: bool = False, crop_size: int | None = None, antialias: bool = True, **kwargs):
+                 do_center_crop: bool = False, crop_size: int | None = None, antialias: bool = True,
+                 do_rescale: bool = True, rescale_factor: float = 1 / 255, **kwargs):
         super().__init__(**kwargs)
         self.band_names = canonical_band_names(band_names)
         self.band_mean = [float(v) for v in (band_mean if band_mean is not None else
@@ -86,13 +96,16 @@ class SpectralImageProcessor(BaseImageProcessor):
         self.do_center_crop = bool(do_center_crop)
         self.crop_size = crop_size
         self.antialias = bool(antialias)
+        self.do_rescale = bool(do_rescale)
+        self.rescale_factor = float(rescale_factor)
 
     def __call__(self, images, band_names=None, return_tensors="pt", return_metadata: bool = False, **kwargs):
         return self.preprocess(images, band_names=band_names, return_tensors=return_tensors,
                                return_metadata=return_metadata, **kwargs)
 
     def preprocess(self, images, band_names=None, return_tensors="pt", return_metadata: bool = False,
-                   resampling: str | None = None, **kwargs) -> BatchFeature:
+                   return_band_mask: bool = True, resampling: str | None = None, do_rescale: bool | None = None,
+                   rescale_factor: float | None = None, **kwargs) -> BatchFeature:
         unknown = set(kwargs) - {"images_kwargs", "data_format", "input_data_format", "do_convert_rgb"}
         if unknown:
             raise TypeError(f"SpectralImageProcessor got unexpected argument(s) {sorted(unknown)}")
@@ -102,11 +115,13 @@ class SpectralImageProcessor(BaseImageProcessor):
         pixel_values, band_masks, metadata = [], [], []
         for source in sources:
             image = self.read(source, band_names=band_names, resampling=resampling)
-            values, band_mask, meta = self.normalise(image)
+            values, band_mask, meta = self.normalise(image, do_rescale=do_rescale, rescale_factor=rescale_factor)
             pixel_values.append(values)
             band_masks.append(band_mask)
             metadata.append(meta)
-        data = {"pixel_values": self.resize(pixel_values), "band_mask": torch.from_numpy(np.stack(band_masks))}
+        data = {"pixel_values": self.resize(pixel_values)}
+        if return_band_mask:
+            data["band_mask"] = torch.from_numpy(np.stack(band_masks))
         if return_tensors == "np":
             data = {key: value.numpy() for key, value in data.items()}
         elif return_tensors not in ("pt", None):
@@ -121,8 +136,10 @@ class SpectralImageProcessor(BaseImageProcessor):
         return read_image(source, band_names=None if is_folder else band_names,
                           resampling=resampling or self.resampling, select_bands=self.band_names)
 
-    def normalise(self, image: SpectralImage):
-        """Select, fill and normalise the configured bands of one image -> ((C, H, W) float32, band_mask, metadata)."""
+    def normalise(self, image: SpectralImage, do_rescale: bool | None = None, rescale_factor: float | None = None):
+        """Select, fill and normalise the configured bands of one image -> ((C, H, W) float32, band_mask, metadata).
+
+        `do_rescale` / `rescale_factor` override the configured rescale of the uint8 levels (None: configured)."""
         source = image.metadata.get("source")
         where = source if source is not None else "the input array"
         height, width = image.data.shape[1:]
@@ -166,8 +183,11 @@ class SpectralImageProcessor(BaseImageProcessor):
         stack /= high - low
         stack *= 255.0
         np.clip(stack, 0, 255, out=stack)
-        values = stack.astype(np.uint8).astype(np.float32)
-        values /= np.float32(255.0)
+        levels = stack.astype(np.uint8)
+        do_rescale = self.do_rescale if do_rescale is None else do_rescale
+        rescale_factor = self.rescale_factor if rescale_factor is None else rescale_factor
+        # the product in float64, rounded once, is exactly float32(levels) / 255 for the default 1/255
+        values = (levels * rescale_factor).astype(np.float32) if do_rescale else levels.astype(np.float32)
         metadata = {key: image.metadata.get(key) for key in ("source", "crs", "transform", "bounds")}
         metadata.update(band_names=list(image.band_names), band_mask=band_mask.tolist(), valid_mask=valid_mask)
         return values, band_mask, metadata

@@ -2,14 +2,45 @@
 
 Remote code: imports only its sibling `image_processing_spectral_llava` and third-party libraries. The number of
 visual tokens per image comes from the processor config (`num_image_tokens`, written by the builder from the model
-config), never from the modeling code.
+config) or, without it, from `default_num_image_tokens`, never from the modeling code.
 """
 
+import os
+
+import numpy as np
 import torch
 from transformers.feature_extraction_utils import BatchFeature
-from transformers.processing_utils import ProcessorMixin
+from transformers.processing_utils import MultiModalData, ProcessingKwargs, ProcessorMixin, Unpack
 
-from .image_processing_spectral_llava import flatten_images
+from .image_processing_spectral_llava import SpectralImageProcessorKwargs, flatten_images
+
+# SpectralGPT cuts 3 consecutive bands into one tubelet; the model's default "tokens" layout keeps every tubelet.
+BANDS_PER_TUBELET = 3
+
+
+class SpectralLlavaProcessorKwargs(ProcessingKwargs, total=False):
+    """Call options of `SpectralLlavaProcessor`, routed by modality through `_merge_kwargs`.
+
+    Pass them flat (`padding="max_length"`, `band_names=[...]`, `return_tensors="np"`) or grouped: `text_kwargs`
+    (the tokenizer's, plus `return_mm_token_type_ids`: 1 at image tokens), `images_kwargs`
+    (`SpectralImageProcessorKwargs`: `band_names`, `resampling`, `return_metadata`, `return_band_mask`,
+    `do_rescale`, `rescale_factor`, ...), `common_kwargs` (every modality). Defaults: PyTorch tensors, batches
+    padded (on the left) to their longest prompt, no `band_mask`.
+    """
+
+    images_kwargs: SpectralImageProcessorKwargs
+    # per modality rather than under "common_kwargs", which transformers < 5.24 updates in place with the caller's
+    _defaults = {
+        "text_kwargs": {"padding": True, "return_tensors": "pt"},
+        "images_kwargs": {"return_tensors": "pt", "return_band_mask": False},
+    }
+
+
+def default_num_image_tokens(image_processor) -> int:
+    """Visual tokens per image of a model built with the defaults around this image processor (the "tokens"
+    layout, no spatial pooling): every tubelet of the (image_size / patch_size)^2 grid of each spectral group."""
+    groups = len(image_processor.band_names) // BANDS_PER_TUBELET
+    return groups * (image_processor.image_size // image_processor.patch_size) ** 2
 
 
 # ChatML (the SmolLM2 format). Image content is `{"type": "image", "path": ...}` or `{"type": "image", "image": array}`
@@ -37,20 +68,28 @@ TASK_PROMPTS = {
 class SpectralLlavaProcessor(ProcessorMixin):
     r"""Tokenizer + `SpectralImageProcessor` for Spectral-LLaVA.
 
-    `processor(images=..., text=..., return_tensors="pt")`: `images` are GeoTIFF paths, patch folders, arrays or
-    tensors (or lists, nested per sample); every `<image>` in `text` is expanded to exactly `num_image_tokens`
-    copies, and the number of placeholders must equal the number of images. Padding is on the left (batched
-    generation). Returns `input_ids`, `attention_mask`, `pixel_values`; `band_mask` with `return_band_mask=True`;
-    `metadata` (list of dicts, not tensors) with `return_metadata=True`.
+    `processor(images=..., text=...)`: `images` are GeoTIFF paths, patch folders, arrays or tensors (or lists,
+    nested per sample); every `<image>` in `text` is expanded to exactly `num_image_tokens` copies, and the number of
+    placeholders must equal the number of images. Returns `input_ids`, `attention_mask`, `pixel_values` (PyTorch
+    tensors, batches padded on the left for generation); options are `SpectralLlavaProcessorKwargs`: e.g.
+    `band_names=` for unnamed arrays, `return_metadata=True` adds `metadata` (list of dicts, not tensors),
+    `return_band_mask=True` adds `band_mask` (B, C) bool.
+
+    `num_image_tokens` defaults to the count of a default-layout model around `image_processor`
+    (`default_num_image_tokens`); the builder stores the model's own count.
     """
+
+    valid_processor_kwargs = SpectralLlavaProcessorKwargs
 
     def __init__(self, image_processor=None, tokenizer=None, chat_template=None, num_image_tokens=None,
                  image_token="<image>", **kwargs):
-        if num_image_tokens is None or int(num_image_tokens) < 1:
-            raise ValueError(f"num_image_tokens must be a positive int (the model's visual tokens per image), "
-                             f"got {num_image_tokens!r}")
         if tokenizer is None or image_processor is None:
             raise ValueError("SpectralLlavaProcessor needs both image_processor= and tokenizer=")
+        if num_image_tokens is None:
+            num_image_tokens = default_num_image_tokens(image_processor)
+        if int(num_image_tokens) < 1:
+            raise ValueError(f"num_image_tokens must be a positive int (the model's visual tokens per image), "
+                             f"got {num_image_tokens!r}")
         image_token_id = tokenizer.convert_tokens_to_ids(image_token)
         if image_token_id is None or image_token_id == tokenizer.unk_token_id or \
                 tokenizer.convert_ids_to_tokens(image_token_id) != image_token:
@@ -62,16 +101,20 @@ class SpectralLlavaProcessor(ProcessorMixin):
         tokenizer.padding_side = "left"
         super().__init__(image_processor, tokenizer, chat_template=chat_template or DEFAULT_CHAT_TEMPLATE, **kwargs)
 
-    def __call__(self, images=None, text=None, return_tensors="pt", padding=None, band_names=None,
-                 return_band_mask: bool = False, return_metadata: bool = False, **kwargs) -> BatchFeature:
-        for ignored in ("images_kwargs", "text_kwargs", "common_kwargs", "add_special_tokens_map"):
-            kwargs.pop(ignored, None)
+    def __call__(self, images: str | os.PathLike | np.ndarray | torch.Tensor | list | None = None,
+                 text: str | list[str] | None = None, **kwargs: Unpack[SpectralLlavaProcessorKwargs]) -> BatchFeature:
+        output_kwargs = self._merge_kwargs(
+            SpectralLlavaProcessorKwargs, tokenizer_init_kwargs=self.tokenizer.init_kwargs, **kwargs
+        )
+        images_kwargs, text_kwargs = output_kwargs["images_kwargs"], output_kwargs["text_kwargs"]
+        return_mm_token_type_ids = text_kwargs.pop("return_mm_token_type_ids", False)
+        text_kwargs.pop("return_text_replacement_offsets", None)
+        return_tensors = text_kwargs.pop("return_tensors", None)
         sources = flatten_images(images)
         if text is None:
             if not sources:
                 raise ValueError("pass images=, text= or both")
-            return self.image_processor(sources, band_names=band_names, return_tensors=return_tensors,
-                                        return_metadata=return_metadata)
+            return self.image_processor(sources, **images_kwargs)
         texts = [text] if isinstance(text, str) else list(text)
         if not all(isinstance(sample, str) for sample in texts):
             raise ValueError("text must be a string or a list of strings")
@@ -82,26 +125,31 @@ class SpectralLlavaProcessor(ProcessorMixin):
                              f"write one {self.image_token} per image")
         data = {}
         if sources:
-            image_inputs = self.image_processor(sources, band_names=band_names, return_tensors="pt",
-                                                return_metadata=return_metadata)
-            data["pixel_values"] = image_inputs["pixel_values"]
-            if return_band_mask:
-                data["band_mask"] = image_inputs["band_mask"]
-            if return_metadata:
-                data["metadata"] = image_inputs["metadata"]
+            image_inputs = self.image_processor(sources, **images_kwargs)
+            data.update(image_inputs)
         expanded = [sample.replace(self.image_token, self.image_token * self.num_image_tokens) for sample in texts]
-        if padding is None:
-            padding = len(expanded) > 1
-        text_inputs = self.tokenizer(expanded, padding=padding, **kwargs)
+        text_inputs = self.tokenizer(expanded, **text_kwargs)
         for row, (ids, count) in enumerate(zip(text_inputs["input_ids"], per_sample)):
             found = sum(1 for token in ids if token == self.image_token_id)
             if found != count * self.num_image_tokens:
                 raise ValueError(f"sample {row}: {found} image tokens after tokenisation, expected "
                                  f"{count} x {self.num_image_tokens} (was the text truncated? check max_length)")
         data.update(text_inputs)
+        if return_mm_token_type_ids:
+            data["mm_token_type_ids"] = [[int(token == self.image_token_id) for token in ids]
+                                         for ids in text_inputs["input_ids"]]
         if return_tensors == "np":
             data = {key: value.numpy() if isinstance(value, torch.Tensor) else value for key, value in data.items()}
         return BatchFeature(data, tensor_type=return_tensors, skip_tensor_conversion=["metadata"])
+
+    def _get_num_multimodal_tokens(self, image_sizes=None, **kwargs) -> MultiModalData:
+        """Placeholder tokens per image for images of `image_sizes` [(height, width), ...], as serving stacks (vLLM's
+        transformers backend) ask before running the processor: every image becomes `num_image_tokens` tokens."""
+        vision_data = {}
+        if image_sizes is not None:
+            vision_data["num_image_tokens"] = [self.num_image_tokens] * len(image_sizes)
+            vision_data["num_image_patches"] = [1] * len(image_sizes)
+        return MultiModalData(**vision_data)
 
     def build_prompt(self, task: str = "caption", text: str | None = None, add_generation_prompt: bool = True) -> str:
         """Chat-formatted prompt for one image and a task: `task` is "caption" or "classification" (its task token
@@ -137,4 +185,5 @@ class SpectralLlavaProcessor(ProcessorMixin):
 
 SpectralLlavaProcessor.register_for_auto_class("AutoProcessor")
 
-__all__ = ["SpectralLlavaProcessor", "DEFAULT_CHAT_TEMPLATE", "TASK_PROMPTS"]
+__all__ = ["SpectralLlavaProcessor", "SpectralLlavaProcessorKwargs", "DEFAULT_CHAT_TEMPLATE", "TASK_PROMPTS",
+           "default_num_image_tokens"]

@@ -16,19 +16,26 @@ TINY_VISION = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4)
 # told apart from the tower's 64
 TINY_LLAMA = dict(hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=2,
                   num_key_value_heads=1, max_position_embeddings=2048, tie_word_embeddings=True)
+# the tower of `tiny_random_llava`: 16x16 input, 4 spectral groups x 2 x 2 patches = 16 visual tokens ("tokens")
+TINY_RANDOM_TOWER = dict(image_size=16, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=4)
 
 
-def smollm2_tokenizer():
-    """SmolLM2-135M-Instruct's tokenizer (ChatML): from the dequantised cache when present, else from the GGUF."""
+def smollm2_tokenizer(special_tokens: bool = False):
+    """SmolLM2-135M-Instruct's tokenizer (ChatML): from the dequantised cache when present, else from the GGUF;
+    with `special_tokens` also the builder's `<image>`, `[caption]` and `[classification]`."""
     from transformers import AutoTokenizer
 
-    from modeling_spectral_llava.build import cache_dir, smollm2_gguf_path
+    from modeling_spectral_llava.build import SPECIAL_TOKENS, cache_dir, smollm2_gguf_path
 
     cached = os.path.join(cache_dir(), "smollm2-135m-instruct")
     if os.path.isfile(os.path.join(cached, "tokenizer.json")):
-        return AutoTokenizer.from_pretrained(cached)
-    folder, name = os.path.split(smollm2_gguf_path())
-    return AutoTokenizer.from_pretrained(folder, gguf_file=name)
+        tokenizer = AutoTokenizer.from_pretrained(cached)
+    else:
+        folder, name = os.path.split(smollm2_gguf_path())
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    if special_tokens:
+        tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS})
+    return tokenizer
 
 
 def save_tiny_llama(folder, tokenizer, **overrides):
@@ -47,6 +54,32 @@ def save_tiny_llama(folder, tokenizer, **overrides):
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return str(folder)
+
+
+def tiny_random_llava(tokenizer, seed=0):
+    """Random SpectralGPT tower (`TINY_RANDOM_TOWER`) + random 2-layer Llama on `tokenizer`'s vocabulary, composed
+    in memory by the builder (which sets the pad token and left padding on `tokenizer`): model tests that run in
+    seconds, as transformers tests its own models on tiny random configurations."""
+    import warnings
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from modeling_spectral_llava.build import compose
+    from modeling_spectral_llava.configuration_spectral_llava import SpectralGPTConfig
+    from modeling_spectral_llava.modeling_spectral_llava import SpectralGPTVisionModel
+
+    torch.manual_seed(seed)
+    llm = LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+        pad_token_id=tokenizer.pad_token_id,
+    ))
+    tower = SpectralGPTVisionModel(SpectralGPTConfig(**TINY_RANDOM_TOWER))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # mean-resizing notice for the added special tokens
+        return compose(tower, llm, tokenizer, layout="tokens", seed=seed).eval()
 
 
 def eurosat_subset(root, classes=("Forest", "River", "SeaLake"), per_class=4):

@@ -71,7 +71,7 @@ def test_probe_features_are_tower_mean_and_projector_mean_and_cached(tiny_model,
     pixels = processor.image_processor(paths)["pixel_values"]
     with torch.no_grad():
         tower = model.select_vision_features(pixels)
-        grounded = model.multi_modal_projector(model.arrange_visual_tokens(tower))
+        grounded = model.get_image_features(pixel_values=pixels).pooler_output
     assert features["vision"].shape == (6, 64) and features["grounded"].shape == (6, 48)
     np.testing.assert_allclose(features["vision"], tower.mean(1).numpy(), atol=1e-5)
     np.testing.assert_allclose(features["grounded"], grounded.mean(1).numpy(), atol=1e-4)

@@ -169,7 +169,7 @@ def test_visual_token_count_matches_features(layout, pool, tokens, width):
     assert num_visual_tokens(config) == tokens
     assert model.multi_modal_projector.linear_1.in_features == width
     with torch.no_grad():
-        assert model.get_image_features(torch.randn(3, 12, 32, 32)).shape == (3, tokens, 32)
+        assert model.get_image_features(torch.randn(3, 12, 32, 32)).pooler_output.shape == (3, tokens, 32)
 
 
 def test_bad_configs_are_refused():
