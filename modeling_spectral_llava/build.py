@@ -16,7 +16,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 from .configuration_spectral_llava import SpectralGPTConfig, SpectralLlavaConfig, num_visual_tokens
 from .convert_spectralgpt import load_spectralgpt_checkpoint
 from .fileio import write_dir_atomically
-from .modeling_spectral_llava import SpectralGPTVisionModel, SpectralLlavaForConditionalGeneration
+from .modeling_spectral_llava import SpectralLlavaForConditionalGeneration
+from .modeling_spectralgpt import SpectralGPTVisionModel
 from .options import BuildOptions
 
 logger = logging.getLogger(__name__)

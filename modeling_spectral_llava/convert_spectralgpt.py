@@ -14,7 +14,7 @@ import torch
 
 from .configuration_spectral_llava import SPECTRALGPT_BANDS, SpectralGPTConfig
 from .fileio import write_dir_atomically
-from .modeling_spectral_llava import SpectralGPTVisionModel
+from .modeling_spectralgpt import SpectralGPTVisionModel
 
 logger = logging.getLogger(__name__)
 

@@ -67,7 +67,7 @@ def tiny_random_llava(tokenizer, seed=0):
 
     from modeling_spectral_llava.build import compose
     from modeling_spectral_llava.configuration_spectral_llava import SpectralGPTConfig
-    from modeling_spectral_llava.modeling_spectral_llava import SpectralGPTVisionModel
+    from modeling_spectral_llava.modeling_spectralgpt import SpectralGPTVisionModel
 
     torch.manual_seed(seed)
     llm = LlamaForCausalLM(LlamaConfig(

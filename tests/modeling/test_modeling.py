@@ -24,10 +24,8 @@ from modeling_spectral_llava.convert_spectralgpt import (
     load_official_state_dict,
     load_spectralgpt_checkpoint,
 )
-from modeling_spectral_llava.modeling_spectral_llava import (
-    SpectralGPTVisionModel,
-    SpectralLlavaForConditionalGeneration,
-)
+from modeling_spectral_llava.modeling_spectral_llava import SpectralLlavaForConditionalGeneration
+from modeling_spectral_llava.modeling_spectralgpt import SpectralGPTVisionModel
 
 LOCAL_REFERENCE = os.path.join(DATA, "spectralgpt-reference")
 
@@ -128,8 +126,9 @@ def test_convert_cli_writes_dir_that_automodel_loads(tmp_path, capsys):
     out = tmp_path / "tower"
     assert main(["convert-spectralgpt", os.path.join(LOCAL_REFERENCE, "spectralgpt_mae_tiny.pth"), str(out),
                  "--num-heads", "4"]) == 0
-    assert {"config.json", "model.safetensors", "modeling_spectral_llava.py",
+    assert {"config.json", "model.safetensors", "modeling_spectralgpt.py",
             "configuration_spectral_llava.py"} <= set(os.listdir(out))
+    assert json.load(open(out / "config.json"))["auto_map"]["AutoModel"] == "modeling_spectralgpt.SpectralGPTVisionModel"
     tower = AutoModel.from_pretrained(out, trust_remote_code=True)
     assert type(tower).__name__ == "SpectralGPTVisionModel"
     io = load_file(os.path.join(LOCAL_REFERENCE, "spectralgpt_mae_tiny_io.safetensors"))
