@@ -12,8 +12,9 @@ from transformers.processing_utils import ProcessorMixin
 from .image_processing_spectral_llava import flatten_images
 
 
-# ChatML (the SmolLM2 format). Image content is `{"type": "image", "path": ...}` or `{"type": "image", "image": array}`
-# and becomes `<image>` followed by a newline, as in the Spectral-Inst training records.
+# ChatML, the fallback for an LLM whose tokenizer has no chat template (and the format of SmolLM2 models built before
+# the chat format followed the LLM). Image content is `{"type": "image", "path": ...}` or `{"type": "image", "image":
+# array}` and becomes `<image>` followed by a newline, as in the Spectral-Inst training records.
 DEFAULT_CHAT_TEMPLATE = (
     "{%- for message in messages -%}"
     "{{- '<|im_start|>' + message['role'] + '\n' -}}"
@@ -26,6 +27,31 @@ DEFAULT_CHAT_TEMPLATE = (
     "{%- endfor -%}"
     "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\n' -}}{%- endif -%}"
 )
+
+# Put in front of an LLM's own chat template, which takes string content (Llama-3's and SmolLM2's do): each message's
+# typed content becomes one string, image parts the `<image>` placeholder and a newline, as in the Spectral-Inst records.
+FLATTEN_CONTENT = (
+    "{%- set flattened = namespace(messages=[]) -%}"
+    "{%- for message in messages -%}"
+    "{%- if message['content'] is string -%}{%- set flattened.messages = flattened.messages + [message] -%}"
+    "{%- else -%}{%- set text = namespace(value='') -%}{%- for part in message['content'] -%}"
+    "{%- if part['type'] == 'image' -%}{%- set text.value = text.value + '<image>\n' -%}"
+    "{%- elif part['type'] == 'text' -%}{%- set text.value = text.value + part['text'] -%}{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- set flattened.messages = flattened.messages + [dict(message, content=text.value)] -%}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- set messages = flattened.messages -%}"
+)
+
+
+def chat_template_for(llm_chat_template) -> str:
+    """The processor's chat template for an LLM: its own template (a string, or a dict of named ones whose "default"
+    is used) behind FLATTEN_CONTENT, or ChatML (DEFAULT_CHAT_TEMPLATE) when the LLM's tokenizer has none."""
+    if isinstance(llm_chat_template, dict):
+        llm_chat_template = llm_chat_template.get("default")
+    return FLATTEN_CONTENT + llm_chat_template if llm_chat_template else DEFAULT_CHAT_TEMPLATE
+
 
 # Task token + default instruction, phrased as in the Spectral-Inst stage-2 records.
 TASK_PROMPTS = {
@@ -92,6 +118,9 @@ class SpectralLlavaProcessor(ProcessorMixin):
         expanded = [sample.replace(self.image_token, self.image_token * self.num_image_tokens) for sample in texts]
         if padding is None:
             padding = len(expanded) > 1
+        bos = self.tokenizer.bos_token
+        if bos and all(sample.startswith(bos) for sample in texts):
+            kwargs.setdefault("add_special_tokens", False)  # a chat-rendered prompt (Llama-3's) already has its BOS
         text_inputs = self.tokenizer(expanded, padding=padding, **kwargs)
         for row, (ids, count) in enumerate(zip(text_inputs["input_ids"], per_sample)):
             found = sum(1 for token in ids if token == self.image_token_id)
@@ -137,4 +166,4 @@ class SpectralLlavaProcessor(ProcessorMixin):
 
 SpectralLlavaProcessor.register_for_auto_class("AutoProcessor")
 
-__all__ = ["SpectralLlavaProcessor", "DEFAULT_CHAT_TEMPLATE", "TASK_PROMPTS"]
+__all__ = ["SpectralLlavaProcessor", "DEFAULT_CHAT_TEMPLATE", "FLATTEN_CONTENT", "TASK_PROMPTS", "chat_template_for"]

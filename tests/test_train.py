@@ -13,7 +13,7 @@ import time
 
 import pytest
 import torch
-from conftest import DATA, REPO
+from conftest import DATA, REPO, subprocess_env
 from safetensors.torch import load_file
 
 from train.data import IGNORE_INDEX, FeatureCache, SpectralLlavaCollator, feature_fingerprint, load_split
@@ -22,16 +22,6 @@ EUROSAT = os.path.join(DATA, "eurosat-ms")
 PROJECTOR = "model.multi_modal_projector."
 # few steps, short answers, no warm-up so that every step moves the weights
 QUICK = dict(batch_size=2, grad_accum=1, warmup_ratio=0.0, lr=1e-3)
-
-
-@pytest.fixture(scope="session")
-def dataset_dir(tmp_path_factory):
-    """Spectral-Inst built from tests/data/eurosat-ms with the template captioner (80/10/10 patches)."""
-    from train.spectral_inst import BuildConfig, build_dataset
-
-    out = tmp_path_factory.mktemp("data") / "spectral-inst"
-    build_dataset(BuildConfig(output=str(out), eurosat=EUROSAT))
-    return str(out)
 
 
 @pytest.fixture(scope="session")
@@ -52,10 +42,6 @@ def aligned(tiny_model_dir, dataset_dir, tmp_path_factory):
 
 def weights(model_dir):
     return load_file(os.path.join(model_dir, "model.safetensors"))
-
-
-def subprocess_env():
-    return {**os.environ, "PYTHONPATH": REPO, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
 
 
 def test_collator_masks_everything_but_the_answer(model_and_processor, dataset_dir):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import importlib.util
 import json
 import logging
 import math
@@ -207,14 +208,54 @@ def plot_loss_curve(log_history: list[dict], path: Path, title: str) -> None:
     os.replace(tmp, path)
 
 
-def load_model_and_processor(model_dir):
+# never quantized: the frozen tower (its features are cached in float32), the trained projector, the output layer
+NOT_QUANTIZED = ["vision_tower", "multi_modal_projector", "lm_head"]
+
+
+def quantization_config(options: TrainOptions):
+    """bitsandbytes config for stage 2's --load-in-8bit / --load-in-4bit (QLoRA: NF4, double quantisation, bf16
+    compute), None without them; a ValueError naming what is missing where they cannot run (bitsandbytes needs a CUDA
+    GPU). Stage 1 has no such options: transformers' Trainer trains a quantized model only through adapters."""
+    load_in_8bit, load_in_4bit = getattr(options, "load_in_8bit", False), getattr(options, "load_in_4bit", False)
+    if not (load_in_8bit or load_in_4bit):
+        return None
+    flag = "--load-in-4bit" if load_in_4bit else "--load-in-8bit"
+    if load_in_8bit and load_in_4bit:
+        raise ValueError("pass --load-in-8bit or --load-in-4bit, not both")
+    missing = []
+    if not torch.cuda.is_available():
+        missing.append("a CUDA GPU (none is visible to torch here)")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        missing.append("the bitsandbytes package (pip install bitsandbytes, or pip install -e '.[qlora]')")
+    if missing:
+        raise ValueError(f"{flag} needs {' and '.join(missing)}; without them train the bf16 model (--bf16) and "
+                         "see the memory table in docs/training.md")
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" or \
+            os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
+        raise ValueError(f"{flag} runs on one GPU or with DDP (multi_gpu_ddp.yaml), not under FSDP or DeepSpeed")
+    from transformers import BitsAndBytesConfig
+
+    if load_in_4bit:
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                  bnb_4bit_compute_dtype=torch.bfloat16, llm_int8_skip_modules=NOT_QUANTIZED)
+    return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=NOT_QUANTIZED)
+
+
+def load_model_and_processor(model_dir, quantization=None):
+    """The model in the dtype its dir is stored in (or with 8/4-bit LLM weights) and its processor."""
     from transformers import AutoProcessor
 
     from modeling_spectral_llava.modeling_spectral_llava import SpectralLlavaForConditionalGeneration
 
     if not os.path.isfile(os.path.join(model_dir, "config.json")):
         raise FileNotFoundError(f"{model_dir}/config.json is missing: --model must be a Spectral-LLaVA model dir")
-    model = SpectralLlavaForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32)
+    if quantization is None:
+        model = SpectralLlavaForConditionalGeneration.from_pretrained(model_dir, dtype="auto")
+    else:
+        model = SpectralLlavaForConditionalGeneration.from_pretrained(
+            model_dir, dtype=torch.bfloat16, quantization_config=quantization,
+            device_map={"": int(os.environ.get("LOCAL_RANK", 0))},
+        )
     processor = AutoProcessor.from_pretrained(model_dir, trust_remote_code=True)
     return model, processor
 
@@ -252,14 +293,16 @@ def run_stage(stage: Stage, model_dir, dataset_dir, output_dir, options: TrainOp
     """Train one stage and export its result; returns losses, steps, seconds and output paths."""
     started = time.time()
     options = resolve_options(stage, options)
+    quantization = quantization_config(options)
     model_dir, dataset_dir, output_dir = (os.path.abspath(os.fspath(p)) for p in (model_dir, dataset_dir, output_dir))
     records, image_roots = load_split(dataset_dir, stage.subset, options.split)
     records = stage.select(records, options)
     if len(records) == 0:
         raise ValueError(f"{dataset_dir}/{stage.subset}[{options.split}] has no records for stage {stage.name}")
     args = training_arguments(options, output_dir)
-    model, processor = load_model_and_processor(model_dir)
+    model, processor = load_model_and_processor(model_dir, quantization)
     model.freeze_vision_tower()
+    model.multi_modal_projector.float()  # trained in both stages: float32 whatever dtype the dir is stored in
 
     feature_cache = None
     if options.cache_features:
@@ -273,6 +316,11 @@ def run_stage(stage: Stage, model_dir, dataset_dir, output_dir, options: TrainOp
                 model, processor.image_processor, images, batch_size=options.batch_size
             )
 
+    if quantization is not None:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=options.gradient_checkpointing,
+                                                gradient_checkpointing_kwargs={"use_reentrant": False})
     model = stage.prepare(model, options)
     hyperparameters = {
         "stage": stage.name, "model": model_dir, "dataset": dataset_dir, "records": len(records),
@@ -296,7 +344,7 @@ def run_stage(stage: Stage, model_dir, dataset_dir, output_dir, options: TrainOp
             logger.warning("--resume: no checkpoint in %s, starting from scratch", output_dir)
     result = trainer.train(resume_from_checkpoint=resume)
 
-    export_model = exportable_model(trainer, stage, model_dir, options)
+    export_model = exportable_model(trainer, stage, model_dir, options, quantized=quantization is not None)
     summary = {}
     if trainer.is_world_process_zero():
         losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
@@ -330,21 +378,28 @@ def run_stage(stage: Stage, model_dir, dataset_dir, output_dir, options: TrainOp
     return summary
 
 
-def exportable_model(trainer, stage: Stage, model_dir: str, options: TrainOptions):
-    """The trained model with whole (unsharded) weights on the main process; None elsewhere.
+def exportable_model(trainer, stage: Stage, model_dir: str, options: TrainOptions, quantized: bool = False):
+    """The trained model with whole (unsharded, unquantized) weights on the main process; None elsewhere.
 
     FSDP and DeepSpeed ZeRO-3 shard the parameters: their full state dict is gathered (a collective call on every
-    process) and its trainable weights are loaded into a fresh copy of the starting model on the main process.
+    process). With 8/4-bit LLM weights the trained weights are taken as they are. Either way the trainable weights
+    are loaded into a fresh copy of the starting model, in its stored dtype, on the main process.
     """
     from transformers.integrations import is_deepspeed_zero3_enabled
 
-    if not (trainer.is_fsdp_enabled or is_deepspeed_zero3_enabled()):
+    sharded = trainer.is_fsdp_enabled or is_deepspeed_zero3_enabled()
+    if not (sharded or quantized):
         return trainer.accelerator.unwrap_model(trainer.model) if trainer.is_world_process_zero() else None
-    state_dict = trainer.accelerator.get_state_dict(trainer.deepspeed if trainer.is_deepspeed_enabled else trainer.model)
+    if sharded:
+        state_dict = trainer.accelerator.get_state_dict(trainer.deepspeed if trainer.is_deepspeed_enabled
+                                                        else trainer.model)
+    else:
+        state_dict = trainable_state_dict(trainer.accelerator.unwrap_model(trainer.model))
     if not trainer.is_world_process_zero():
         return None
     fresh, _ = load_model_and_processor(model_dir)
     fresh.freeze_vision_tower()
+    fresh.multi_modal_projector.float()
     fresh = stage.prepare(fresh, options)
     trainable = trainable_state_dict(fresh)
     fresh.load_state_dict({name: state_dict[name].float().cpu() for name in trainable}, strict=False)

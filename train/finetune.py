@@ -24,6 +24,8 @@ class FinetuneOptions(TrainOptions):
     lora_r: int = 128
     lora_alpha: int = 256
     lora_dropout: float = 0.05
+    load_in_8bit: bool = False
+    load_in_4bit: bool = False
 
 
 def select_records(records, options: FinetuneOptions):
@@ -70,6 +72,11 @@ def add_finetune_arguments(parser):
     parser.add_argument("--lora-r", type=int, default=128, help="LoRA rank (default 128, the paper's)")
     parser.add_argument("--lora-alpha", type=int, default=256, help="LoRA scaling alpha (default 256)")
     parser.add_argument("--lora-dropout", type=float, default=0.05, help="LoRA dropout (default 0.05)")
+    quantized = parser.add_mutually_exclusive_group()
+    quantized.add_argument("--load-in-8bit", action="store_true",
+                           help="frozen LLM weights in 8 bit (bitsandbytes, CUDA only); LoRA and projector in float32")
+    quantized.add_argument("--load-in-4bit", action="store_true",
+                           help="frozen LLM weights in 4-bit NF4, i.e. QLoRA (bitsandbytes, CUDA only)")
 
 
 def run_finetune(model_dir, dataset_dir, output_dir, **options) -> dict:

@@ -1,0 +1,152 @@
+"""A Llama-3-format LLM end to end: `spectral-llava build --llm DIR|ORG/NAME`, prompts in its chat format, batched
+generation with its pad token, `pipeline()` stopping at `<|eot_id|>`, the Hub-id path through an offline cache and
+its errors, and SmolLM2 model dirs built before the chat format followed the LLM."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import torch
+from conftest import DATA, REPO, TINY_CHECKPOINT, subprocess_env
+from fixtures.llama3 import EOT, LLAMA3_CHAT_TEMPLATE, make_hub_cache
+from safetensors import safe_open
+from transformers import AutoModelForImageTextToText, AutoProcessor, pipeline
+
+from processing.processing_spectral_llava import DEFAULT_CHAT_TEMPLATE, FLATTEN_CONTENT
+
+TIF = os.path.join(DATA, "eurosat-ms", "Forest", "Forest_1.tif")
+USER = "<|start_header_id|>user<|end_header_id|>\n\n"
+ASSISTANT = "<|start_header_id|>assistant<|end_header_id|>\n\n"
+CAPTION = "[caption] Describe this multispectral satellite image."
+# chat_template.jinja as `spectral-llava build` wrote it for SmolLM2 before the chat format followed the LLM
+LEGACY_CHATML = (
+    "{%- for message in messages -%}{{- '<|im_start|>' + message['role'] + '\n' -}}{%- if message['content'] is "
+    "string -%}{{- message['content'] -}}{%- else -%}{%- for part in message['content'] -%}{%- if part['type'] == "
+    "'image' -%}{{- '<image>\n' -}}{%- elif part['type'] == 'text' -%}{{- part['text'] -}}{%- endif -%}"
+    "{%- endfor -%}{%- endif -%}{{- '<|im_end|>\n' -}}{%- endfor -%}{%- if add_generation_prompt -%}"
+    "{{- '<|im_start|>assistant\n' -}}{%- endif -%}"
+)
+
+
+@pytest.fixture(scope="module")
+def processor(llama3_model_dir):
+    return AutoProcessor.from_pretrained(llama3_model_dir, trust_remote_code=True)
+
+
+@pytest.fixture(scope="module")
+def model_fp32(llama3_model_dir):
+    return AutoModelForImageTextToText.from_pretrained(llama3_model_dir, trust_remote_code=True,
+                                                       dtype=torch.float32).eval()
+
+
+def run_cli(*args, **env):
+    return subprocess.run([sys.executable, "-m", "spectral_llava_cli", *map(str, args)], cwd=REPO,
+                          env=subprocess_env(**env), capture_output=True, text=True, timeout=600)
+
+
+def test_build_keeps_llama3_tokens_dtype_and_end_of_turn(llama3_model_dir, processor):
+    tokenizer = processor.tokenizer
+    config = json.load(open(os.path.join(llama3_model_dir, "config.json")))
+    assert config["dtype"] == "bfloat16"  # --llm-dtype auto: the LLM config's dtype
+    with safe_open(os.path.join(llama3_model_dir, "model.safetensors"), "pt") as weights:
+        dtypes = {weights.get_slice(name).get_dtype() for name in weights.keys()}
+    assert dtypes == {"BF16"}
+    generation = json.load(open(os.path.join(llama3_model_dir, "generation_config.json")))
+    eos, eot = tokenizer.convert_tokens_to_ids(["<|end_of_text|>", EOT])
+    assert generation["eos_token_id"] == [eos, eot]  # the LLM's own config stopped at <|end_of_text|> only
+    assert tokenizer.pad_token == "<|reserved_special_token_0|>" and generation["pad_token_id"] == tokenizer.pad_token_id
+    assert tokenizer.pad_token_id not in (eos, eot)
+    for token in ("<image>", "[caption]", "[classification]", EOT, "<|start_header_id|>"):
+        assert len(tokenizer(token, add_special_tokens=False).input_ids) == 1, token
+    saved = open(os.path.join(llama3_model_dir, "chat_template.jinja")).read()
+    assert saved == FLATTEN_CONTENT + LLAMA3_CHAT_TEMPLATE
+
+
+def test_prompts_render_in_llama3_format(processor):
+    assert processor.build_prompt("caption") == f"<|begin_of_text|>{USER}<image>\n{CAPTION}<|eot_id|>{ASSISTANT}"
+    assert processor.build_prompt("classification", text="Which classes?") == (
+        f"<|begin_of_text|>{USER}<image>\n[classification] Which classes?<|eot_id|>{ASSISTANT}")
+    conversation = [
+        {"role": "system", "content": "You describe Sentinel-2 scenes."},
+        {"role": "user", "content": [{"type": "image", "path": TIF}, {"type": "text", "text": CAPTION}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "A dense forest. "}]},
+        {"role": "user", "content": "[classification] And the classes?"},
+    ]
+    assert processor.apply_chat_template(conversation, add_generation_prompt=True) == (
+        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nYou describe Sentinel-2 scenes.<|eot_id|>"
+        f"{USER}<image>\n{CAPTION}<|eot_id|>{ASSISTANT}A dense forest.<|eot_id|>"
+        f"{USER}[classification] And the classes?<|eot_id|>{ASSISTANT}")
+    # tokenised: exactly one <|begin_of_text|>, the headers and <|eot_id|> as single tokens, 16 image tokens
+    inputs = processor.apply_chat_template(conversation[1:2], add_generation_prompt=True, tokenize=True,
+                                           return_dict=True, return_tensors="pt")
+    tokens = processor.tokenizer.convert_ids_to_tokens(inputs["input_ids"][0].tolist())
+    assert tokens[:4] == ["<|begin_of_text|>", "<|start_header_id|>", *processor.tokenizer.tokenize("user"),
+                          "<|end_header_id|>"][:4]
+    assert tokens.count("<|begin_of_text|>") == 1 and tokens.count("<image>") == 16 and tokens.count(EOT) == 1
+    assert tokens[-1] != EOT and inputs["pixel_values"].shape == (1, 12, 32, 32)
+    # the same ids from the rendered string passed to the processor, and from a raw prompt BOS is added once
+    rendered = processor(images=TIF, text=processor.apply_chat_template(conversation[1:2], add_generation_prompt=True))
+    assert rendered["input_ids"].tolist() == inputs["input_ids"].tolist()
+    raw = processor(images=TIF, text="<image>\n[caption] Describe.")["input_ids"][0].tolist()
+    assert raw[0] == processor.tokenizer.bos_token_id and raw.count(processor.tokenizer.bos_token_id) == 1
+
+
+def test_batches_are_left_padded_and_generate_as_single_prompts(processor, model_fp32):
+    prompts = [processor.build_prompt("caption"), processor.build_prompt("classification", text="Classes?")]
+    batch = processor(images=[TIF, TIF], text=prompts, return_tensors="pt")
+    singles = [processor(images=TIF, text=prompt, return_tensors="pt") for prompt in prompts]
+    lengths = [s["input_ids"].shape[1] for s in singles]
+    assert lengths[0] != lengths[1] and processor.tokenizer.padding_side == "left"
+    pad = max(lengths) - min(lengths)
+    short = lengths.index(min(lengths))
+    assert batch["input_ids"][short, :pad].tolist() == [processor.tokenizer.pad_token_id] * pad
+    assert batch["attention_mask"][short].tolist() == [0] * pad + [1] * min(lengths)
+    assert batch["input_ids"][short, pad:].tolist() == singles[short]["input_ids"][0].tolist()
+    with torch.no_grad():
+        together = model_fp32.generate(**batch, max_new_tokens=5, do_sample=False, min_new_tokens=5)
+        for row, single in enumerate(singles):
+            alone = model_fp32.generate(**single, max_new_tokens=5, do_sample=False, min_new_tokens=5)
+            assert together[row, -5:].tolist() == alone[0, -5:].tolist()
+
+
+def test_pipeline_answers_and_stops_at_eot(llama3_model_dir, processor, tmp_path):
+    """The random LLM's head is edited so that `<|eot_id|>` wins the 3rd greedy step: the pipeline answers with the
+    first two tokens and stops there, although max_new_tokens allows more and the tokenizer's eos is another token."""
+    from processing.pipeline_spectral_llava import register_pipeline_in_model_dir
+
+    model = AutoModelForImageTextToText.from_pretrained(llama3_model_dir, trust_remote_code=True,
+                                                        dtype=torch.float32).eval()
+    messages = processor.build_messages("caption", image=TIF)
+    inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True,
+                                           return_tensors="pt")
+    eot = processor.tokenizer.convert_tokens_to_ids(EOT)
+    assert processor.tokenizer.eos_token_id != eot
+    with torch.no_grad():
+        free = model.generate(**inputs, max_new_tokens=3, do_sample=False, min_new_tokens=3)[0, -3:].tolist()
+        assert eot not in free and free[2] not in free[:2]
+        prefix = torch.cat([inputs["input_ids"], torch.tensor([free[:2]])], dim=1)
+        hidden = model(input_ids=prefix, pixel_values=inputs["pixel_values"],
+                       output_hidden_states=True).hidden_states[-1][0, -3:]  # the states predicting steps 1, 2, 3
+        # eot's head row: the 3rd token's plus a direction orthogonal to the states of steps 1 and 2, so that eot
+        # ties with that token (which lost) at steps 1 and 2 and beats it by 2 at step 3
+        basis, _ = torch.linalg.qr(hidden[:2].T)
+        direction = hidden[2] - basis @ (basis.T @ hidden[2])
+        head = model.lm_head.weight
+        head[eot] = head[free[2]] + 2.0 * direction / direction.pow(2).sum()
+    edited = tmp_path / "model"
+    model.save_pretrained(edited)
+    processor.save_pretrained(edited)
+    register_pipeline_in_model_dir(str(edited))
+
+    pipe = pipeline("image-text-to-text", model=str(edited), trust_remote_code=True)
+    answer = pipe(text=messages, max_new_tokens=10, return_full_text=False,
+                  generate_kwargs={"do_sample": False})[0]["generated_text"]
+    with torch.no_grad():
+        ids = pipe.model.generate(**inputs, max_new_tokens=10, do_sample=False)[0, inputs["input_ids"].shape[1]:]
+    assert ids.tolist() == free[:2] + [eot]
+    assert answer == processor.tokenizer.decode(free[:2], skip_special_tokens=True) and answer.strip()
