@@ -239,6 +239,7 @@ def compose(tower, llm, tokenizer, layout="tokens", spatial_pool=1, projector_ty
     tokenizer.chat_template = chat_template
     tokenizer.pad_token = pad_token_for(tokenizer)
     tokenizer.padding_side = "left"
+    torch.manual_seed(seed)  # the new tokens' embeddings are sampled around the existing ones
     llm.resize_token_embeddings(len(tokenizer), mean_resizing=True)
     config = SpectralLlavaConfig(
         vision_config=tower.config,

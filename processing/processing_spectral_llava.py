@@ -28,8 +28,9 @@ DEFAULT_CHAT_TEMPLATE = (
     "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\n' -}}{%- endif -%}"
 )
 
-# Put in front of an LLM's own chat template, which takes string content (Llama-3's and SmolLM2's do): each message's
-# typed content becomes one string, image parts the `<image>` placeholder and a newline, as in the Spectral-Inst records.
+# Put in front of an LLM's own chat template, which takes string content (Llama-3's and SmolLM2's do): each
+# message's typed content becomes one string, image parts the `<image>` placeholder and a newline, as in the
+# Spectral-Inst records.
 FLATTEN_CONTENT = (
     "{%- set flattened = namespace(messages=[]) -%}"
     "{%- for message in messages -%}"
@@ -50,7 +51,11 @@ def chat_template_for(llm_chat_template) -> str:
     is used) behind FLATTEN_CONTENT, or ChatML (DEFAULT_CHAT_TEMPLATE) when the LLM's tokenizer has none."""
     if isinstance(llm_chat_template, dict):
         llm_chat_template = llm_chat_template.get("default")
-    return FLATTEN_CONTENT + llm_chat_template if llm_chat_template else DEFAULT_CHAT_TEMPLATE
+    if not llm_chat_template:
+        return DEFAULT_CHAT_TEMPLATE
+    if llm_chat_template.startswith(FLATTEN_CONTENT):  # a tokenizer saved in a Spectral-LLaVA model dir
+        return llm_chat_template
+    return FLATTEN_CONTENT + llm_chat_template
 
 
 # Task token + default instruction, phrased as in the Spectral-Inst stage-2 records.
@@ -86,7 +91,8 @@ class SpectralLlavaProcessor(ProcessorMixin):
         self.image_token = image_token
         self.image_token_id = image_token_id
         tokenizer.padding_side = "left"
-        super().__init__(image_processor, tokenizer, chat_template=chat_template or DEFAULT_CHAT_TEMPLATE, **kwargs)
+        chat_template = chat_template or chat_template_for(tokenizer.chat_template)
+        super().__init__(image_processor, tokenizer, chat_template=chat_template, **kwargs)
 
     def __call__(self, images=None, text=None, return_tensors="pt", padding=None, band_names=None,
                  return_band_mask: bool = False, return_metadata: bool = False, **kwargs) -> BatchFeature:

@@ -1,10 +1,9 @@
 """A Llama-3-format LLM end to end: `spectral-llava build --llm DIR|ORG/NAME`, prompts in its chat format, batched
 generation with its pad token, `pipeline()` stopping at `<|eot_id|>`, the Hub-id path through an offline cache and
-its errors, and SmolLM2 model dirs built before the chat format followed the LLM."""
+its errors. Training on it: tests/train/test_llama3_training.py."""
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -17,20 +16,12 @@ from fixtures.llama3 import EOT, LLAMA3_CHAT_TEMPLATE, make_hub_cache
 from safetensors import safe_open
 from transformers import AutoModelForImageTextToText, AutoProcessor, pipeline
 
-from processing.processing_spectral_llava import DEFAULT_CHAT_TEMPLATE, FLATTEN_CONTENT
+from processing.processing_spectral_llava import FLATTEN_CONTENT
 
 TIF = os.path.join(DATA, "eurosat-ms", "Forest", "Forest_1.tif")
 USER = "<|start_header_id|>user<|end_header_id|>\n\n"
 ASSISTANT = "<|start_header_id|>assistant<|end_header_id|>\n\n"
 CAPTION = "[caption] Describe this multispectral satellite image."
-# chat_template.jinja as `spectral-llava build` wrote it for SmolLM2 before the chat format followed the LLM
-LEGACY_CHATML = (
-    "{%- for message in messages -%}{{- '<|im_start|>' + message['role'] + '\n' -}}{%- if message['content'] is "
-    "string -%}{{- message['content'] -}}{%- else -%}{%- for part in message['content'] -%}{%- if part['type'] == "
-    "'image' -%}{{- '<image>\n' -}}{%- elif part['type'] == 'text' -%}{{- part['text'] -}}{%- endif -%}"
-    "{%- endfor -%}{%- endif -%}{{- '<|im_end|>\n' -}}{%- endfor -%}{%- if add_generation_prompt -%}"
-    "{{- '<|im_start|>assistant\n' -}}{%- endif -%}"
-)
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +50,8 @@ def test_build_keeps_llama3_tokens_dtype_and_end_of_turn(llama3_model_dir, proce
     generation = json.load(open(os.path.join(llama3_model_dir, "generation_config.json")))
     eos, eot = tokenizer.convert_tokens_to_ids(["<|end_of_text|>", EOT])
     assert generation["eos_token_id"] == [eos, eot]  # the LLM's own config stopped at <|end_of_text|> only
-    assert tokenizer.pad_token == "<|reserved_special_token_0|>" and generation["pad_token_id"] == tokenizer.pad_token_id
+    assert tokenizer.pad_token == "<|reserved_special_token_0|>"
+    assert generation["pad_token_id"] == tokenizer.pad_token_id
     assert tokenizer.pad_token_id not in (eos, eot)
     for token in ("<image>", "[caption]", "[classification]", EOT, "<|start_header_id|>"):
         assert len(tokenizer(token, add_special_tokens=False).input_ids) == 1, token
@@ -150,3 +142,99 @@ def test_pipeline_answers_and_stops_at_eot(llama3_model_dir, processor, tmp_path
         ids = pipe.model.generate(**inputs, max_new_tokens=10, do_sample=False)[0, inputs["input_ids"].shape[1]:]
     assert ids.tolist() == free[:2] + [eot]
     assert answer == processor.tokenizer.decode(free[:2], skip_special_tokens=True) and answer.strip()
+
+
+@pytest.fixture(scope="module")
+def hub_home(llama3_llm_dir, tmp_path_factory):
+    """HF_HOME holding tiny-org/llama3-tiny (the Llama-3-format LLM) and tiny-org/spectralgpt-tiny (a converted
+    tower), laid out as huggingface_hub's cache."""
+    from modeling_spectral_llava.convert_spectralgpt import convert
+
+    home = tmp_path_factory.mktemp("hf-home")
+    tower = tmp_path_factory.mktemp("tower") / "spectralgpt-tiny"
+    convert(TINY_CHECKPOINT, tower)
+    commits = {"llm": make_hub_cache(home, "tiny-org/llama3-tiny", llama3_llm_dir),
+               "tower": make_hub_cache(home, "tiny-org/spectralgpt-tiny", tower)}
+    return home, commits
+
+
+def test_build_from_hub_ids_offline(hub_home, llama3_model_dir, tmp_path):
+    home, commits = hub_home
+    out = tmp_path / "from-hub"
+    done = run_cli("build", out, "--llm", "tiny-org/llama3-tiny", "--revision", commits["llm"],
+                   "--vision", "tiny-org/spectralgpt-tiny", "--image-size", 32, "--layout", "spectral_mean",
+                   HF_HOME=str(home), HF_HUB_OFFLINE="1")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"tiny-org/llama3-tiny@{commits['llm']}" in done.stderr
+    # the same LLM and tower as the build from local paths: the same model dir
+    with safe_open(out / "model.safetensors", "pt") as hub, \
+            safe_open(os.path.join(llama3_model_dir, "model.safetensors"), "pt") as local:
+        assert set(hub.keys()) == set(local.keys())
+        for name in local.keys():
+            assert torch.equal(hub.get_tensor(name), local.get_tensor(name)), name
+    for name in ("chat_template.jinja", "generation_config.json", "tokenizer.json", "processor_config.json"):
+        assert open(out / name).read() == open(os.path.join(llama3_model_dir, name)).read(), name
+
+
+def build_errors(output, cases, **env):
+    """Run `spectral-llava build OUTPUT --llm REPO [--revision REV]` for each (REPO, REV) in one process; the error
+    line each printed. Each must fail with exit status 2."""
+    script = (
+        "import sys\nfrom spectral_llava_cli import main\n"
+        f"for repo, revision in {cases!r}:\n"
+        "    print('===', file=sys.stderr, flush=True)\n"
+        f"    code = main(['build', {str(output)!r}, '--llm', repo] + (['--revision', revision] if revision else []))\n"
+        "    assert code == 2, code\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env=subprocess_env(**env))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not os.path.exists(output)
+    return [part.strip().splitlines()[-1] for part in done.stderr.split("===")[1:]]
+
+
+def test_hub_errors_offline_say_what_to_do(hub_home, tmp_path):
+    home, _ = hub_home
+    missing, revision = build_errors(tmp_path / "out", [("tiny-org/not-cached", None), ("tiny-org/llama3-tiny", "v2")],
+                                     HF_HOME=str(home), HF_HUB_OFFLINE="1")
+    assert missing.startswith("spectral-llava build: error: --llm tiny-org/not-cached: tiny-org/not-cached is not in "
+                              f"the Hugging Face cache {home}")
+    assert "HF_HUB_OFFLINE=1 forbids downloading it: unset HF_HUB_OFFLINE" in missing
+    assert "--llm tiny-org/llama3-tiny: tiny-org/llama3-tiny at revision v2 is not in" in revision
+
+
+class FakeHub(BaseHTTPRequestHandler):
+    """Answers file requests as the Hub does for a gated repo (logged in without access), a repo that does not
+    exist or is private, and a missing revision: the status and the X-Error-Code header huggingface_hub reads."""
+
+    ANSWERS = {"tiny-org/gated": (403, "GatedRepo"), "tiny-org/missing": (401, "RepoNotFound")}
+
+    def answer(self):
+        repo = "/".join(self.path.strip("/").split("/")[:2])
+        status, code = self.ANSWERS.get(repo, (404, "RevisionNotFound"))
+        self.send_response(status)
+        self.send_header("X-Error-Code", code)
+        self.send_header("X-Error-Message", code)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_GET = do_HEAD = answer
+
+    def log_message(self, *args):
+        pass
+
+
+def test_hub_errors_online_say_what_to_do(tmp_path):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeHub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        gated, missing, revision = build_errors(
+            tmp_path / "out", [("tiny-org/gated", None), ("tiny-org/missing", None), ("tiny-org/llama3", "v9")],
+            HF_HOME=str(tmp_path / "home"), HF_HUB_OFFLINE="0", HF_ENDPOINT=f"http://127.0.0.1:{server.server_port}")
+    finally:
+        server.shutdown()
+    assert gated.startswith("spectral-llava build: error: --llm tiny-org/gated: tiny-org/gated is a gated model")
+    assert "accept its licence on https://huggingface.co/tiny-org/gated" in gated and "hf auth login" in gated
+    assert "--llm tiny-org/missing: tiny-org/missing is not a model repo on the Hub, or it is private" in missing
+    assert "check the id" in missing and "hf auth login" in missing
+    assert "--llm tiny-org/llama3: tiny-org/llama3 has no revision 'v9'" in revision
