@@ -25,7 +25,8 @@ def add_parser(subparsers):
     parser.add_argument("--output", required=True, metavar="DIR")
     parser.add_argument("--spectralgpt-checkpoint", metavar="PATH",
                         help="official SpectralGPT .pth (or converted tower dir) instead of the random tower")
-    parser.add_argument("--llm", default="smollm2", metavar="DIR", help="LLM dir instead of the embedded SmolLM2")
+    parser.add_argument("--llm", default="smollm2", metavar="DIR|ORG/NAME",
+                        help="LLM dir or Hub id instead of the embedded SmolLM2")
     parser.add_argument("--data", metavar="DIR",
                         help="folder with eurosat-ms/, bigearthnet-v1/, bigearthnet-v2/ (default: the repo's tests/data)")
     parser.set_defaults(func=run)

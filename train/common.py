@@ -230,8 +230,7 @@ def quantization_config(options: TrainOptions):
     if missing:
         raise ValueError(f"{flag} needs {' and '.join(missing)}; without them train the bf16 model (--bf16) and "
                          "see the memory table in docs/training.md")
-    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" or \
-            os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
+    if fsdp_enabled() or os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
         raise ValueError(f"{flag} runs on one GPU or with DDP (multi_gpu_ddp.yaml), not under FSDP or DeepSpeed")
     from transformers import BitsAndBytesConfig
 
@@ -241,8 +240,14 @@ def quantization_config(options: TrainOptions):
     return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=NOT_QUANTIZED)
 
 
+def fsdp_enabled() -> bool:
+    return os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true"
+
+
 def load_model_and_processor(model_dir, quantization=None):
-    """The model in the dtype its dir is stored in (or with 8/4-bit LLM weights) and its processor."""
+    """The model and its processor: with 8/4-bit LLM weights; in float32 under FSDP (a wrapped block is one flat
+    parameter of one dtype, and the LoRA and projector weights train in float32); else in the dtype its dir is
+    stored in."""
     from transformers import AutoProcessor
 
     from modeling_spectral_llava.modeling_spectral_llava import SpectralLlavaForConditionalGeneration
@@ -250,7 +255,8 @@ def load_model_and_processor(model_dir, quantization=None):
     if not os.path.isfile(os.path.join(model_dir, "config.json")):
         raise FileNotFoundError(f"{model_dir}/config.json is missing: --model must be a Spectral-LLaVA model dir")
     if quantization is None:
-        model = SpectralLlavaForConditionalGeneration.from_pretrained(model_dir, dtype="auto")
+        model = SpectralLlavaForConditionalGeneration.from_pretrained(
+            model_dir, dtype=torch.float32 if fsdp_enabled() else "auto")
     else:
         model = SpectralLlavaForConditionalGeneration.from_pretrained(
             model_dir, dtype=torch.bfloat16, quantization_config=quantization,
