@@ -125,14 +125,15 @@ def hub_errors(flag: str, repo_id: str, revision: str | None):
         elif isinstance(cause, LocalEntryNotFoundError):
             where = f"{repo_id}" + (f" at revision {revision}" if revision else "")
             if constants.HF_HUB_OFFLINE:
-                hint = (f"{where} is not in the Hugging Face cache {constants.HF_HUB_CACHE} and HF_HUB_OFFLINE=1 "
-                        f"forbids downloading it: unset HF_HUB_OFFLINE, or fetch it first (`hf download {repo_id}`) "
-                        "and check HF_HOME")
+                hint = (f"{where} is neither a local directory nor in the Hugging Face cache {constants.HF_HUB_CACHE}"
+                        f", and HF_HUB_OFFLINE=1 forbids downloading it: unset HF_HUB_OFFLINE, or fetch it first "
+                        f"(`hf download {repo_id}`) and check HF_HOME")
             else:
                 hint = f"{where} could not be downloaded and is not cached: check the network, or HF_ENDPOINT"
         else:
-            hint = (f"{repo_id} is not a model repo on the Hub, or it is private: check the id (ORG/NAME) on {page}; "
-                    "for a private repo log in with `hf auth login` (or set HF_TOKEN)")
+            hint = (f"{repo_id} is neither a local directory nor a model repo on the Hub (or it is private): check "
+                    f"the path, or the id (ORG/NAME) on {page}; for a private repo log in with `hf auth login` (or "
+                    "set HF_TOKEN)")
         raise HubAccessError(f"{flag} {repo_id}: {hint}") from err
 
 

@@ -94,7 +94,8 @@ def test_llm_without_template_falls_back_to_chatml(llama3_llm_dir):
     model = compose(tower, llm, tokenizer, layout="spectral_mean")
     processor = build_processor(model, tokenizer)
     assert processor.chat_template == DEFAULT_CHAT_TEMPLATE
-    assert processor.build_prompt("caption") == f"<|im_start|>user\n<image>\n{CAPTION}<|im_end|>\n<|im_start|>assistant\n"
+    assert processor.build_prompt("caption") == (
+        f"<|im_start|>user\n<image>\n{CAPTION}<|im_end|>\n<|im_start|>assistant\n")
     im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
     assert tokenizer.tokenize("<|im_start|>user<|im_end|>")[0] == "<|im_start|>"
     assert model.generation_config.eos_token_id == [tokenizer.convert_tokens_to_ids("<|end_of_text|>"), im_end]

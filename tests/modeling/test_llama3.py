@@ -197,10 +197,10 @@ def test_hub_errors_offline_say_what_to_do(hub_home, tmp_path):
     home, _ = hub_home
     missing, revision = build_errors(tmp_path / "out", [("tiny-org/not-cached", None), ("tiny-org/llama3-tiny", "v2")],
                                      HF_HOME=str(home), HF_HUB_OFFLINE="1")
-    assert missing.startswith("spectral-llava build: error: --llm tiny-org/not-cached: tiny-org/not-cached is not in "
-                              f"the Hugging Face cache {home}")
+    assert missing.startswith("spectral-llava build: error: --llm tiny-org/not-cached: tiny-org/not-cached is "
+                              f"neither a local directory nor in the Hugging Face cache {home}")
     assert "HF_HUB_OFFLINE=1 forbids downloading it: unset HF_HUB_OFFLINE" in missing
-    assert "--llm tiny-org/llama3-tiny: tiny-org/llama3-tiny at revision v2 is not in" in revision
+    assert "--llm tiny-org/llama3-tiny: tiny-org/llama3-tiny at revision v2 is neither" in revision
 
 
 class FakeHub(BaseHTTPRequestHandler):
@@ -235,6 +235,7 @@ def test_hub_errors_online_say_what_to_do(tmp_path):
         server.shutdown()
     assert gated.startswith("spectral-llava build: error: --llm tiny-org/gated: tiny-org/gated is a gated model")
     assert "accept its licence on https://huggingface.co/tiny-org/gated" in gated and "hf auth login" in gated
-    assert "--llm tiny-org/missing: tiny-org/missing is not a model repo on the Hub, or it is private" in missing
-    assert "check the id" in missing and "hf auth login" in missing
+    assert "--llm tiny-org/missing: tiny-org/missing is neither a local directory nor a model repo on the Hub (or it " \
+        "is private)" in missing
+    assert "check the path, or the id (ORG/NAME)" in missing and "hf auth login" in missing
     assert "--llm tiny-org/llama3: tiny-org/llama3 has no revision 'v9'" in revision

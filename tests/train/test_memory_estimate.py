@@ -7,7 +7,8 @@ from conftest import REPO
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("memory_estimate", os.path.join(REPO, "scripts", "memory_estimate.py"))
+    path = os.path.join(REPO, "scripts", "memory_estimate.py")
+    spec = importlib.util.spec_from_file_location("memory_estimate", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
