@@ -213,15 +213,17 @@ NOT_QUANTIZED = ["vision_tower", "multi_modal_projector", "lm_head"]
 
 
 def quantization_config(options: TrainOptions):
-    """bitsandbytes config for stage 2's --load-in-8bit / --load-in-4bit (QLoRA: NF4, double quantisation, bf16
-    compute), None without them; a ValueError naming what is missing where they cannot run (bitsandbytes needs a CUDA
-    GPU). Stage 1 has no such options: transformers' Trainer trains a quantized model only through adapters."""
+    """bitsandbytes config for stage 2's --load-in-8bit / --load-in-4bit, None without them; a ValueError naming what
+    is missing where they cannot run (bitsandbytes needs a CUDA GPU; one GPU or DDP). Stage 1 has no such options:
+    transformers' Trainer trains a quantized model only through adapters."""
     load_in_8bit, load_in_4bit = getattr(options, "load_in_8bit", False), getattr(options, "load_in_4bit", False)
     if not (load_in_8bit or load_in_4bit):
         return None
     flag = "--load-in-4bit" if load_in_4bit else "--load-in-8bit"
     if load_in_8bit and load_in_4bit:
         raise ValueError("pass --load-in-8bit or --load-in-4bit, not both")
+    if fsdp_enabled() or os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
+        raise ValueError(f"{flag} runs on one GPU or with DDP (multi_gpu_ddp.yaml), not under FSDP or DeepSpeed")
     missing = []
     if not torch.cuda.is_available():
         missing.append("a CUDA GPU (none is visible to torch here)")
@@ -230,11 +232,15 @@ def quantization_config(options: TrainOptions):
     if missing:
         raise ValueError(f"{flag} needs {' and '.join(missing)}; without them train the bf16 model (--bf16) and "
                          "see the memory table in docs/training.md")
-    if fsdp_enabled() or os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
-        raise ValueError(f"{flag} runs on one GPU or with DDP (multi_gpu_ddp.yaml), not under FSDP or DeepSpeed")
+    return bitsandbytes_config(4 if load_in_4bit else 8)
+
+
+def bitsandbytes_config(bits: int):
+    """8: LLM.int8; 4: QLoRA's NF4 with double quantisation and bf16 compute. The tower, projector and lm_head stay
+    unquantized."""
     from transformers import BitsAndBytesConfig
 
-    if load_in_4bit:
+    if bits == 4:
         return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                   bnb_4bit_compute_dtype=torch.bfloat16, llm_int8_skip_modules=NOT_QUANTIZED)
     return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=NOT_QUANTIZED)

@@ -208,8 +208,11 @@ class FakeHub(BaseHTTPRequestHandler):
     exist or is private, and a missing revision: the status and the X-Error-Code header huggingface_hub reads."""
 
     ANSWERS = {"tiny-org/gated": (403, "GatedRepo"), "tiny-org/missing": (401, "RepoNotFound")}
+    repo_requests = []  # (path, Authorization header) of the requests for files or info of tiny-org repos
 
     def answer(self):
+        if "tiny-org/" in self.path:
+            self.repo_requests.append((self.path, self.headers.get("Authorization")))
         repo = "/".join(self.path.strip("/").split("/")[:2])
         status, code = self.ANSWERS.get(repo, (404, "RevisionNotFound"))
         self.send_response(status)
@@ -230,9 +233,14 @@ def test_hub_errors_online_say_what_to_do(tmp_path):
     try:
         gated, missing, revision = build_errors(
             tmp_path / "out", [("tiny-org/gated", None), ("tiny-org/missing", None), ("tiny-org/llama3", "v9")],
-            HF_HOME=str(tmp_path / "home"), HF_HUB_OFFLINE="0", HF_ENDPOINT=f"http://127.0.0.1:{server.server_port}")
+            HF_HOME=str(tmp_path / "home"), HF_HUB_OFFLINE="0", HF_ENDPOINT=f"http://127.0.0.1:{server.server_port}",
+            HF_TOKEN="hf_token_of_this_test")
     finally:
         server.shutdown()
+    # HF_TOKEN reaches the Hub with every request for the repos
+    repos = {"/".join(path.removeprefix("/api/models").strip("/").split("/")[:2]) for path, _ in FakeHub.repo_requests}
+    assert repos == {"tiny-org/gated", "tiny-org/missing", "tiny-org/llama3"}
+    assert {token for _, token in FakeHub.repo_requests} == {"Bearer hf_token_of_this_test"}
     assert gated.startswith("spectral-llava build: error: --llm tiny-org/gated: tiny-org/gated is a gated model")
     assert "accept its licence on https://huggingface.co/tiny-org/gated" in gated and "hf auth login" in gated
     assert "--llm tiny-org/missing: tiny-org/missing is neither a local directory nor a model repo on the Hub (or it " \

@@ -144,6 +144,21 @@ def test_quantized_base_weights_need_cuda_and_bitsandbytes(flag, aligned, datase
     assert not (tmp_path / "q").exists()
 
 
+def test_quantization_is_refused_under_fsdp_and_configured_as_qlora(monkeypatch):
+    from train.common import bitsandbytes_config, quantization_config
+    from train.finetune import FinetuneOptions
+
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    with pytest.raises(ValueError, match="--load-in-4bit runs on one GPU or with DDP"):
+        quantization_config(FinetuneOptions(load_in_4bit=True))
+    assert quantization_config(FinetuneOptions()) is None
+    qlora, int8 = bitsandbytes_config(4), bitsandbytes_config(8)
+    assert qlora.load_in_4bit and qlora.bnb_4bit_quant_type == "nf4" and qlora.bnb_4bit_use_double_quant
+    assert qlora.bnb_4bit_compute_dtype == torch.bfloat16 and int8.load_in_8bit and not int8.load_in_4bit
+    for config in (qlora, int8):  # the tower (features cached in float32), projector and lm_head stay as they are
+        assert config.llm_int8_skip_modules == ["vision_tower", "multi_modal_projector", "lm_head"]
+
+
 def test_8bit_and_4bit_exclude_each_other():
     from spectral_llava_cli import build_parser
 
