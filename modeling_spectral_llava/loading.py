@@ -46,15 +46,24 @@ def load_processor(model_dir: str | os.PathLike):
 
 
 def load_model_and_processor(model_dir: str | os.PathLike, device: str | None = "auto",
-                             dtype: torch.dtype = torch.float32):
+                             dtype: torch.dtype | str = torch.float32, quantization=None):
     """(SpectralLlavaForConditionalGeneration in eval mode, SpectralLlavaProcessor) of a saved model dir.
 
     `device`: "auto" (CUDA when available, else CPU), a device name, or None to leave the weights where
-    `from_pretrained` puts them (CPU; what `Trainer`, FSDP and DeepSpeed expect).
+    `from_pretrained` puts them (CPU; what `Trainer`, FSDP and DeepSpeed expect). `dtype`: a torch dtype, or "auto"
+    for the dtype the dir is stored in (bfloat16 for a Llama-3 build). `quantization`: a `BitsAndBytesConfig`
+    (`train.quantization`) loads the LLM weights in 8 or 4 bit onto this process's GPU (`LOCAL_RANK`), as
+    bitsandbytes requires; `device` is then not used.
     """
     from .modeling_spectral_llava import SpectralLlavaForConditionalGeneration
 
     model_dir = check_model_dir(model_dir)
+    if quantization is not None:
+        model = SpectralLlavaForConditionalGeneration.from_pretrained(
+            model_dir, dtype=dtype, quantization_config=quantization,
+            device_map={"": int(os.environ.get("LOCAL_RANK", 0))},
+        ).eval()
+        return model, load_processor(model_dir)
     model = SpectralLlavaForConditionalGeneration.from_pretrained(model_dir, dtype=dtype).eval()
     if device is not None:
         model.to(default_device() if device == "auto" else device)

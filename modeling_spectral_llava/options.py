@@ -13,8 +13,14 @@ class BuildOptions:
     """What `build_model` composes: a SpectralGPT tower, a LLaMA-family LLM and a new projector."""
 
     vision: str = field(default="random", metadata={
-        "help": "random | SpectralGPT CHECKPOINT.pth | converted TOWER_DIR"})
-    llm: str = field(default="smollm2", metadata={"help": "smollm2 (embedded SmolLM2-135M-Instruct) | LLM_DIR"})
+        "help": "random | SpectralGPT CHECKPOINT.pth | converted TOWER_DIR | Hub id of a converted tower"})
+    vision_revision: str | None = field(default=None, metadata={"help": "branch, tag or commit of a --vision Hub id"})
+    llm: str = field(default="smollm2", metadata={
+        "help": "smollm2 (embedded SmolLM2-135M-Instruct) | LLM_DIR | Hub id, e.g. meta-llama/Meta-Llama-3-8B-Instruct "
+                "(HF_HOME, HF_HUB_OFFLINE, HF_TOKEN apply)"})
+    revision: str | None = field(default=None, metadata={"help": "branch, tag or commit of an --llm Hub id"})
+    llm_dtype: Literal["auto", "fp32", "bf16", "fp16"] = field(default="auto", metadata={
+        "help": "dtype the model is stored in: auto = the LLM config's (bf16 for Llama-3), or explicit"})
     image_size: int = field(default=128, metadata={"help": "input size in pixels (a multiple of the patch size)"})
     layout: Literal["tokens", "spectral_concat", "spectral_mean"] = field(default="tokens", metadata={
         "help": "visual-token layout: every tubelet, spectral groups concatenated or averaged per position"})

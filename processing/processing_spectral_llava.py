@@ -43,8 +43,9 @@ def default_num_image_tokens(image_processor) -> int:
     return groups * (image_processor.image_size // image_processor.patch_size) ** 2
 
 
-# ChatML (the SmolLM2 format). Image content is `{"type": "image", "path": ...}` or `{"type": "image", "image": array}`
-# and becomes `<image>` followed by a newline, as in the Spectral-Inst training records.
+# ChatML, the fallback for an LLM whose tokenizer has no chat template (and the format of SmolLM2 models built before
+# the chat format followed the LLM). Image content is `{"type": "image", "path": ...}` or `{"type": "image", "image":
+# array}` and becomes `<image>` followed by a newline, as in the Spectral-Inst training records.
 DEFAULT_CHAT_TEMPLATE = (
     "{%- for message in messages -%}"
     "{{- '<|im_start|>' + message['role'] + '\n' -}}"
@@ -57,6 +58,36 @@ DEFAULT_CHAT_TEMPLATE = (
     "{%- endfor -%}"
     "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\n' -}}{%- endif -%}"
 )
+
+# Put in front of an LLM's own chat template, which takes string content (Llama-3's and SmolLM2's do): each
+# message's typed content becomes one string, image parts the `<image>` placeholder and a newline, as in the
+# Spectral-Inst records.
+FLATTEN_CONTENT = (
+    "{%- set flattened = namespace(messages=[]) -%}"
+    "{%- for message in messages -%}"
+    "{%- if message['content'] is string -%}{%- set flattened.messages = flattened.messages + [message] -%}"
+    "{%- else -%}{%- set text = namespace(value='') -%}{%- for part in message['content'] -%}"
+    "{%- if part['type'] == 'image' -%}{%- set text.value = text.value + '<image>\n' -%}"
+    "{%- elif part['type'] == 'text' -%}{%- set text.value = text.value + part['text'] -%}{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- set flattened.messages = flattened.messages + [dict(message, content=text.value)] -%}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- set messages = flattened.messages -%}"
+)
+
+
+def chat_template_for(llm_chat_template) -> str:
+    """The processor's chat template for an LLM: its own template (a string, or a dict of named ones whose "default"
+    is used) behind FLATTEN_CONTENT, or ChatML (DEFAULT_CHAT_TEMPLATE) when the LLM's tokenizer has none."""
+    if isinstance(llm_chat_template, dict):
+        llm_chat_template = llm_chat_template.get("default")
+    if not llm_chat_template:
+        return DEFAULT_CHAT_TEMPLATE
+    if llm_chat_template.startswith(FLATTEN_CONTENT):  # a tokenizer saved in a Spectral-LLaVA model dir
+        return llm_chat_template
+    return FLATTEN_CONTENT + llm_chat_template
+
 
 # Task token + default instruction, phrased as in the Spectral-Inst stage-2 records.
 TASK_PROMPTS = {
@@ -76,7 +107,8 @@ class SpectralLlavaProcessor(ProcessorMixin):
     `return_band_mask=True` adds `band_mask` (B, C) bool.
 
     `num_image_tokens` defaults to the count of a default-layout model around `image_processor`
-    (`default_num_image_tokens`); the builder stores the model's own count.
+    (`default_num_image_tokens`); the builder stores the model's own count. `chat_template` defaults to the
+    tokenizer's own template behind `FLATTEN_CONTENT`, or ChatML when it has none (`chat_template_for`).
     """
 
     valid_processor_kwargs = SpectralLlavaProcessorKwargs
@@ -99,7 +131,8 @@ class SpectralLlavaProcessor(ProcessorMixin):
         self.image_token = image_token
         self.image_token_id = image_token_id
         tokenizer.padding_side = "left"
-        super().__init__(image_processor, tokenizer, chat_template=chat_template or DEFAULT_CHAT_TEMPLATE, **kwargs)
+        chat_template = chat_template or chat_template_for(tokenizer.chat_template)
+        super().__init__(image_processor, tokenizer, chat_template=chat_template, **kwargs)
 
     def __call__(self, images: str | os.PathLike | np.ndarray | torch.Tensor | list | None = None,
                  text: str | list[str] | None = None, **kwargs: Unpack[SpectralLlavaProcessorKwargs]) -> BatchFeature:
@@ -128,6 +161,9 @@ class SpectralLlavaProcessor(ProcessorMixin):
             image_inputs = self.image_processor(sources, **images_kwargs)
             data.update(image_inputs)
         expanded = [sample.replace(self.image_token, self.image_token * self.num_image_tokens) for sample in texts]
+        bos = self.tokenizer.bos_token
+        if bos and all(sample.startswith(bos) for sample in texts):
+            text_kwargs.setdefault("add_special_tokens", False)  # a chat-rendered prompt (Llama-3's) has its BOS
         text_inputs = self.tokenizer(expanded, **text_kwargs)
         for row, (ids, count) in enumerate(zip(text_inputs["input_ids"], per_sample)):
             found = sum(1 for token in ids if token == self.image_token_id)
@@ -185,5 +221,5 @@ class SpectralLlavaProcessor(ProcessorMixin):
 
 SpectralLlavaProcessor.register_for_auto_class("AutoProcessor")
 
-__all__ = ["SpectralLlavaProcessor", "SpectralLlavaProcessorKwargs", "DEFAULT_CHAT_TEMPLATE", "TASK_PROMPTS",
-           "default_num_image_tokens"]
+__all__ = ["SpectralLlavaProcessor", "SpectralLlavaProcessorKwargs", "DEFAULT_CHAT_TEMPLATE", "FLATTEN_CONTENT",
+           "TASK_PROMPTS", "chat_template_for", "default_num_image_tokens"]

@@ -2,8 +2,8 @@
 
 On tests/data (EuroSAT-MS, 10 patches per class, and the BigEarthNet v1/v2 patches; `--data DIR` elsewhere) it
 builds Spectral-Inst, composes the default model (SpectralGPT ViT-B/8 at 128x128, randomly initialised unless
-`--spectralgpt-checkpoint` is given, + SmolLM2-135M-Instruct or `--llm DIR`), runs stage 1 (projector alignment on
-class-label text) and stage 2 (LoRA + projector) for a few steps, evaluates the result (linear probe, t-SNE,
+`--spectralgpt-checkpoint` is given, + SmolLM2-135M-Instruct or `--llm DIR|ORG/NAME`), runs stage 1 (projector
+alignment on class-label text) and stage 2 (LoRA + projector) for a few steps, evaluates the result (linear probe, t-SNE,
 classification from generated text, caption quality) and writes:
 
     DIR/report.md      numbers, plots, sample captions and what was untrained or random
@@ -45,7 +45,8 @@ class QuickstartConfig:
     output: str = field(metadata={"help": "output folder (report, metrics, plots, model/, work/)", "metavar": "DIR"})
     spectralgpt_checkpoint: str | None = field(default=None, metadata={
         "help": "official SpectralGPT .pth (or converted tower dir) instead of the random tower", "metavar": "PATH"})
-    llm: str = field(default="smollm2", metadata={"help": "LLM dir instead of the embedded SmolLM2"})
+    llm: str = field(default="smollm2", metadata={"help": "LLM dir or Hub id instead of the embedded SmolLM2",
+                                                  "metavar": "DIR|ORG/NAME"})
     data: str | None = field(default=None, metadata={
         "help": "folder with eurosat-ms/ and optionally bigearthnet-v1/, bigearthnet-v2/ (+ metadata.parquet); "
                 "default: the repository's tests/data", "metavar": "DIR"})

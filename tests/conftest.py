@@ -1,11 +1,12 @@
 """Shared fixtures: real Sentinel-2 samples (tests/data), a tiny random Llama with SmolLM2's tokenizer (unit tests,
-as transformers' own model tests use tiny random configs) and the real SmolLM2 (integration tests only)."""
+as transformers' own model tests use tiny random configs), a tiny random LLM in Llama-3's format (tests/fixtures) and
+the real SmolLM2 (integration tests only)."""
 
 import os
 import warnings
 
 import pytest
-from testing_utils import DATA, TINY_VISION, eurosat_subset, save_tiny_llama, smollm2_tokenizer
+from testing_utils import DATA, TINY_CHECKPOINT, TINY_VISION, eurosat_subset, save_tiny_llama, smollm2_tokenizer
 
 
 @pytest.fixture(scope="session")
@@ -67,3 +68,22 @@ def smollm2():
     from modeling_spectral_llava.build import load_llm
 
     return load_llm("smollm2")
+
+
+@pytest.fixture(scope="session")
+def llama3_llm_dir(tmp_path_factory):
+    """A tiny random LLM in Llama-3's format (tokenizer, chat template, 2-layer LlamaForCausalLM in bfloat16)."""
+    from fixtures.llama3 import make_llama3_llm
+
+    return str(make_llama3_llm(tmp_path_factory.mktemp("llm") / "llama3-tiny"))
+
+
+@pytest.fixture(scope="session")
+def llama3_model_dir(llama3_llm_dir, tmp_path_factory):
+    """`spectral-llava build --llm DIR` around the tiny Llama-3 LLM, tiny official-format tower, 16 visual tokens."""
+    from spectral_llava_cli import main
+
+    out = tmp_path_factory.mktemp("models") / "llama3"
+    assert main(["build", str(out), "--llm", llama3_llm_dir, "--vision", TINY_CHECKPOINT, "--image-size", "32",
+                 "--layout", "spectral_mean"]) == 0
+    return str(out)

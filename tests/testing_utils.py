@@ -7,9 +7,15 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(REPO, "tests", "data")
 EUROSAT = os.path.join(DATA, "eurosat-ms")
 REFERENCE = os.path.join(os.path.dirname(REPO), "shared", "reference", "spectralgpt")
+# a tiny tower in the official checkpoint format (2 blocks of width 64, 32x32)
+TINY_CHECKPOINT = os.path.join(DATA, "spectralgpt-reference", "spectralgpt_mae_tiny.pth")
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
+# SmolLM2's chat template is ChatML with this default system turn
+SMOLLM2_SYSTEM = (
+    "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+)
 # a tiny tower keeps model tests fast
 TINY_VISION = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4)
 # a tiny Llama shaped like SmolLM2 (grouped-query attention, tied embeddings); 48 wide so that its features are
@@ -18,6 +24,11 @@ TINY_LLAMA = dict(hidden_size=48, intermediate_size=96, num_hidden_layers=2, num
                   num_key_value_heads=1, max_position_embeddings=2048, tie_word_embeddings=True)
 # the tower of `tiny_random_llava`: 16x16 input, 4 spectral groups x 2 x 2 patches = 16 visual tokens ("tokens")
 TINY_RANDOM_TOWER = dict(image_size=16, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=4)
+
+
+def subprocess_env(**extra):
+    """Environment of a `spectral-llava` / `python -m train.*` subprocess that runs this tree."""
+    return {**os.environ, "PYTHONPATH": REPO, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1", **extra}
 
 
 def smollm2_tokenizer(special_tokens: bool = False):

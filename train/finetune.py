@@ -4,7 +4,8 @@
 
 Trains on the `instructions` records (`[caption]` and `[classification]` task-token prompts). Exports
 OUTPUT/adapter (a peft adapter that also carries the trained projector) and OUTPUT/merged (a complete model dir
-with LoRA merged into the LLM).
+with LoRA merged into the LLM). `--load-in-8bit` / `--load-in-4bit` (QLoRA, bitsandbytes on CUDA) keep the frozen LLM
+weights quantized during training; the export merges into the unquantized starting weights.
 """
 
 from __future__ import annotations

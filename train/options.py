@@ -69,3 +69,12 @@ class FinetuneOptions(TrainOptions):
     lora_r: int = field(default=128, metadata={"help": "LoRA rank (the paper's 128)"})
     lora_alpha: int = field(default=256, metadata={"help": "LoRA scaling alpha"})
     lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout"})
+    load_in_8bit: bool = field(default=False, metadata={
+        "help": "frozen LLM weights in 8 bit (bitsandbytes, CUDA only); LoRA and projector in float32"})
+    load_in_4bit: bool = field(default=False, metadata={
+        "help": "frozen LLM weights in 4-bit NF4, i.e. QLoRA (bitsandbytes, CUDA only)"})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.load_in_8bit and self.load_in_4bit:
+            raise ValueError("pass --load-in-8bit or --load-in-4bit, not both")

@@ -35,6 +35,7 @@ from spectral_inst.dataset import load_build_info, load_split, resolve_image_pat
 from .data import SpectralLlavaCollator
 from .feature_cache import FeatureCache, feature_fingerprint, tower_encoder
 from .options import StagePaths, TrainOptions
+from .quantization import fsdp_enabled, quantization_config
 
 logger = logging.getLogger(__name__)
 
@@ -211,6 +212,15 @@ def run_hyperparameters(stage: Stage, model, model_dir: str, dataset_dir: str, r
     }
 
 
+def load_training_model(model_dir: str, quantization=None):
+    """(model, processor) of the starting model dir on CPU (Trainer places it): with 8/4-bit LLM weights on this
+    process's GPU; in float32 under FSDP (a wrapped block is one flat parameter of one dtype, and the LoRA and
+    projector weights train in float32); else in the dtype the dir is stored in (bfloat16 for Llama-3)."""
+    if quantization is not None:
+        return load_model_and_processor(model_dir, device=None, dtype=torch.bfloat16, quantization=quantization)
+    return load_model_and_processor(model_dir, device=None, dtype=torch.float32 if fsdp_enabled() else "auto")
+
+
 def checkpoint_to_resume(output_dir: str, resume: bool) -> str | None:
     if not resume:
         return None
@@ -223,15 +233,22 @@ def checkpoint_to_resume(output_dir: str, resume: bool) -> str | None:
 def run_stage(stage: Stage, model_dir, dataset_dir, output_dir, options: TrainOptions) -> dict:
     """Train one stage and export its result; returns losses, steps, seconds and output paths."""
     started = time.time()
+    quantization = quantization_config(options)
     model_dir, dataset_dir, output_dir = (os.path.abspath(os.fspath(p)) for p in (model_dir, dataset_dir, output_dir))
     records, image_roots = load_split(dataset_dir, stage.subset, options.split)
     records = stage.select(records, options)
     if len(records) == 0:
         raise ValueError(f"{dataset_dir}/{stage.subset}[{options.split}] has no records for stage {stage.name}")
     args = training_arguments(options, output_dir)
-    model, processor = load_model_and_processor(model_dir, device=None)
+    model, processor = load_training_model(model_dir, quantization)
     model.freeze_vision_tower()
+    model.multi_modal_projector.float()  # trained in both stages: float32 whatever dtype the dir is stored in
     feature_cache = cache_tower_features(records, image_roots, model, processor, options, args)
+    if quantization is not None:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=options.gradient_checkpointing,
+                                                gradient_checkpointing_kwargs={"use_reentrant": False})
     model = stage.prepare(model, options)
     hyperparameters = run_hyperparameters(stage, model, model_dir, dataset_dir, len(records), options, args)
     trainer = SpectralLlavaTrainer(
@@ -243,7 +260,7 @@ def run_stage(stage: Stage, model_dir, dataset_dir, output_dir, options: TrainOp
     )
     resume = checkpoint_to_resume(output_dir, options.resume)
     result = trainer.train(resume_from_checkpoint=resume)
-    export_model = exportable_model(trainer, stage, model_dir, options)
+    export_model = exportable_model(trainer, stage, model_dir, options, quantized=quantization is not None)
     summary = {}
     if trainer.is_world_process_zero():
         atomic_write_json(Path(output_dir) / HYPERPARAMETERS, hyperparameters)
@@ -285,21 +302,28 @@ def write_summary(stage: Stage, trainer, result, output_dir: str, options: Train
     return summary
 
 
-def exportable_model(trainer, stage: Stage, model_dir: str, options: TrainOptions):
-    """The trained model with whole (unsharded) weights on the main process; None elsewhere.
+def exportable_model(trainer, stage: Stage, model_dir: str, options: TrainOptions, quantized: bool = False):
+    """The trained model with whole (unsharded, unquantized) weights on the main process; None elsewhere.
 
     FSDP and DeepSpeed ZeRO-3 shard the parameters: their full state dict is gathered (a collective call on every
-    process) and its trainable weights are loaded into a fresh copy of the starting model on the main process.
+    process). With 8/4-bit LLM weights the trained weights are taken as they are. Either way the trainable weights
+    are loaded into a fresh copy of the starting model, in its stored dtype, on the main process.
     """
     from transformers.integrations import is_deepspeed_zero3_enabled
 
-    if not (trainer.is_fsdp_enabled or is_deepspeed_zero3_enabled()):
+    sharded = trainer.is_fsdp_enabled or is_deepspeed_zero3_enabled()
+    if not (sharded or quantized):
         return trainer.accelerator.unwrap_model(trainer.model) if trainer.is_world_process_zero() else None
-    state_dict = trainer.accelerator.get_state_dict(trainer.deepspeed if trainer.is_deepspeed_enabled else trainer.model)
+    if sharded:
+        state_dict = trainer.accelerator.get_state_dict(trainer.deepspeed if trainer.is_deepspeed_enabled
+                                                        else trainer.model)
+    else:
+        state_dict = trainable_state_dict(trainer.accelerator.unwrap_model(trainer.model))
     if not trainer.is_world_process_zero():
         return None
-    fresh, _ = load_model_and_processor(model_dir, device=None)
+    fresh, _ = load_model_and_processor(model_dir, device=None, dtype="auto")
     fresh.freeze_vision_tower()
+    fresh.multi_modal_projector.float()
     fresh = stage.prepare(fresh, options)
     trainable = trainable_state_dict(fresh)
     fresh.load_state_dict({name: state_dict[name].float().cpu() for name in trainable}, strict=False)

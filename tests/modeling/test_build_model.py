@@ -5,13 +5,11 @@ import os
 import pytest
 import torch
 from safetensors.torch import load_file
-from testing_utils import DATA, TINY_VISION
+from testing_utils import TINY_CHECKPOINT, TINY_VISION
 
 from modeling_spectral_llava.build import load_vision_tower
 from modeling_spectral_llava.configuration_spectral_llava import SpectralLlavaConfig, num_visual_tokens
 from spectral_llava_cli import main
-
-TINY_CHECKPOINT = os.path.join(DATA, "spectralgpt-reference", "spectralgpt_mae_tiny.pth")
 
 
 def test_random_tower_is_announced_as_untrained():

@@ -10,7 +10,7 @@ from transformers import AutoProcessor, AutoTokenizer
 from processing.image_processing_spectral_llava import SpectralImageProcessor
 from processing.sentinel2_io import read_image
 from processing.processing_spectral_llava import SpectralLlavaProcessor
-from testing_utils import DATA
+from testing_utils import DATA, SMOLLM2_SYSTEM
 
 TIF = os.path.join(DATA, "eurosat-ms", "Forest", "Forest_1.tif")
 FOLDER = os.path.join(DATA, "bigearthnet-v1", "S2A_MSIL2A_20170613T101031_87_48")
@@ -100,7 +100,8 @@ def test_chat_template_with_path_and_array_images(processor):
     for image_part in ({"type": "image", "path": TIF}, {"type": "image", "image": array}):
         messages = [{"role": "user", "content": [image_part, {"type": "text", "text": "[caption] Describe."}]}]
         prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
-        assert prompt == "<|im_start|>user\n<image>\n[caption] Describe.<|im_end|>\n<|im_start|>assistant\n"
+        assert prompt == (SMOLLM2_SYSTEM + "<|im_start|>user\n<image>\n[caption] Describe.<|im_end|>\n"
+                          "<|im_start|>assistant\n")
         out = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True,
                                             return_tensors="pt")
         assert image_count(processor, out["input_ids"]) == [16]
@@ -109,7 +110,8 @@ def test_chat_template_with_path_and_array_images(processor):
 
 def test_task_prompts(processor):
     caption = processor.build_prompt("caption")
-    assert caption.startswith("<|im_start|>user\n<image>\n[caption] ") and caption.endswith("<|im_start|>assistant\n")
+    assert caption.startswith(SMOLLM2_SYSTEM + "<|im_start|>user\n<image>\n[caption] ")
+    assert caption.endswith("<|im_start|>assistant\n")
     custom = processor.build_prompt("classification", text="Which classes?")
     assert "<image>\n[classification] Which classes?<|im_end|>" in custom
     ids = processor.tokenizer(custom)["input_ids"]

@@ -10,18 +10,14 @@ import time
 
 import pytest
 import torch
-from testing_utils import REPO
 from safetensors.torch import load_file
+from testing_utils import REPO, subprocess_env
 
 PROJECTOR = "model.multi_modal_projector."
 
 
 def weights(model_dir):
     return load_file(os.path.join(model_dir, "model.safetensors"))
-
-
-def subprocess_env():
-    return {**os.environ, "PYTHONPATH": REPO, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
 
 
 @pytest.mark.slow
