@@ -7,7 +7,6 @@ import os
 import numpy as np
 import pytest
 import torch
-from conftest import DATA
 from tiny_models import smollm2_tokenizer, tiny_random_llava
 
 from modeling_spectral_llava.configuration_spectral_llava import (
@@ -20,6 +19,7 @@ from processing.pipeline_spectral_llava import SpectralImageTextToTextPipeline
 from processing.processing_spectral_llava import SpectralLlavaProcessor, SpectralLlavaProcessorKwargs
 from processing.sentinel2_io import SPECTRALGPT_BANDS
 
+DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
 TIF = os.path.join(DATA, "eurosat-ms", "Forest", "Forest_1.tif")
 FOLDER = os.path.join(DATA, "bigearthnet-v1", "S2A_MSIL2A_20170613T101031_87_48")
 NAMES = list(SPECTRALGPT_BANDS)
