@@ -213,9 +213,9 @@ def run_hyperparameters(stage: Stage, model, model_dir: str, dataset_dir: str, r
 
 
 def load_training_model(model_dir: str, quantization=None):
-    """(model, processor) of the starting model dir on CPU (Trainer places it): with 8/4-bit LLM weights on this
-    process's GPU; in float32 under FSDP (a wrapped block is one flat parameter of one dtype, and the LoRA and
-    projector weights train in float32); else in the dtype the dir is stored in (bfloat16 for Llama-3)."""
+    """(model, processor) of the starting model dir, left on CPU for Trainer to place, in the dtype the dir is stored
+    in (bfloat16 for Llama-3); in float32 under FSDP (a wrapped block is one flat parameter of one dtype, and the
+    LoRA and projector weights train in float32); with `quantization`, 8/4-bit LLM weights on this process's GPU."""
     if quantization is not None:
         return load_model_and_processor(model_dir, device=None, dtype=torch.bfloat16, quantization=quantization)
     return load_model_and_processor(model_dir, device=None, dtype=torch.float32 if fsdp_enabled() else "auto")

@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import torch
-from fixtures.llama3 import EOT, LLAMA3_CHAT_TEMPLATE, make_hub_cache
+from fixtures.llama3 import ASSISTANT, EOT, LLAMA3_CHAT_TEMPLATE, USER, make_hub_cache
 from safetensors import safe_open
 from testing_utils import DATA, REPO, TINY_CHECKPOINT, subprocess_env
 from transformers import AutoModelForImageTextToText, AutoProcessor, pipeline
@@ -19,8 +19,6 @@ from transformers import AutoModelForImageTextToText, AutoProcessor, pipeline
 from processing.processing_spectral_llava import FLATTEN_CONTENT
 
 TIF = os.path.join(DATA, "eurosat-ms", "Forest", "Forest_1.tif")
-USER = "<|start_header_id|>user<|end_header_id|>\n\n"
-ASSISTANT = "<|start_header_id|>assistant<|end_header_id|>\n\n"
 CAPTION = "[caption] Describe this multispectral satellite image."
 
 

@@ -6,17 +6,16 @@ import os
 
 import pytest
 import torch
-from fixtures.llama3 import EOT
+from fixtures.llama3 import ASSISTANT, EOT, USER
 from safetensors.torch import load_file
-from transformers import AutoProcessor, pipeline
+from testing_utils import DATA
 from testing_utils import QUICK_TRAINING as QUICK
+from transformers import AutoProcessor, pipeline
 from transformers.models.llama import modeling_llama
 
 from spectral_inst.dataset import load_split
 from train.data import IGNORE_INDEX, SpectralLlavaCollator, encode_conversation
 
-USER = "<|start_header_id|>user<|end_header_id|>\n\n"
-ASSISTANT = "<|start_header_id|>assistant<|end_header_id|>\n\n"
 PROJECTOR = "model.multi_modal_projector."
 
 
@@ -94,7 +93,7 @@ def test_stage2_runs_and_the_merged_model_answers_in_llama3_format(aligned, data
     assert any("lora_A" in name and "language_model" in name for name in adapter)
     merged = result["outputs"]["merged"]
     pipe = pipeline("image-text-to-text", model=merged, trust_remote_code=True)
-    tif = os.path.join(os.path.dirname(__file__), "..", "data", "eurosat-ms", "River", "River_1.tif")
+    tif = os.path.join(DATA, "eurosat-ms", "River", "River_1.tif")
     out = pipe(images=tif, max_new_tokens=3, return_full_text=False, generate_kwargs={"do_sample": False})
     assert isinstance(out[0]["generated_text"], str)
     assert pipe.processor.build_prompt("caption").startswith(f"<|begin_of_text|>{USER}<image>\n[caption]")
