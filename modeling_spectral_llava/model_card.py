@@ -3,7 +3,8 @@
 Provenance is stored, not inferred: `provenance.json` in every model dir the builder or a training stage writes
 holds what the parts are and what data trained them:
 
-    {"vision_tower": "random (untrained)" | checkpoint name, "language_model": Hub id or dir name,
+    {"vision_tower": "random (untrained)" | checkpoint name | Hub id, "language_model": Hub id or dir name (a Hub id
+     built at a `--revision` as ORG/NAME@REVISION),
      "training": [{"stage": "align" | "finetune", "base_model": DIR, "dataset": DIR, "dataset_hub_id": ID | null,
                    "sources": ["eurosat", ...], "split": "train", "records": N, "steps": N}, ...]}
 
@@ -52,13 +53,14 @@ def render_model_card(config, provenance=None, evaluation=None):
     provenance = provenance or {}
     vision_source = provenance.get("vision_tower", "SpectralGPT")
     llm_source = provenance.get("language_model", "a LLaMA-family LLM")
+    base_model = llm_source.split("@", 1)[0]  # the Hub's base_model metadata names a repo, not a revision
     training = provenance.get("training", [])
     hub_datasets = sorted({stage["dataset_hub_id"] for stage in training if stage.get("dataset_hub_id")})
     vision = config.vision_config
     with open(TEMPLATE_PATH) as f:
         template = f.read()
     return template.format(
-        base_model="base_model:\n- " + llm_source + "\n" if _is_hub_id(llm_source) else "",
+        base_model="base_model:\n- " + base_model + "\n" if _is_hub_id(base_model) else "",
         datasets="datasets:\n" + "".join(f"- {name}\n" for name in hub_datasets) if hub_datasets else "",
         vision_source=vision_source,
         llm_source=llm_source,

@@ -164,6 +164,10 @@ def test_build_from_hub_ids_offline(hub_home, llama3_model_dir, tmp_path):
                    HF_HOME=str(home), HF_HUB_OFFLINE="1")
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"tiny-org/llama3-tiny@{commits['llm']}" in done.stderr
+    provenance = json.load(open(out / "provenance.json"))
+    assert provenance["language_model"] == f"tiny-org/llama3-tiny@{commits['llm']}"
+    assert provenance["vision_tower"] == "tiny-org/spectralgpt-tiny"
+    assert "base_model:\n- tiny-org/llama3-tiny\n" in (out / "README.md").read_text().split("---")[1]
     # the same LLM and tower as the build from local paths: the same model dir
     with safe_open(out / "model.safetensors", "pt") as hub, \
             safe_open(os.path.join(llama3_model_dir, "model.safetensors"), "pt") as local:
