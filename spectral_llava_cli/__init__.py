@@ -15,6 +15,7 @@ COMMAND_MODULES = [
     "spectral_llava_cli.evaluate",
     "spectral_llava_cli.quickstart",
     "spectral_llava_cli.push",
+    "spectral_llava_cli.app",
 ]
 
 

@@ -1,0 +1,349 @@
+"""The gradio Blocks app: look at a Sentinel-2 input, caption it, classify it, chat about it, map a scene.
+
+`build_app(session, config)` returns the Blocks; `launch(config)` loads the model once and serves it. Requests go
+through gradio's queue: everything that runs the model shares one concurrency group (`config.concurrency`,
+default 1), reading inputs has its own. Analytics are off and the page needs nothing from the internet (fonts
+shipped with gradio or the system's, Leaflet inlined into the map, no basemap).
+
+Stable API (gradio `api_name`), each taking one file (GeoTIFF, single band file or zip):
+`/caption` -> str, `/classify` -> list of labels, `/map` -> the GeoJSON file of the tiles.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import inspect
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before gradio is imported: no telemetry, no version check
+
+import gradio as gr  # noqa: E402
+from rasterio.errors import RasterioError  # noqa: E402
+
+from .describe import InputReport, describe_input, header_extent  # noqa: E402
+from .inputs import InputError, InputLimits, available_samples, new_work_dir, resolve_upload  # noqa: E402
+from .model import ModelSession  # noqa: E402
+from .tile_map import map_document, map_iframe  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+MAX_FOOTPRINT_RATIO = 2.0  # caption/classify/chat refuse inputs wider than this many model footprints
+THEME = gr.themes.Default(font=(gr.themes.LocalFont("Source Sans Pro"), "ui-sans-serif", "system-ui", "sans-serif"),
+                          font_mono=(gr.themes.LocalFont("IBM Plex Mono"), "ui-monospace", "monospace"))
+CSS = """
+.band-table table { font-size: 0.8em; }
+.band-table th, .band-table td { padding: 1px 8px !important; }
+#caption-output textarea { font-size: 1.05em; }
+"""
+MAP_TASKS = ("classification", "caption", "both")
+
+
+@dataclass
+class AppConfig:
+    model_dir: str
+    host: str = "127.0.0.1"
+    port: int = 7860
+    concurrency: int = 1
+    max_new_tokens: int = 64
+    limits: InputLimits = field(default_factory=InputLimits)
+    max_upload_mb: int = 1024
+    work_root: str | None = None  # default: a temp dir removed at exit
+
+
+class PageError(gr.Error):
+    """A message for the page (gradio shows it as an error toast; the server keeps serving)."""
+
+
+PAGE_ERRORS = (InputError, ValueError, FileNotFoundError, RasterioError)
+
+
+def _page_errors(fn):
+    """Turn bad-input errors into messages on the page, for plain and generator handlers alike."""
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def generator(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except PAGE_ERRORS as err:
+                raise PageError(str(err)) from err
+        return generator
+
+    @functools.wraps(fn)
+    def plain(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except PAGE_ERRORS as err:
+            raise PageError(str(err)) from err
+    return plain
+
+
+def _message_text(content) -> str:
+    """Text of a chatbot message content (a string, or gradio's list of content parts)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, dict):
+        return str(content.get("text", ""))
+    if isinstance(content, (list, tuple)):
+        return "".join(_message_text(part) for part in content)
+    return str(content)
+
+
+def footprint_markdown(report: InputReport) -> str:
+    km = report.tile_px * 10 / 1000
+    lines = [f"**Size** {report.width} x {report.height} px"
+             + (f" ({report.extent_m[0] / 1000:.2f} km x {report.extent_m[1] / 1000:.2f} km)" if report.extent_m else "")]
+    lines.append(f"**CRS** {report.crs or 'none (not georeferenced)'}")
+    if report.lonlat_bounds is not None:
+        west, south, east, north = report.lonlat_bounds
+        lines.append(f"**Footprint (WGS84)** W {west:.5f}, S {south:.5f}, E {east:.5f}, N {north:.5f}")
+    rows, cols = report.tiles
+    if report.larger_than_one_tile:
+        lines.append(f"**Model tile** {report.tile_px} px = {km:g} km: this input spans {rows} x {cols} tiles "
+                     f"({report.footprint_ratio:.1f}x the footprint); use the Map tab")
+    else:
+        lines.append(f"**Model tile** {report.tile_px} px = {km:g} km: the input fits one tile")
+    lines += [f"*{note}*" for note in report.notes]
+    return "  \n".join(lines)
+
+
+def bands_markdown(report: InputReport) -> str:
+    rows = ["| band | status | native pixel | handling |", "|---|---|---|---|"]
+    rows += [f"| {r['band']} | {r['status']} | {r['native pixel']} | {r['handling']} |" for r in report.bands]
+    return "\n".join(rows)
+
+
+def radiometry_markdown(report: InputReport) -> str:
+    radiometry = report.radiometry
+    if not radiometry:
+        return ("**Radiometry** not reported by this model's image processor: values are normalised as stored "
+                "(reflectance x 10000)")
+    main = f"offset {radiometry.get('offset')}, scale {radiometry.get('scale')}, from {radiometry.get('source')}"
+    extra = ", ".join(f"{key} {value}" for key, value in radiometry.items() if key not in ("offset", "scale", "source"))
+    return f"**Radiometry** {main}" + (f"; {extra}" if extra else "")
+
+
+class SpectralApp:
+    """The handlers behind the page and the API, over one loaded model."""
+
+    def __init__(self, session: ModelSession, config: AppConfig):
+        self.session = session
+        self.config = config
+        self.work_root = Path(config.work_root or tempfile.mkdtemp(prefix="spectral-llava-app-"))
+        if config.work_root is None:
+            atexit.register(shutil.rmtree, self.work_root, True)
+        self.samples = available_samples()
+
+    # -- inputs ------------------------------------------------------------------------------------------------
+
+    def resolve(self, files) -> Path:
+        return resolve_upload(files, self.work_root / "inputs", self.config.limits)
+
+    def check_footprint(self, source: Path) -> None:
+        height, width, extent = header_extent(source)
+        tile_m = self.session.tile_px * 10
+        ratio = max(extent) / tile_m if extent else max(height, width) / self.session.tile_px
+        if ratio > MAX_FOOTPRINT_RATIO * 1.01:  # 1 % for pixel sizes such as EuroSAT's 10.01 m
+            raise InputError(f"{source.name} covers {ratio:.1f}x the model's {tile_m / 1000:g} km footprint; one "
+                             "answer for it would squash it into one tile: use the Map tab (API: /map) or "
+                             "`spectral-llava map`")
+
+    @_page_errors
+    def load(self, files, sample):
+        if sample:
+            if sample not in self.samples:
+                raise InputError(f"unknown sample {sample!r}")
+            source = self.samples[sample]
+        else:
+            source = self.resolve(files)
+        report = describe_input(source, self.session.image_processor)
+        missing = [row["band"] for row in report.bands if row["status"] in ("missing", "no data")]
+        if missing:
+            gr.Warning(f"{source.name}: band(s) {', '.join(missing)} missing or entirely no-data; filled with the "
+                       "dataset mean and masked (see the band table)")
+        state = {"source": str(source), "larger_than_one_tile": report.larger_than_one_tile}
+        can_map = report.larger_than_one_tile and report.crs is not None
+        map_note = ("Map the input tile by tile; each tile is coloured by its first label."
+                    if can_map else f"Mapping needs a georeferenced input larger than one model tile "
+                                    f"({report.tile_px} px); this one is {report.width} x {report.height} px.")
+        return (state, f"Loaded **{source.name}**", report.true_colour, report.false_colour,
+                footprint_markdown(report), bands_markdown(report), radiometry_markdown(report),
+                map_note, gr.update(interactive=can_map), "", None, "", [], "", None)
+
+    def load_upload(self, files):
+        return self.load(files, None)
+
+    def load_sample(self, sample):
+        return self.load(None, sample) if sample else (gr.skip(),) * 15
+
+    @staticmethod
+    def _source(state) -> Path:
+        if not state or not state.get("source"):
+            raise InputError("load an image first: upload a file or pick a sample")
+        return Path(state["source"])
+
+    # -- model actions -----------------------------------------------------------------------------------------
+
+    @_page_errors
+    def page_caption(self, state) -> str:
+        source = self._source(state)
+        self.check_footprint(source)
+        return self.session.caption(source)
+
+    @_page_errors
+    def page_classify(self, state):
+        source = self._source(state)
+        self.check_footprint(source)
+        result = self.session.classify(source)
+        if not result["labels"]:
+            gr.Warning("the answer names no known land-cover class; see the raw answer")
+        return [(label, "label") for label in result["labels"]], result["text"]
+
+    @_page_errors
+    def page_chat(self, state, message: str, history: list):
+        source = self._source(state)
+        message = (message or "").strip()
+        if not message:
+            raise InputError("type a question about the image first")
+        self.check_footprint(source)
+        previous = [{"role": turn["role"], "content": _message_text(turn["content"])} for turn in history or []]
+        shown = previous + [{"role": "user", "content": message}, {"role": "assistant", "content": ""}]
+        yield shown, ""
+        for answer in self.session.chat_stream(source, previous, message):
+            shown[-1]["content"] = answer
+            yield shown, ""
+
+    def _map(self, source: Path, task: str, progress):
+        if task not in MAP_TASKS:
+            raise InputError(f"task must be one of {MAP_TASKS}, got {task!r}")
+        folder = new_work_dir(self.work_root / "maps")
+        output = folder / f"{source.name.removesuffix('.zip')}-tiles.geojson"
+        result = self.session.map_tiles(source, output, task=task, progress=progress)
+        return result, output
+
+    @_page_errors
+    def page_map(self, state, task: str, progress=gr.Progress()):
+        source = self._source(state)
+        progress(0, desc="reading the scene")
+        result, output = self._map(source, task, lambda done, total: progress((done, total), desc="tiles",
+                                                                             unit="tiles"))
+        report = describe_input(source, self.session.image_processor)
+        with open(result.output, encoding="utf-8") as f:
+            document = map_document(json.load(f), report.quicklook)
+        counts = ", ".join(f"{key} {value}" for key, value in result.counts.items())
+        return map_iframe(document), [str(result.output)], f"**{len(result.rows)} tiles** ({counts})"
+
+    # -- stable API ----------------------------------------------------------------------------------------------
+
+    @_page_errors
+    def api_caption(self, file) -> str:
+        source = self.resolve(file)
+        self.check_footprint(source)
+        return self.session.caption(source)
+
+    @_page_errors
+    def api_classify(self, file) -> list[str]:
+        source = self.resolve(file)
+        self.check_footprint(source)
+        return self.session.classify(source)["labels"]
+
+    @_page_errors
+    def api_map(self, file, progress=gr.Progress()) -> str:
+        source = self.resolve(file)
+        result, _ = self._map(source, "classification",
+                              lambda done, total: progress((done, total), desc="tiles", unit="tiles"))
+        return str(result.output)
+
+    # -- page ----------------------------------------------------------------------------------------------------
+
+    def build(self) -> gr.Blocks:
+        model_group = {"concurrency_id": "model", "concurrency_limit": self.config.concurrency}
+        private = {"api_visibility": "private"}
+        with gr.Blocks(title="Spectral-LLaVA", analytics_enabled=False) as demo:
+            gr.Markdown(f"## Spectral-LLaVA: Sentinel-2 imagery with a vision-language model\n"
+                        f"Model `{self.session.model_dir}` · tile {self.session.tile_px} px at 10 m")
+            state = gr.State(None)
+            with gr.Row():
+                with gr.Column(scale=1):
+                    files = gr.File(label="GeoTIFF, several band files, or a zip (patch folder / SAFE product)",
+                                    file_count="multiple", elem_id="upload")
+                    sample = gr.Dropdown(choices=list(self.samples), value=None, label="or a shipped sample",
+                                         elem_id="sample")
+                    status = gr.Markdown("Upload an image or pick a sample.", elem_id="status")
+                    footprint = gr.Markdown(elem_id="footprint")
+                    radiometry = gr.Markdown(elem_id="radiometry")
+                with gr.Column(scale=2):
+                    with gr.Row():
+                        true_colour = gr.Image(label="true colour (B04/B03/B02)", interactive=False, height=300,
+                                               elem_id="true-colour")
+                        false_colour = gr.Image(label="false colour (B08/B04/B03)", interactive=False, height=300,
+                                                elem_id="false-colour")
+                    bands = gr.Markdown(elem_id="bands", elem_classes="band-table")
+            with gr.Tabs():
+                with gr.Tab("Caption"):
+                    caption_button = gr.Button("Caption", variant="primary", elem_id="caption-button")
+                    caption_text = gr.Textbox(label="caption", lines=3, interactive=False, elem_id="caption-output")
+                with gr.Tab("Classify"):
+                    classify_button = gr.Button("Classify", variant="primary", elem_id="classify-button")
+                    labels = gr.HighlightedText(label="land-cover classes", show_legend=False, elem_id="labels")
+                    raw_answer = gr.Textbox(label="model answer", interactive=False)
+                with gr.Tab("Chat"):
+                    chatbot = gr.Chatbot(label="chat about the image", height=320, elem_id="chat")
+                    question = gr.Textbox(label="question", placeholder="[caption] What is in this image?",
+                                          elem_id="question")
+                    with gr.Row():
+                        ask = gr.Button("Send", variant="primary")
+                        clear = gr.Button("Clear")
+                with gr.Tab("Map"):
+                    map_note = gr.Markdown("Load an input larger than one model tile to map it.")
+                    with gr.Row():
+                        map_task = gr.Radio(list(MAP_TASKS), value="classification", label="per tile")
+                        map_button = gr.Button("Map tiles", variant="primary", interactive=False,
+                                               elem_id="map-button")
+                    map_summary = gr.Markdown()
+                    map_view = gr.HTML(elem_id="tile-map")
+                    map_files = gr.File(label="tiles (GeoJSON, WGS84)", file_count="multiple", interactive=False)
+            with gr.Row(visible=False):
+                api_file = gr.File()
+                api_text = gr.Textbox()
+                api_labels = gr.JSON()
+                api_geojson = gr.File()
+                api_buttons = [gr.Button() for _ in range(3)]
+
+            loaded = [state, status, true_colour, false_colour, footprint, bands, radiometry, map_note, map_button,
+                      caption_text, labels, raw_answer, chatbot, map_summary, map_view]
+            files.upload(self.load_upload, files, loaded, concurrency_id="inputs", concurrency_limit=2, **private)
+            sample.select(self.load_sample, sample, loaded, concurrency_id="inputs", concurrency_limit=2, **private)
+            caption_button.click(self.page_caption, state, caption_text, **model_group, **private)
+            classify_button.click(self.page_classify, state, [labels, raw_answer], **model_group, **private)
+            for trigger in (question.submit, ask.click):
+                trigger(self.page_chat, [state, question, chatbot], [chatbot, question], **model_group, **private)
+            clear.click(lambda: ([], ""), None, [chatbot, question], **private)
+            map_button.click(self.page_map, [state, map_task], [map_view, map_files, map_summary], **model_group,
+                             **private)
+            api_buttons[0].click(self.api_caption, api_file, api_text, api_name="caption", **model_group)
+            api_buttons[1].click(self.api_classify, api_file, api_labels, api_name="classify", **model_group)
+            api_buttons[2].click(self.api_map, api_file, api_geojson, api_name="map", **model_group)
+        demo.queue(default_concurrency_limit=self.config.concurrency)
+        return demo
+
+
+def build_app(session: ModelSession, config: AppConfig) -> gr.Blocks:
+    return SpectralApp(session, config).build()
+
+
+def launch(config: AppConfig, block: bool = True):
+    """Load the model once and serve the app on config.host:config.port; returns (Blocks, local URL)."""
+    session = ModelSession(config.model_dir, max_new_tokens=config.max_new_tokens)
+    demo = build_app(session, config)
+    _, url, _ = demo.launch(server_name=config.host, server_port=config.port, prevent_thread_lock=not block,
+                            show_error=True, ssr_mode=False, pwa=False, mcp_server=False, theme=THEME, css=CSS,
+                            max_file_size=f"{config.max_upload_mb}mb", footer_links=["api", "gradio"])
+    logger.info("serving %s at %s", config.model_dir, url)
+    return demo, url

@@ -1,0 +1,62 @@
+"""Drive the app in a real headless Chromium (Debian's `chromium`, through playwright's Python API).
+
+Used by the browser tests and `scripts/app_screenshot.py`. playwright cannot download its own browser builds
+here, so the system Chromium is launched by path with flags that keep it from calling home.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from contextlib import contextmanager
+from urllib.parse import urlparse
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--no-first-run"]
+LOCAL_SCHEMES = ("data", "blob", "about")
+
+
+def chromium_path() -> str | None:
+    """The system Chromium (`CHROMIUM` environment variable, else `chromium` on PATH), or None."""
+    path = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    return path if path and os.access(path, os.X_OK) else None
+
+
+@contextmanager
+def browser_page(base_url: str, width: int = 1280, height: int = 900):
+    """(page, requests) on a fresh Chromium; `requests` collects every URL the page asks for, so callers can
+    check that nothing left `base_url`'s host."""
+    from playwright.sync_api import sync_playwright
+
+    executable = chromium_path()
+    if executable is None:
+        raise FileNotFoundError("no chromium found: `apt-get install -y chromium` (make setup does it)")
+    requests: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": height})
+            page.on("request", lambda request: requests.append(request.url))
+            page.goto(base_url, wait_until="load")
+            page.locator("#upload").wait_for()
+            yield page, requests
+        finally:
+            browser.close()
+
+
+def foreign_requests(requests: list[str], base_url: str) -> list[str]:
+    """The requested URLs that went to another host than the app's (data:/blob: URLs are local)."""
+    host = urlparse(base_url).netloc
+    return [url for url in requests
+            if urlparse(url).scheme not in LOCAL_SCHEMES and urlparse(url).netloc != host]
+
+
+def upload_and_caption(page, path: str, timeout_ms: int = 120_000) -> str:
+    """Upload one file, wait until it is described, click Caption, return the caption text once it appears."""
+    page.locator("#upload input[type=file]").set_input_files(path)
+    page.get_by_text(f"Loaded {os.path.basename(path)}").wait_for(timeout=timeout_ms)
+    page.locator("#caption-button").click()
+    caption = page.locator("#caption-output textarea")
+    page.wait_for_function("element => element.value.trim().length > 0", arg=caption.element_handle(),
+                           timeout=timeout_ms)
+    return caption.input_value()
