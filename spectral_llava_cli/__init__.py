@@ -12,6 +12,7 @@ COMMAND_MODULES = [
     "spectral_llava_cli.build_dataset",
     "spectral_llava_cli.train",
     "spectral_llava_cli.caption",
+    "spectral_llava_cli.map",
     "spectral_llava_cli.evaluate",
     "spectral_llava_cli.quickstart",
     "spectral_llava_cli.push",
