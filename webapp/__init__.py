@@ -4,8 +4,8 @@
 returns the gradio Blocks for embedding or tests. See webapp/app.py for the page and the stable API.
 """
 
-from .app import AppConfig, SpectralApp, build_app, launch
+from .app import AppConfig, SpectralApp, build_app, launch, serve
 from .inputs import InputError, InputLimits
 from .model import ModelSession
 
-__all__ = ["AppConfig", "SpectralApp", "build_app", "launch", "InputError", "InputLimits", "ModelSession"]
+__all__ = ["AppConfig", "SpectralApp", "build_app", "launch", "serve", "InputError", "InputLimits", "ModelSession"]

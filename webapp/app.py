@@ -17,6 +17,7 @@ import inspect
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from pathlib import Path
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before gradio is imported: no telemetry, no version check
 
 import gradio as gr  # noqa: E402
+from gradio.utils import get_upload_folder  # noqa: E402
 from rasterio.errors import RasterioError  # noqa: E402
 
 from .describe import InputReport, describe_input, header_extent  # noqa: E402
@@ -43,6 +45,7 @@ CSS = """
 #caption-output textarea { font-size: 1.05em; }
 """
 MAP_TASKS = ("classification", "caption", "both")
+QUICKLOOK_CACHE = 32
 
 
 @dataclass
@@ -64,23 +67,34 @@ class PageError(gr.Error):
 PAGE_ERRORS = (InputError, ValueError, FileNotFoundError, RasterioError)
 
 
+def tidy_paths(message: str, roots) -> str:
+    """Shorten server-side paths under `roots` (upload and work folders) to their file names."""
+    for root in roots:
+        message = re.sub(re.escape(str(root).rstrip("/")) + r"/(?:[^/\s:'\"]+/)*", "", message)
+    return message
+
+
 def _page_errors(fn):
-    """Turn bad-input errors into messages on the page, for plain and generator handlers alike."""
+    """Turn bad-input errors of a SpectralApp handler into messages on the page, for plain and generator handlers
+    alike; server-side folders are cut from the message."""
+    def page_error(app, err):
+        return PageError(tidy_paths(str(err), app.private_roots))
+
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
-        def generator(*args, **kwargs):
+        def generator(app, *args, **kwargs):
             try:
-                yield from fn(*args, **kwargs)
+                yield from fn(app, *args, **kwargs)
             except PAGE_ERRORS as err:
-                raise PageError(str(err)) from err
+                raise page_error(app, err) from err
         return generator
 
     @functools.wraps(fn)
-    def plain(*args, **kwargs):
+    def plain(app, *args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            return fn(app, *args, **kwargs)
         except PAGE_ERRORS as err:
-            raise PageError(str(err)) from err
+            raise page_error(app, err) from err
     return plain
 
 
@@ -139,6 +153,8 @@ class SpectralApp:
         if config.work_root is None:
             atexit.register(shutil.rmtree, self.work_root, True)
         self.samples = available_samples()
+        self.private_roots = [self.work_root, self.work_root.resolve(), get_upload_folder()]
+        self.quicklooks: dict[str, tuple | None] = {}  # source -> true-colour quicklook, for the map's background
 
     # -- inputs ------------------------------------------------------------------------------------------------
 
@@ -163,6 +179,9 @@ class SpectralApp:
         else:
             source = self.resolve(files)
         report = describe_input(source, self.session.image_processor)
+        self.quicklooks[str(source)] = report.quicklook
+        while len(self.quicklooks) > QUICKLOOK_CACHE:
+            self.quicklooks.pop(next(iter(self.quicklooks)))
         missing = [row["band"] for row in report.bands if row["status"] in ("missing", "no data")]
         if missing:
             gr.Warning(f"{source.name}: band(s) {', '.join(missing)} missing or entirely no-data; filled with the "
@@ -219,25 +238,31 @@ class SpectralApp:
             shown[-1]["content"] = answer
             yield shown, ""
 
-    def _map(self, source: Path, task: str, progress):
+    def _map(self, source: Path, task: str, progress) -> tuple:
+        """Map `source` into a fresh folder: (MapResult, GeoJSON path, GeoParquet path)."""
+        from scene.outputs import write_tiles
+
         if task not in MAP_TASKS:
             raise InputError(f"task must be one of {MAP_TASKS}, got {task!r}")
         folder = new_work_dir(self.work_root / "maps")
-        output = folder / f"{source.name.removesuffix('.zip')}-tiles.geojson"
-        result = self.session.map_tiles(source, output, task=task, progress=progress)
-        return result, output
+        stem = source.name.removesuffix(".zip")
+        geojson = folder / f"{stem}-tiles.geojson"
+        result = self.session.map_tiles(source, geojson, task=task, progress=progress)
+        geoparquet = folder / f"{stem}-tiles.parquet"
+        write_tiles(result.rows, result.crs, geoparquet, result.metadata)
+        return result, geojson, geoparquet
 
     @_page_errors
     def page_map(self, state, task: str, progress=gr.Progress()):
         source = self._source(state)
         progress(0, desc="reading the scene")
-        result, output = self._map(source, task, lambda done, total: progress((done, total), desc="tiles",
-                                                                             unit="tiles"))
-        report = describe_input(source, self.session.image_processor)
-        with open(result.output, encoding="utf-8") as f:
-            document = map_document(json.load(f), report.quicklook)
-        counts = ", ".join(f"{key} {value}" for key, value in result.counts.items())
-        return map_iframe(document), [str(result.output)], f"**{len(result.rows)} tiles** ({counts})"
+        result, geojson, geoparquet = self._map(
+            source, task, lambda done, total: progress((done, total), desc="mapping tiles", unit="tiles"))
+        with open(geojson, encoding="utf-8") as f:
+            document = map_document(json.load(f), self.quicklooks.get(str(source)))
+        downloads = [str(geojson), str(geoparquet)] + ([str(result.overview)] if result.overview else [])
+        counts = ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in result.counts.items())
+        return map_iframe(document), downloads, f"**{len(result.rows)} tiles mapped** ({counts})"
 
     # -- stable API ----------------------------------------------------------------------------------------------
 
@@ -256,9 +281,9 @@ class SpectralApp:
     @_page_errors
     def api_map(self, file, progress=gr.Progress()) -> str:
         source = self.resolve(file)
-        result, _ = self._map(source, "classification",
-                              lambda done, total: progress((done, total), desc="tiles", unit="tiles"))
-        return str(result.output)
+        _, geojson, _ = self._map(source, "classification",
+                                  lambda done, total: progress((done, total), desc="mapping tiles", unit="tiles"))
+        return str(geojson)
 
     # -- page ----------------------------------------------------------------------------------------------------
 
@@ -272,7 +297,7 @@ class SpectralApp:
             with gr.Row():
                 with gr.Column(scale=1):
                     files = gr.File(label="GeoTIFF, several band files, or a zip (patch folder / SAFE product)",
-                                    file_count="multiple", elem_id="upload")
+                                    file_count="multiple", height=220, elem_id="upload")
                     sample = gr.Dropdown(choices=list(self.samples), value=None, label="or a shipped sample",
                                          elem_id="sample")
                     status = gr.Markdown("Upload an image or pick a sample.", elem_id="status")
@@ -308,7 +333,8 @@ class SpectralApp:
                                                elem_id="map-button")
                     map_summary = gr.Markdown()
                     map_view = gr.HTML(elem_id="tile-map")
-                    map_files = gr.File(label="tiles (GeoJSON, WGS84)", file_count="multiple", interactive=False)
+                    map_files = gr.File(label="tiles: GeoJSON (WGS84), GeoParquet (the scene's CRS), overview PNG",
+                                        file_count="multiple", interactive=False, elem_id="map-files")
             with gr.Row(visible=False):
                 api_file = gr.File()
                 api_text = gr.Textbox()
@@ -318,7 +344,9 @@ class SpectralApp:
 
             loaded = [state, status, true_colour, false_colour, footprint, bands, radiometry, map_note, map_button,
                       caption_text, labels, raw_answer, chatbot, map_summary, map_view]
-            files.upload(self.load_upload, files, loaded, concurrency_id="inputs", concurrency_limit=2, **private)
+            uploaded = files.upload(self.load_upload, files, loaded, concurrency_id="inputs", concurrency_limit=2,
+                                    **private)
+            uploaded.failure(lambda: None, None, files, **private)  # a refused upload is not kept for the next one
             sample.select(self.load_sample, sample, loaded, concurrency_id="inputs", concurrency_limit=2, **private)
             caption_button.click(self.page_caption, state, caption_text, **model_group, **private)
             classify_button.click(self.page_classify, state, [labels, raw_answer], **model_group, **private)
@@ -338,12 +366,19 @@ def build_app(session: ModelSession, config: AppConfig) -> gr.Blocks:
     return SpectralApp(session, config).build()
 
 
-def launch(config: AppConfig, block: bool = True):
-    """Load the model once and serve the app on config.host:config.port; returns (Blocks, local URL)."""
-    session = ModelSession(config.model_dir, max_new_tokens=config.max_new_tokens)
-    demo = build_app(session, config)
+def serve(demo: gr.Blocks, config: AppConfig, block: bool = True) -> str:
+    """Serve built Blocks on config.host:config.port (offline theme, errors shown in the page); returns the URL.
+    With block=False the server runs in a background thread (demo.close() stops it)."""
     _, url, _ = demo.launch(server_name=config.host, server_port=config.port, prevent_thread_lock=not block,
                             show_error=True, ssr_mode=False, pwa=False, mcp_server=False, theme=THEME, css=CSS,
                             max_file_size=f"{config.max_upload_mb}mb", footer_links=["api", "gradio"])
-    logger.info("serving %s at %s", config.model_dir, url)
-    return demo, url
+    return url
+
+
+def launch(config: AppConfig, block: bool = True):
+    """Load the model once and serve the app; returns (Blocks, local URL) once the server stops (block=True) or
+    at once (block=False)."""
+    session = ModelSession(config.model_dir, max_new_tokens=config.max_new_tokens)
+    demo = build_app(session, config)
+    logger.info("serving %s on http://%s:%d (Ctrl+C stops)", config.model_dir, config.host, config.port)
+    return demo, serve(demo, config, block=block)

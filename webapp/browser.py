@@ -51,12 +51,25 @@ def foreign_requests(requests: list[str], base_url: str) -> list[str]:
             if urlparse(url).scheme not in LOCAL_SCHEMES and urlparse(url).netloc != host]
 
 
-def upload_and_caption(page, path: str, timeout_ms: int = 120_000) -> str:
-    """Upload one file, wait until it is described, click Caption, return the caption text once it appears."""
-    page.locator("#upload input[type=file]").set_input_files(path)
-    page.get_by_text(f"Loaded {os.path.basename(path)}").wait_for(timeout=timeout_ms)
-    page.locator("#caption-button").click()
-    caption = page.locator("#caption-output textarea")
-    page.wait_for_function("element => element.value.trim().length > 0", arg=caption.element_handle(),
+def upload(page, paths, timeout_ms: int = 120_000) -> str:
+    """Upload one file or several through the page's file input; returns the status line once it is loaded."""
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    page.locator("#upload input[type=file]").set_input_files([os.fspath(p) for p in paths])
+    status = page.locator("#status")
+    status.get_by_text("Loaded").wait_for(timeout=timeout_ms)
+    return status.inner_text()
+
+
+def click_and_read(page, button: str, textbox: str, timeout_ms: int = 120_000) -> str:
+    """Click `button` (CSS selector) and return the text of the `textbox` textarea once it is filled."""
+    page.locator(button).click()
+    area = page.locator(f"{textbox} textarea")
+    page.wait_for_function("element => element.value.trim().length > 0", arg=area.element_handle(),
                            timeout=timeout_ms)
-    return caption.input_value()
+    return area.input_value()
+
+
+def upload_and_caption(page, path, timeout_ms: int = 120_000) -> str:
+    """Upload one file, wait until it is described, click Caption, return the caption once it appears."""
+    upload(page, path, timeout_ms)
+    return click_and_read(page, "#caption-button", "#caption-output", timeout_ms)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+from affine import Affine
 from rasterio.warp import transform_bounds
 
 from processing.sentinel2_io import SPECTRALGPT_BANDS, read_image
@@ -101,7 +102,7 @@ def quicklook(rgb: np.ndarray, transform, crs) -> tuple | None:
     if transform is None or crs is None:
         return None
     step = max(1, math.ceil(max(rgb.shape[:2]) / DISPLAY_MAX_PX))
-    return np.ascontiguousarray(rgb[::step, ::step]), transform * transform.scale(step, step), crs
+    return np.ascontiguousarray(rgb[::step, ::step]), transform @ Affine.scale(step), crs
 
 
 def native_pixel_sizes(source: Path) -> dict[str, float]:

@@ -41,7 +41,7 @@ SAMPLES = {
         "bigearthnet-v2/S2A_MSIL2A_20170613T101031_N9999_R022_T33UUP/S2A_MSIL2A_20170613T101031_N9999_R022_T33UUP_75_43",
     "Major-TOM 0U_199R crop (band folder, 120 px, offset -1000)":
         "major-tom-s2l2a/0U/0U_199R/S2A_MSIL2A_20220706T085611_N0400_R007_T33NZA_20220706T153419",
-    "SSL4EO-S12 L2A (band folder, EPSG:4326)": "ssl4eo-s12/s2a/0000200/20200604T054639_20200604T054831_T43RCP",
+    "SSL4EO-S12 L2A (band folder, 264 px = 2.6 km, EPSG:4326)": "ssl4eo-s12/s2a/0000200/20200604T054639_20200604T054831_T43RCP",
 }
 
 
@@ -111,8 +111,13 @@ def resolve_upload(files, work_root: str | os.PathLike, limits: InputLimits = In
     return source
 
 
-def gather_band_files(paths: list[Path], folder: Path) -> Path:
-    """Copy several single-band files into one folder, which the reader then treats as a patch folder."""
+def gather_band_files(paths: list[Path], work_dir: Path) -> Path:
+    """Copy several single-band files into one folder, which the reader then treats as a patch folder; the folder is
+    named after the files' common prefix (`<patch>` of `<patch>_B02.tif`), else `bands`."""
+    prefixes = {BAND_STEM_RE.split(path.stem)[0].rstrip("_-.") for path in paths}
+    prefix = prefixes.pop() if len(prefixes) == 1 else ""
+    folder = work_dir / (prefix or "bands")
+    folder.mkdir()
     seen: dict[str, str] = {}
     for path in paths:
         band = band_of(path.name)
@@ -124,6 +129,10 @@ def gather_band_files(paths: list[Path], folder: Path) -> Path:
         seen[band] = path.name
         shutil.copyfile(path, folder / path.name)
     return folder
+
+
+def _size(num_bytes: int) -> str:
+    return f"{num_bytes / 1e6:.1f} MB" if num_bytes >= 100_000 else f"{num_bytes:,} bytes"
 
 
 def _member_is_link(info: zipfile.ZipInfo) -> bool:
@@ -139,8 +148,8 @@ def safe_extract_zip(archive: Path, destination: Path, limits: InputLimits = Inp
                 raise InputError(f"{archive.name}: {len(members)} entries, more than the limit of {limits.max_members}")
             declared = sum(member.file_size for member in members)
             if declared > limits.max_unpacked_bytes:
-                raise InputError(f"{archive.name}: unpacks to {declared / 1e6:.0f} MB, over the limit of "
-                                 f"{limits.max_unpacked_bytes / 1e6:.0f} MB")
+                raise InputError(f"{archive.name}: unpacks to {_size(declared)}, over the limit of "
+                                 f"{_size(limits.max_unpacked_bytes)}")
             root = destination.resolve()
             written = 0
             for member in members:
@@ -161,7 +170,7 @@ def safe_extract_zip(archive: Path, destination: Path, limits: InputLimits = Inp
                         written += len(chunk)
                         if written > limits.max_unpacked_bytes:
                             raise InputError(f"{archive.name}: unpacks to more than the limit of "
-                                             f"{limits.max_unpacked_bytes / 1e6:.0f} MB")
+                                             f"{_size(limits.max_unpacked_bytes)}")
                         out.write(chunk)
     except (zipfile.BadZipFile, EOFError) as err:
         raise InputError(f"{archive.name}: not a readable zip archive ({err})") from err
@@ -170,13 +179,17 @@ def safe_extract_zip(archive: Path, destination: Path, limits: InputLimits = Inp
 
 
 def find_image(folder: Path, archive_name: str) -> Path:
-    """The one image inside an unpacked zip: a `.SAFE` product, else the one folder holding band files, else the
-    one GeoTIFF."""
-    safes = sorted(p for p in folder.rglob("*.SAFE") if p.is_dir())
-    if len(safes) > 1:
-        raise InputError(f"{archive_name} holds {len(safes)} SAFE products; zip one product")
-    if safes:
-        return safes[0]
+    """The one image inside an unpacked zip: a SAFE product (a `.SAFE` folder or the folder holding `GRANULE`), else
+    one granule's `IMG_DATA` folder, else the one folder holding band files, else the one GeoTIFF."""
+    products = sorted({p for p in folder.rglob("*.SAFE") if p.is_dir()}
+                      | {p.parent for p in folder.rglob("GRANULE") if p.is_dir()})
+    if len(products) > 1:
+        raise InputError(f"{archive_name} holds {len(products)} SAFE products; zip one product")
+    if products:
+        return products[0]
+    img_data = sorted(p for p in folder.rglob("IMG_DATA") if p.is_dir())
+    if len(img_data) == 1:
+        return img_data[0]
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
     band_folders = sorted({p.parent for p in files if band_of(p.name)})
     if len(band_folders) == 1:

@@ -79,8 +79,8 @@ def mercator_overlay(rgb: np.ndarray, transform: Affine, crs) -> tuple[str, list
 
 
 def _bounds(transform: Affine, width: int, height: int) -> tuple[float, float, float, float]:
-    left, top = transform * (0, 0)
-    right, bottom = transform * (width, height)
+    left, top = transform @ (0, 0)
+    right, bottom = transform @ (width, height)
     return min(left, right), min(top, bottom), max(left, right), max(top, bottom)
 
 
@@ -114,7 +114,7 @@ def map_document(geojson: dict, quicklook: tuple[np.ndarray, Affine, object] | N
         f'<div><span style="display:inline-block;width:12px;height:12px;margin-right:6px;background:{colour}">'
         f"</span>{html.escape(label)}</div>" for label, colour in colours.items())
     fmap.get_root().html.add_child(Element(
-        '<div class="tile-legend" style="position:absolute;bottom:24px;left:10px;z-index:1000;background:white;'
+        '<div class="tile-legend" style="position:absolute;bottom:28px;right:10px;z-index:1000;background:white;'
         f'padding:6px 8px;font:12px sans-serif;border-radius:4px;opacity:0.9">{legend}</div>'))
     return fmap.get_root().render()
 
