@@ -42,7 +42,8 @@ THEME = gr.themes.Default(font=(gr.themes.LocalFont("Source Sans Pro"), "ui-sans
 CSS = """
 .band-table table { font-size: 0.8em; }
 .band-table th, .band-table td { padding: 1px 8px !important; }
-#caption-output textarea { font-size: 1.05em; }
+#caption-output textarea { font-size: 1.05em; opacity: 1 !important; color: var(--body-text-color) !important;
+                           -webkit-text-fill-color: var(--body-text-color) !important; }
 """
 MAP_TASKS = ("classification", "caption", "both")
 QUICKLOOK_CACHE = 32
@@ -222,7 +223,7 @@ class SpectralApp:
         result = self.session.classify(source)
         if not result["labels"]:
             gr.Warning("the answer names no known land-cover class; see the raw answer")
-        return [(label, "label") for label in result["labels"]], result["text"]
+        return [(label, label) for label in result["labels"]], result["text"]
 
     @_page_errors
     def page_chat(self, state, message: str, history: list):
@@ -316,8 +317,9 @@ class SpectralApp:
                     caption_text = gr.Textbox(label="caption", lines=3, interactive=False, elem_id="caption-output")
                 with gr.Tab("Classify"):
                     classify_button = gr.Button("Classify", variant="primary", elem_id="classify-button")
-                    labels = gr.HighlightedText(label="land-cover classes", show_legend=False, elem_id="labels")
-                    raw_answer = gr.Textbox(label="model answer", interactive=False)
+                    labels = gr.HighlightedText(label="land-cover classes", show_legend=False,
+                                                show_inline_category=False, elem_id="labels")
+                    raw_answer = gr.Textbox(label="model answer", interactive=False, elem_id="classify-answer")
                 with gr.Tab("Chat"):
                     chatbot = gr.Chatbot(label="chat about the image", height=320, elem_id="chat")
                     question = gr.Textbox(label="question", placeholder="[caption] What is in this image?",

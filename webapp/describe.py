@@ -123,7 +123,7 @@ def native_pixel_sizes(source: Path) -> dict[str, float]:
 
 
 def _pixel_label(size: float, geographic: bool) -> str:
-    return f"{size:.3g}°" if geographic else f"{size:g} m"
+    return f"{size:.3g}°" if geographic else f"{size:.3g} m"
 
 
 def band_rows(metadata: dict, model_bands, sizes: dict[str, float], geographic: bool) -> list[dict]:

@@ -28,6 +28,7 @@ def test_upload_caption_and_screenshot(app_server, app_session, data, artifacts)
         for image in ("#true-colour img", "#false-colour img"):
             assert page.locator(image).evaluate("img => img.complete && img.naturalWidth") >= 256
         shot = artifacts / "app-caption.png"
+        page.wait_for_timeout(1000)  # gradio fades updated outputs in
         page.screenshot(path=str(shot), full_page=True)
         print(f"screenshot: {shot}")
         assert foreign_requests(requests, url) == []
@@ -52,8 +53,27 @@ def test_band_files_mapped_on_the_leaflet_map(app_server, data, artifacts):
         for suffix in ("-tiles.geojson", "-tiles.parquet", "-tiles_overview.png"):
             assert f"{data.ben_patch.name}{suffix}" in downloads
         shot = artifacts / "app-map.png"
+        page.wait_for_timeout(1000)
         page.screenshot(path=str(shot), full_page=True)
         print(f"screenshot: {shot}")
+        assert foreign_requests(requests, url) == []
+
+
+def test_classify_and_streamed_chat_in_the_page(app_server, app_session, data):
+    url, _ = app_server
+    with browser_page(url) as (page, requests):
+        upload(page, data.forest)
+        page.get_by_role("tab", name="Classify").click()
+        answer = click_and_read(page, "#classify-button", "#classify-answer")
+        assert answer == app_session.classify(data.forest)["text"]
+        page.get_by_role("tab", name="Chat").click()
+        page.locator("#question textarea").fill("[caption] What is in this image?")
+        page.locator("#question textarea").press("Enter")
+        bot = page.locator("#chat .bot").last
+        expected = list(app_session.chat_stream(data.forest, [], "[caption] What is in this image?"))[-1]
+        page.wait_for_function("([element, text]) => element.innerText.trim() === text",
+                               arg=[bot.element_handle(timeout=120_000), expected.strip()], timeout=120_000)
+        assert "What is in this image?" in page.locator("#chat .user").last.inner_text()
         assert foreign_requests(requests, url) == []
 
 
@@ -65,10 +85,10 @@ def test_errors_show_in_the_page_and_the_server_keeps_serving(app_server, data, 
     with browser_page(url) as (page, _):
         page.locator("#upload input[type=file]").set_input_files(str(corrupt))
         page.get_by_text("cannot read the pixels of broken.tif: the file is truncated or corrupt").first.wait_for(
-            timeout=60_000)
+            timeout=120_000)
         page.locator("#upload input[type=file]").set_input_files([str(p) for p in three])
-        page.get_by_text("B01, B05, B06, B07, B08, B8A, B09, B11, B12 missing").first.wait_for(timeout=60_000)
+        page.get_by_text("B01, B05, B06, B07, B08, B8A, B09, B11, B12 missing").first.wait_for(timeout=120_000)
         page.locator("#sample input").click()
         page.get_by_role("option", name="EuroSAT River (13-band GeoTIFF, 64 px)").click()
-        page.locator("#status").get_by_text("Loaded River_1.tif").wait_for(timeout=60_000)
+        page.locator("#status").get_by_text("Loaded River_1.tif").wait_for(timeout=120_000)
         assert click_and_read(page, "#caption-button", "#caption-output")
