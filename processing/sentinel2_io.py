@@ -380,6 +380,19 @@ def _read_band_files(where: str, files: dict, method: Resampling) -> SpectralIma
     return SpectralImage(data, names, _metadata(where, ref_crs, ref_transform, ref_shape, ref_nodata, len(names)))
 
 
+NOMINAL_PIXEL_SIZE_M = 10.0  # the finest Sentinel-2 grid, which every reader here resamples to
+
+
+def ground_extent(height: int, width: int, transform=None, crs=None) -> tuple[float, float]:
+    """(height, width) in metres of a height x width grid: from the pixel size in a projected CRS, else (arrays,
+    geographic CRSs) assuming 10 m pixels."""
+    if transform is not None and crs is not None and crs.is_projected:
+        metres = crs.linear_units_factor[1]
+        return (height * math.hypot(transform.d, transform.e) * metres,
+                width * math.hypot(transform.a, transform.b) * metres)
+    return height * NOMINAL_PIXEL_SIZE_M, width * NOMINAL_PIXEL_SIZE_M
+
+
 def band_sources(source, select_bands=None) -> tuple[dict, str | None]:
     """({band: file} of a band folder / SAFE product / path prefix, None) or ({}, path) for a multi-band file."""
     path = os.fspath(source)
@@ -570,5 +583,5 @@ def _upsampling_weights(start: int, length: int, factor: int, size: int, method)
     return (first, stop), weights
 
 
-__all__ = ["SpectralImage", "SceneReader", "read_image", "safe_band_files", "product_id", "canonical_band_name", "canonical_band_names", "CANONICAL_BANDS",
+__all__ = ["SpectralImage", "SceneReader", "read_image", "safe_band_files", "product_id", "ground_extent", "canonical_band_name", "canonical_band_names", "CANONICAL_BANDS",
            "SPECTRALGPT_BANDS", "EUROSAT_FILE_ORDER", "KNOWN_LAYOUTS", "RESAMPLING_METHODS"]

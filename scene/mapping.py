@@ -74,7 +74,7 @@ def _footprint(transform, tile) -> "object":
 
     corners = [(tile.x, tile.y), (tile.x + tile.size, tile.y), (tile.x + tile.size, tile.y + tile.size),
                (tile.x, tile.y + tile.size)]
-    return shapely.Polygon([transform * corner for corner in corners])
+    return shapely.Polygon([transform @ corner for corner in corners])
 
 
 def map_scene(source, model, processor, output, *, task: str = "classification", tile_size: int | None = None,

@@ -144,13 +144,19 @@ def add_evaluate_parser(subparsers):
 def run_classify(args):
     from train.evaluate import classify_images, load_model
 
+    from .caption import refuse_squashed_inputs
+
     model, processor = load_model(args.model)
+    if not args.resize_whole_image:
+        refuse_squashed_inputs(args.paths, processor.image_processor, args.model)
     for row in classify_images(model, processor, args.paths, batch_size=args.batch_size,
                                max_new_tokens=args.max_new_tokens):
         print(json.dumps({"image": row["image"], "labels": row["labels"]}), flush=True)
 
 
 def add_classify_parser(subparsers):
+    from .caption import add_resize_whole_image_argument
+
     parser = subparsers.add_parser(
         "classify", help="land-cover labels of images from generated text, one JSON line per image",
         description='Prints {"image": PATH, "labels": [...]} per image, most likely label first; EuroSAT labels are '
@@ -159,6 +165,7 @@ def add_classify_parser(subparsers):
     parser.add_argument("paths", nargs="+", metavar="PATH", help="GeoTIFFs or patch folders")
     parser.add_argument("--batch-size", type=_positive, default=4)
     parser.add_argument("--max-new-tokens", type=_positive, default=64)
+    add_resize_whole_image_argument(parser)
     parser.set_defaults(func=run_classify)
     return parser
 
