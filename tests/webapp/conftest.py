@@ -118,6 +118,29 @@ def ben_zip(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def safe_zip(tmp_path_factory):
+    """A zipped Level-2A SAFE product holding the Major-TOM crop's real bands as lossless JPEG2000, each under
+    IMG_DATA/R10m, R20m or R60m by its native resolution, named as in a real product."""
+    import rasterio
+
+    product = MAJOR_TOM.name + ".SAFE"
+    root = tmp_path_factory.mktemp("safe")
+    img_data = root / product / "GRANULE" / "L2A_T33NZA_A036719_20220706T085611" / "IMG_DATA"
+    for source in sorted(MAJOR_TOM.glob("B*.tif")):
+        with rasterio.open(source) as dataset:
+            pixels, profile = dataset.read(1), dataset.profile
+        resolution = round(profile["transform"].a)
+        for key in ("compress", "tiled", "interleave", "blockxsize", "blockysize", "predictor"):
+            profile.pop(key, None)
+        profile.update(driver="JP2OpenJPEG", QUALITY=100, REVERSIBLE="YES")
+        folder = img_data / f"R{resolution}m"
+        folder.mkdir(parents=True, exist_ok=True)
+        with rasterio.open(folder / f"T33NZA_20220706T085611_{source.stem}_{resolution}m.jp2", "w", **profile) as out:
+            out.write(pixels, 1)
+    return zip_folder(root / product, root / "product.zip")
+
+
+@pytest.fixture(scope="session")
 def data():
     """The real sample inputs the tests use, and a helper that zips a folder."""
     return SimpleNamespace(forest=EUROSAT_FOREST, ben_patch=BEN_PATCH, major_tom=MAJOR_TOM, ssl4eo=SSL4EO,

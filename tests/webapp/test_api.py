@@ -38,6 +38,13 @@ def test_caption_of_a_zipped_patch_folder(client, app_session, ben_zip, data):
     assert caption == expected
 
 
+def test_caption_of_a_zipped_safe_product_equals_its_band_folder(client, app_session, safe_zip, data):
+    caption = client.predict(handle_file(str(safe_zip)), api_name="/caption")
+    expected = generate_answers(app_session.model, app_session.processor, [str(data.major_tom)], "caption",
+                                max_new_tokens=app_session.max_new_tokens)[0]["text"]
+    assert caption == expected
+
+
 def test_map_returns_the_geojson_of_map_scene(client, app_session, ben_zip, data, tmp_path):
     from scene import map_scene
 

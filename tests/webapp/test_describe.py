@@ -93,3 +93,16 @@ def test_radiometry_shown_as_the_processor_reports_it(image_processor, data):
 def test_header_extent_needs_no_pixels(data):
     height, width, extent = header_extent(data.ben_patch)
     assert (height, width) == (120, 120) and extent == pytest.approx((1200.0, 1200.0))
+
+
+def test_zipped_safe_product_is_described_from_its_jpeg2000_bands(image_processor, safe_zip, tmp_path):
+    from webapp.inputs import resolve_upload
+
+    source = resolve_upload([str(safe_zip)], tmp_path)
+    assert source.name.endswith(".SAFE")
+    report = describe_input(source, image_processor)
+    rows = rows_by_band(report)
+    assert rows["B02"]["status"] == "found" and rows["B02"]["native pixel"] == "10 m"
+    assert rows["B11"]["status"] == "resampled" and rows["B11"]["native pixel"] == "20 m"
+    assert rows["B09"]["native pixel"] == "60 m" and report.crs == "EPSG:32633"
+    assert (report.height, report.width) == (120, 120)
