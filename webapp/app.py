@@ -29,14 +29,15 @@ import gradio as gr  # noqa: E402
 from gradio.utils import get_upload_folder  # noqa: E402
 from rasterio.errors import RasterioError  # noqa: E402
 
-from .describe import InputReport, describe_input, header_extent  # noqa: E402
+from .describe import InputReport, describe_input, input_footprint_ratio  # noqa: E402
+from processing.image_processing_spectral_llava import MAX_FOOTPRINT_RATIO  # noqa: E402
+
 from .inputs import InputError, InputLimits, available_samples, new_work_dir, resolve_upload  # noqa: E402
 from .model import ModelSession  # noqa: E402
 from .tile_map import map_document, map_iframe  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
-MAX_FOOTPRINT_RATIO = 2.0  # caption/classify/chat refuse inputs wider than this many model footprints
 THEME = gr.themes.Default(font=(gr.themes.LocalFont("Source Sans Pro"), "ui-sans-serif", "system-ui", "sans-serif"),
                           font_mono=(gr.themes.LocalFont("IBM Plex Mono"), "ui-monospace", "monospace"))
 CSS = """
@@ -113,7 +114,7 @@ def _message_text(content) -> str:
 def footprint_markdown(report: InputReport) -> str:
     km = report.tile_px * 10 / 1000
     lines = [f"**Size** {report.width} x {report.height} px"
-             + (f" ({report.extent_m[0] / 1000:.2f} km x {report.extent_m[1] / 1000:.2f} km)" if report.extent_m else "")]
+             + f" ({report.extent_m[1] / 1000:.2f} km x {report.extent_m[0] / 1000:.2f} km)"]
     lines.append(f"**CRS** {report.crs or 'none (not georeferenced)'}")
     if report.lonlat_bounds is not None:
         west, south, east, north = report.lonlat_bounds
@@ -163,13 +164,13 @@ class SpectralApp:
         return resolve_upload(files, self.work_root / "inputs", self.config.limits)
 
     def check_footprint(self, source: Path) -> None:
-        height, width, extent = header_extent(source)
-        tile_m = self.session.tile_px * 10
-        ratio = max(extent) / tile_m if extent else max(height, width) / self.session.tile_px
-        if ratio > MAX_FOOTPRINT_RATIO * 1.01:  # 1 % for pixel sizes such as EuroSAT's 10.01 m
-            raise InputError(f"{source.name} covers {ratio:.1f}x the model's {tile_m / 1000:g} km footprint; one "
-                             "answer for it would squash it into one tile: use the Map tab (API: /map) or "
-                             "`spectral-llava map`")
+        """Refuse an input more than MAX_FOOTPRINT_RATIO times the model's footprint (the rule of
+        `spectral-llava caption`): one answer would squash it into one image."""
+        ratio = input_footprint_ratio(source, self.session.image_processor)
+        if ratio > MAX_FOOTPRINT_RATIO:
+            raise InputError(f"{source.name} covers {ratio:.1f}x the model's {self.session.tile_px / 100:g} km "
+                             "footprint; one answer for it would squash it into one image: use the Map tab (API: "
+                             "/map) or `spectral-llava map`")
 
     @_page_errors
     def load(self, files, sample):

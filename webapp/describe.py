@@ -17,13 +17,13 @@ import rasterio
 from affine import Affine
 from rasterio.warp import transform_bounds
 
-from processing.sentinel2_io import SPECTRALGPT_BANDS, read_image
+from processing.image_processing_spectral_llava import footprint_ratio
+from processing.sentinel2_io import NOMINAL_PIXEL_SIZE_M, SPECTRALGPT_BANDS, SceneReader, ground_extent, read_image
 
 from .inputs import band_of, raster_files
 
 TRUE_COLOUR = ("B04", "B03", "B02")
 FALSE_COLOUR = ("B08", "B04", "B03")
-NOMINAL_PIXEL_M = 10.0
 DISPLAY_MIN_PX = 256  # small patches are enlarged (nearest) so that their pixels stay visible
 DISPLAY_MAX_PX = 768  # large scenes are decimated for the page
 
@@ -36,7 +36,7 @@ class InputReport:
     crs: str | None
     bounds: tuple | None  # (left, bottom, right, top) in `crs`
     lonlat_bounds: tuple | None  # (west, south, east, north), WGS84
-    extent_m: tuple[float, float] | None  # (east-west, north-south) ground extent
+    extent_m: tuple[float, float]  # (north-south, east-west) ground extent (`sentinel2_io.ground_extent`)
     bands: list[dict]  # one row per model band: band, status, native pixel size, note
     radiometry: dict | None
     true_colour: np.ndarray | None
@@ -56,11 +56,8 @@ class InputReport:
 
     @property
     def footprint_ratio(self) -> float:
-        """How many times the model's footprint the input's longer side is (by ground extent when known)."""
-        footprint = self.tile_px * NOMINAL_PIXEL_M
-        if self.extent_m is not None:
-            return max(self.extent_m) / footprint
-        return max(self.height, self.width) / self.tile_px
+        """How many times the model's footprint the input's ground extent is, in the worse direction."""
+        return max(self.extent_m) / (self.tile_px * NOMINAL_PIXEL_SIZE_M)
 
 
 def stretch(bands: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -153,16 +150,6 @@ def band_rows(metadata: dict, model_bands, sizes: dict[str, float], geographic: 
     return rows
 
 
-def ground_extent(bounds, crs) -> tuple[float, float] | None:
-    if bounds is None or crs is None:
-        return None
-    left, bottom, right, top = bounds
-    if crs.is_geographic:
-        mid_lat = math.radians((top + bottom) / 2)
-        return abs(right - left) * 111_320 * math.cos(mid_lat), abs(top - bottom) * 110_574
-    return abs(right - left) * crs.linear_units_factor[1], abs(top - bottom) * crs.linear_units_factor[1]
-
-
 def describe_input(source: Path, image_processor) -> InputReport:
     """Read `source` through the model's image processor (metadata) and the reader (renderings)."""
     features = image_processor(str(source), return_metadata=True)
@@ -184,7 +171,7 @@ def describe_input(source: Path, image_processor) -> InputReport:
     report = InputReport(
         source=source, height=height, width=width, crs=crs.to_string() if crs is not None else None,
         bounds=tuple(bounds) if bounds is not None else None, lonlat_bounds=lonlat,
-        extent_m=ground_extent(bounds, crs),
+        extent_m=ground_extent(height, width, metadata.get("transform"), crs),
         bands=band_rows(metadata, model_bands, sizes, bool(crs is not None and crs.is_geographic)),
         radiometry=metadata.get("radiometry"),
         true_colour=for_display(true_colour) if true_colour is not None else None,
@@ -199,15 +186,7 @@ def describe_input(source: Path, image_processor) -> InputReport:
     return report
 
 
-def header_extent(source: Path) -> tuple[int, int, tuple[float, float] | None]:
-    """(height, width, ground extent in metres or None) of the finest raster of `source`, from headers only."""
-    finest = None
-    for path in raster_files(source):
-        with rasterio.open(path) as dataset:
-            candidate = (abs(dataset.transform.a), dataset.height, dataset.width, dataset.bounds, dataset.crs)
-        if finest is None or candidate[0] < finest[0]:
-            finest = candidate
-    if finest is None:
-        raise FileNotFoundError(f"{source}: no GeoTIFF or JPEG2000 file found")
-    _, height, width, bounds, crs = finest
-    return height, width, ground_extent(bounds, crs)
+def input_footprint_ratio(source: Path, image_processor) -> float:
+    """`footprint_ratio` of an input from its headers (no pixels read), as `spectral-llava caption` computes it."""
+    with SceneReader(str(source), select_bands=image_processor.band_names) as reader:
+        return footprint_ratio(image_processor.image_size, reader.height, reader.width, reader.transform, reader.crs)

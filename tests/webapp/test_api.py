@@ -104,7 +104,7 @@ def test_scene_over_the_configured_limit(small_limit_server, data):
 
 def test_input_wider_than_twice_the_footprint_is_sent_to_the_map(client, data, tmp_path):
     ssl4eo = data.zip_folder(data.ssl4eo, tmp_path / "ssl4eo.zip")  # 264 px, 2.6 km; the model sees 0.64 km
-    with pytest.raises(AppError, match=r"covers 4\.0x the model's 0\.64 km footprint.*use the Map tab"):
+    with pytest.raises(AppError, match=r"covers 4\.1x the model's 0\.64 km footprint.*use the Map tab"):
         client.predict(handle_file(str(ssl4eo)), api_name="/caption")
 
 

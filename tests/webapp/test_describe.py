@@ -9,7 +9,7 @@ from rasterio.warp import transform_bounds
 
 from processing.sentinel2_io import read_image
 from webapp.app import bands_markdown, footprint_markdown, radiometry_markdown
-from webapp.describe import FALSE_COLOUR, TRUE_COLOUR, composite, describe_input, header_extent, stretch
+from webapp.describe import FALSE_COLOUR, TRUE_COLOUR, composite, describe_input, input_footprint_ratio, stretch
 
 
 @pytest.fixture(scope="module")
@@ -90,9 +90,9 @@ def test_radiometry_shown_as_the_processor_reports_it(image_processor, data):
         assert "not reported by this model's image processor" in text
 
 
-def test_header_extent_needs_no_pixels(data):
-    height, width, extent = header_extent(data.ben_patch)
-    assert (height, width) == (120, 120) and extent == pytest.approx((1200.0, 1200.0))
+def test_footprint_ratio_from_headers(image_processor, data):
+    assert input_footprint_ratio(data.ben_patch, image_processor) == pytest.approx(1200 / 640)
+    assert input_footprint_ratio(data.ssl4eo, image_processor) == pytest.approx(2640 / 640)  # EPSG:4326: 10 m px
 
 
 def test_zipped_safe_product_is_described_from_its_jpeg2000_bands(image_processor, safe_zip, tmp_path):
