@@ -136,13 +136,18 @@ def bands_markdown(report: InputReport) -> str:
 
 
 def radiometry_markdown(report: InputReport) -> str:
+    """The processor's `metadata["radiometry"]`: reflectance x 10000 = (raw + offset) x scale, and why."""
     radiometry = report.radiometry
     if not radiometry:
         return ("**Radiometry** not reported by this model's image processor: values are normalised as stored "
                 "(reflectance x 10000)")
-    main = f"offset {radiometry.get('offset')}, scale {radiometry.get('scale')}, from {radiometry.get('source')}"
-    extra = ", ".join(f"{key} {value}" for key, value in radiometry.items() if key not in ("offset", "scale", "source"))
-    return f"**Radiometry** {main}" + (f"; {extra}" if extra else "")
+    text = (f"**Radiometry** reflectance x 10000 = (raw + {radiometry.get('offset')}) x {radiometry.get('scale')}, "
+            f"from {radiometry.get('source')}")
+    if radiometry.get("detail"):
+        text += f" ({radiometry['detail']})"
+    shown = ("offset", "scale", "source", "detail")
+    extra = [f"{key.replace('_', ' ')}: {value}" for key, value in radiometry.items() if key not in shown and value]
+    return text + "".join(f"  \n{line}" for line in extra)
 
 
 class SpectralApp:

@@ -106,3 +106,14 @@ def test_zipped_safe_product_is_described_from_its_jpeg2000_bands(image_processo
     assert rows["B11"]["status"] == "resampled" and rows["B11"]["native pixel"] == "20 m"
     assert rows["B09"]["native pixel"] == "60 m" and report.crs == "EPSG:32633"
     assert (report.height, report.width) == (120, 120)
+
+
+def test_radiometry_line_follows_the_processor_contract(image_processor, data):
+    report = describe_input(data.forest, image_processor)
+    report.radiometry = {"offset": -1000.0, "scale": 1.0, "source": "product_metadata",
+                         "detail": "BOA_ADD_OFFSET in MTD_MSIL2A.xml", "band_offsets": {}, "band_scales": {},
+                         "implausible": ["B01"]}
+    text = radiometry_markdown(report)
+    assert text.startswith("**Radiometry** reflectance x 10000 = (raw + -1000.0) x 1.0, from product_metadata "
+                           "(BOA_ADD_OFFSET in MTD_MSIL2A.xml)")
+    assert text.endswith("implausible: ['B01']") and "band offsets" not in text
