@@ -297,7 +297,8 @@ class SpectralApp:
     def build(self) -> gr.Blocks:
         model_group = {"concurrency_id": "model", "concurrency_limit": self.config.concurrency}
         private = {"api_visibility": "private"}
-        with gr.Blocks(title="Spectral-LLaVA", analytics_enabled=False) as demo:
+        # uploads in gradio's cache are removed after a day, checked hourly
+        with gr.Blocks(title="Spectral-LLaVA", analytics_enabled=False, delete_cache=(3600, 86400)) as demo:
             gr.Markdown(f"## Spectral-LLaVA: Sentinel-2 imagery with a vision-language model\n"
                         f"Model `{self.session.model_dir}` · tile {self.session.tile_px} px at 10 m")
             state = gr.State(None)

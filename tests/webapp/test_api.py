@@ -121,3 +121,20 @@ def test_chat_streams_the_greedy_answer(app_session, data):
     expected = app_session.processor.tokenizer.decode(ids[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
     assert len(pieces) > 1 and pieces[-1] == expected
     assert all(later.startswith(earlier) for earlier, later in zip(pieces, pieces[1:]))
+
+
+def test_map_tab_reports_progress_per_tile_and_renders_the_map(app_server, data):
+    _, app = app_server
+    calls = []
+
+    def progress(value, desc=None, unit=None):
+        calls.append((value, desc, unit))
+
+    state = app.load_sample(next(name for name, path in app.samples.items() if path == data.ben_patch))[0]
+    frame, downloads, summary = app.page_map(state, "classification", progress=progress)
+    steps = [value for value, desc, unit in calls if unit == "tiles"]
+    assert steps[-1] == (4, 4) and [done for done, _ in steps] == sorted(done for done, _ in steps)
+    assert all(total == 4 for _, total in steps)
+    assert frame.startswith('<iframe class="tile-map"') and "leaflet" in frame.lower()
+    assert [path.rsplit(".", 1)[-1] for path in downloads] == ["geojson", "parquet", "png"]
+    assert summary.startswith("**4 tiles mapped**")
