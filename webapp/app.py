@@ -29,9 +29,9 @@ import gradio as gr  # noqa: E402
 from gradio.utils import get_upload_folder  # noqa: E402
 from rasterio.errors import RasterioError  # noqa: E402
 
-from .describe import InputReport, describe_input, input_footprint_ratio  # noqa: E402
 from processing.image_processing_spectral_llava import MAX_FOOTPRINT_RATIO  # noqa: E402
 
+from .describe import InputReport, describe_input, input_footprint_ratio  # noqa: E402
 from .inputs import InputError, InputLimits, available_samples, new_work_dir, resolve_upload  # noqa: E402
 from .model import ModelSession  # noqa: E402
 from .tile_map import map_document, map_iframe  # noqa: E402
@@ -120,9 +120,13 @@ def footprint_markdown(report: InputReport) -> str:
         west, south, east, north = report.lonlat_bounds
         lines.append(f"**Footprint (WGS84)** W {west:.5f}, S {south:.5f}, E {east:.5f}, N {north:.5f}")
     rows, cols = report.tiles
-    if report.larger_than_one_tile:
+    if report.footprint_ratio > MAX_FOOTPRINT_RATIO:
         lines.append(f"**Model tile** {report.tile_px} px = {km:g} km: this input spans {rows} x {cols} tiles "
-                     f"({report.footprint_ratio:.1f}x the footprint); use the Map tab")
+                     f"({report.footprint_ratio:.1f}x the footprint), too large for one answer: use the Map tab")
+    elif report.larger_than_one_tile:
+        lines.append(f"**Model tile** {report.tile_px} px = {km:g} km: this input spans {rows} x {cols} tiles "
+                     f"({report.footprint_ratio:.1f}x the footprint); one answer sees it resized to one tile, "
+                     "the Map tab answers tile by tile")
     else:
         lines.append(f"**Model tile** {report.tile_px} px = {km:g} km: the input fits one tile")
     lines += [f"*{note}*" for note in report.notes]
@@ -193,7 +197,7 @@ class SpectralApp:
         if missing:
             gr.Warning(f"{source.name}: band(s) {', '.join(missing)} missing or entirely no-data; filled with the "
                        "dataset mean and masked (see the band table)")
-        state = {"source": str(source), "larger_than_one_tile": report.larger_than_one_tile}
+        state = {"source": str(source)}
         can_map = report.larger_than_one_tile and report.crs is not None
         map_note = ("Map the input tile by tile; each tile is coloured by its first label."
                     if can_map else f"Mapping needs a georeferenced input larger than one model tile "
@@ -206,7 +210,7 @@ class SpectralApp:
         return self.load(files, None)
 
     def load_sample(self, sample):
-        return self.load(None, sample) if sample else (gr.skip(),) * 15
+        return self.load(None, sample)
 
     @staticmethod
     def _source(state) -> Path:
