@@ -138,3 +138,17 @@ def test_map_tab_reports_progress_per_tile_and_renders_the_map(app_server, data)
     assert frame.startswith('<iframe class="tile-map"') and "leaflet" in frame.lower()
     assert [path.rsplit(".", 1)[-1] for path in downloads] == ["geojson", "parquet", "png"]
     assert summary.startswith("**4 tiles mapped**")
+
+
+def test_no_analytics_and_model_requests_share_one_queue_slot(app_session, tmp_path):
+    import os
+
+    from webapp import AppConfig, SpectralApp
+
+    demo = SpectralApp(app_session, AppConfig(model_dir=app_session.model_dir, work_root=str(tmp_path))).build()
+    assert demo.analytics_enabled is False and os.environ["GRADIO_ANALYTICS_ENABLED"] == "False"
+    model_events = [fn for fn in demo.fns.values() if fn.concurrency_id == "model"]
+    names = {fn.name for fn in model_events}
+    assert {"page_caption", "page_classify", "page_chat", "page_map", "api_caption", "api_classify",
+            "api_map"} <= names
+    assert {fn.concurrency_limit for fn in model_events} == {1}
