@@ -18,7 +18,8 @@ def add_parser(subparsers):
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--concurrency", type=int, default=1,
                         help="model requests run at once; the others wait in gradio's queue (default: 1)")
-    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--max-new-tokens", type=int, default=64,
+                        help="tokens generated per answer: caption, labels, chat turn, each mapped tile (default: 64)")
     parser.add_argument("--max-scene-pixels", type=int, default=None,
                         help="refuse inputs whose largest band has more pixels (default: 2048 x 2048)")
     parser.add_argument("--max-upload-mb", type=int, default=1024, help="largest upload accepted (default: 1024)")

@@ -87,7 +87,9 @@ class ModelSession:
             raise failure[0]
 
     def map_tiles(self, source: Path, output: Path, task: str = "classification", progress=None, **options):
-        """Tile `source` with `scene.map_scene` (the model's footprint per tile) into `output` -> MapResult."""
+        """Tile `source` with `scene.map_scene` (the model's footprint per tile, `max_new_tokens` per answer) into
+        `output` -> MapResult."""
         from scene import map_scene
 
-        return map_scene(str(source), self.model, self.processor, output, task=task, progress=progress, **options)
+        return map_scene(str(source), self.model, self.processor, output, task=task, progress=progress,
+                         max_new_tokens=self.max_new_tokens, **options)

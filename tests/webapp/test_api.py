@@ -53,7 +53,7 @@ def test_map_returns_the_geojson_of_map_scene(client, app_session, ben_zip, data
     with open(path, encoding="utf-8") as f:
         collection = json.load(f)
     direct = map_scene(str(data.ben_patch), app_session.model, app_session.processor, tmp_path / "direct.geojson",
-                       overview=False)
+                       overview=False, max_new_tokens=app_session.max_new_tokens)
     features = collection["features"]
     assert len(features) == len(direct.rows) == 4  # 120 px with 64 px tiles: 2 x 2, the edge tiles shifted inward
     assert [f["properties"]["labels"] for f in features] == [row["labels"] for row in direct.rows]
