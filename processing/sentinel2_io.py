@@ -46,6 +46,10 @@ _SAFE_RESOLUTION_FOLDER_RE = re.compile(r"^R(10|20|60)m$")
 PRODUCT_NAME_RE = re.compile(r"S2[A-D]_MSIL(?:1C|2A)_\d{8}T\d{6}_N\d{4}_R\d{3}_T\w{5}_\d{8}T\d{6}")
 # Faster GeoTIFF opening: no directory listing per open, CRS straight from the GeoKeys (same CRS, no EPSG lookup).
 _GDAL_OPTIONS = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "GTIFF_SRS_SOURCE": "GEOKEYS"}
+# Windowed scene reads cap GDAL's block cache (default: 5% of RAM): with tiles visited strip by strip (scene.tiling)
+# the blocks in use fit easily (12 bands x a few 1024 x 1024 uint16 JPEG2000 / GeoTIFF blocks of 2 MiB).
+SCENE_GDAL_CACHE_BYTES = 256 * 2**20
+_SCENE_GDAL_OPTIONS = {**_GDAL_OPTIONS, "GDAL_CACHEMAX": SCENE_GDAL_CACHE_BYTES}
 
 
 def canonical_band_name(name: str) -> str:
@@ -425,7 +429,7 @@ class SceneReader:
         self.method = _resampling(resampling)
         self._datasets: dict = {}
         self._pid = None
-        with rasterio.Env(**_GDAL_OPTIONS):
+        with rasterio.Env(**_SCENE_GDAL_OPTIONS):
             files, multiband = band_sources(self.source, select_bands)
             if multiband is not None:
                 with _open(multiband) as dataset:
@@ -493,7 +497,7 @@ class SceneReader:
         window = Window(col_off, row_off, width, height)
         dst_transform = window_transform(window, self.transform)
         data = np.empty((len(self.band_names), height, width), dtype=np.float32)
-        with rasterio.Env(**_GDAL_OPTIONS):
+        with rasterio.Env(**_SCENE_GDAL_OPTIONS):
             if self._multiband is not None:
                 dataset = self._dataset(self._multiband)
                 indexes = [self._indexes[band] for band in self.band_names]
@@ -512,7 +516,7 @@ class SceneReader:
         factor = max(1.0, max(self.height, self.width) / max_size)
         shape = (max(1, round(self.height / factor)), max(1, round(self.width / factor)))
         out = np.full((len(bands), *shape), np.nan, dtype=np.float32)
-        with rasterio.Env(**_GDAL_OPTIONS):
+        with rasterio.Env(**_SCENE_GDAL_OPTIONS):
             for index, band in enumerate(bands):
                 if band not in self.band_names:
                     continue
