@@ -23,9 +23,9 @@ def chromium_path() -> str | None:
 
 
 @contextmanager
-def browser_page(base_url: str, width: int = 1280, height: int = 900):
-    """(page, requests) on a fresh Chromium; `requests` collects every URL the page asks for, so callers can
-    check that nothing left `base_url`'s host."""
+def browser_page(base_url: str, width: int = 1280, height: int = 900, ready: str | None = "#upload"):
+    """(page, requests) on a fresh Chromium at `base_url`, once the `ready` element shows (the app's upload box);
+    `requests` collects every URL the page asks for, so callers can check that nothing left `base_url`'s host."""
     from playwright.sync_api import sync_playwright
 
     executable = chromium_path()
@@ -38,7 +38,8 @@ def browser_page(base_url: str, width: int = 1280, height: int = 900):
             page = browser.new_page(viewport={"width": width, "height": height})
             page.on("request", lambda request: requests.append(request.url))
             page.goto(base_url, wait_until="load")
-            page.locator("#upload").wait_for()
+            if ready:
+                page.locator(ready).wait_for()
             yield page, requests
         finally:
             browser.close()

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import folium
 import numpy as np
-from branca.element import Element
+from branca.element import Element, MacroElement
+from jinja2 import Template
 from PIL import Image
 from rasterio.transform import Affine
 from rasterio.warp import Resampling, calculate_default_transform, reproject, transform_bounds
@@ -41,6 +42,30 @@ class OfflineMap(folium.Map):
         header.add_child(Element(f"<style>{css}</style>"), name="leaflet_css")
         header.add_child(Element(f"<script>{js}</script>"), name="leaflet")
         super().render(**kwargs)
+
+
+class RefitWhenShown(MacroElement):
+    """Leaflet measures its container once: a map document laid out while hidden (a tab not shown yet, an iframe
+    still at zero size) would draw every tile at one point. This resizes the map whenever its container does, and
+    fits the tiles the first time the container has a size."""
+
+    _template = Template("""
+        {% macro script(this, kwargs) %}
+        (function () {
+            var map = {{ this._parent.get_name() }}, layer = {{ this.layer.get_name() }};
+            var container = map.getContainer(), fitted = container.clientWidth > 0;
+            new ResizeObserver(function () {
+                map.invalidateSize();
+                if (!fitted && container.clientWidth > 0) { map.fitBounds(layer.getBounds()); fitted = true; }
+            }).observe(container);
+        })();
+        {% endmacro %}
+    """)
+
+    def __init__(self, layer):
+        super().__init__()
+        self._name = "RefitWhenShown"
+        self.layer = layer
 
 
 def label_colours(features: list[dict]) -> dict[str, str]:
@@ -110,6 +135,7 @@ def map_document(geojson: dict, quicklook: tuple[np.ndarray, Affine, object] | N
     ).add_to(fmap)
     folium.LayerControl(collapsed=False).add_to(fmap)
     fmap.fit_bounds(layer.get_bounds())
+    RefitWhenShown(layer).add_to(fmap)
     legend = "".join(
         f'<div><span style="display:inline-block;width:12px;height:12px;margin-right:6px;background:{colour}">'
         f"</span>{html.escape(label)}</div>" for label, colour in colours.items())

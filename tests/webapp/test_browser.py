@@ -92,3 +92,22 @@ def test_errors_show_in_the_page_and_the_server_keeps_serving(app_server, data, 
         page.get_by_role("option", name="EuroSAT River (13-band GeoTIFF, 64 px)").click()
         page.locator("#status").get_by_text("Loaded River_1.tif").wait_for(timeout=120_000)
         assert click_and_read(page, "#caption-button", "#caption-output")
+
+
+def test_map_laid_out_while_hidden_fits_its_tiles_when_shown():
+    from webapp.tile_map import map_document, map_iframe
+
+    ring = [[15.0, 45.0], [15.01, 45.0], [15.01, 45.01], [15.0, 45.01], [15.0, 45.0]]
+    collection = {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]},
+         "properties": {"tile_id": "t0", "labels": ["Forest"]}}]}
+    frame = map_iframe(map_document(collection), height_px=400)
+    with browser_page("about:blank", ready=None) as (page, requests):
+        page.set_content(f'<div id="holder" style="display:none">{frame}</div>')
+        page.wait_for_timeout(500)  # Leaflet initialises inside the hidden frame
+        page.evaluate("document.getElementById('holder').style.display = 'block'")
+        tile = page.frame_locator("iframe.tile-map").locator("path.leaflet-interactive")
+        tile.wait_for(timeout=30_000)
+        box = tile.bounding_box()
+        assert box["width"] > 50 and box["height"] > 50
+        assert requests == []  # Leaflet, the tiles and the page: nothing fetched
