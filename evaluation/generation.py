@@ -53,6 +53,26 @@ def generate_answers(model, processor, paths: Sequence[str], task: str, question
     return answers
 
 
+def refuse_squashed_inputs(paths: Sequence[str], image_processor, model_dir: str) -> None:
+    """Refuse inputs whose ground extent exceeds the model's footprint more than MAX_FOOTPRINT_RATIO times in either
+    direction: one answer for a whole scene squashed into the model's image size is not what the user wants."""
+    from processing.image_processing_spectral_llava import MAX_FOOTPRINT_RATIO, footprint_ratio
+    from processing.sentinel2_io import SceneReader
+
+    size = image_processor.image_size
+    for path in paths:
+        with SceneReader(path, select_bands=image_processor.band_names) as reader:  # headers only
+            height, width = reader.height, reader.width
+            if getattr(image_processor, "do_center_crop", False):
+                height, width = min(height, image_processor.crop_size), min(width, image_processor.crop_size)
+            ratio = footprint_ratio(size, height, width, reader.transform, reader.crs)
+        if ratio > MAX_FOOTPRINT_RATIO:
+            raise ValueError(f"{path} covers {ratio:.1f}x the model's footprint ({size} px x 10 m) and would be "
+                             f"squashed into one {size}x{size} image; map it tile by tile with `spectral-llava map "
+                             f"{path} --model {model_dir} --output tiles.parquet`, or pass --resize-whole-image to "
+                             "answer for the whole image anyway")
+
+
 def _token_spans(tokenizer, token_ids: Sequence[int]):
     """Character span of each token in `tokenizer.decode(token_ids)` (prefix decoding, exact for any tokenizer)."""
     spans, previous = [], 0

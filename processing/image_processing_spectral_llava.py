@@ -17,7 +17,8 @@ from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
 from transformers.processing_utils import ImagesKwargs
 from transformers.utils import logging
 
-from .sentinel2_io import SPECTRALGPT_BANDS, SpectralImage, _resampling, canonical_band_names, read_image
+from .sentinel2_io import (NOMINAL_PIXEL_SIZE_M, SPECTRALGPT_BANDS, SpectralImage, _resampling, canonical_band_names,
+                           ground_extent, read_image)
 
 
 logger = logging.get_logger(__name__)
@@ -26,6 +27,9 @@ SPECTRALGPT_MEAN = (1370.19151926, 1184.3824625, 1120.77120066, 1136.26026392, 1
                     1846.87040806, 1762.59530783, 1972.62420416, 582.72633433, 1732.16362238, 1247.91870117)
 SPECTRALGPT_STD = (633.15169573, 650.2842772, 712.12507725, 965.23119807, 948.9819932, 1108.06650639,
                    1258.36394548, 1233.1492281, 1364.38688993, 472.37967789, 1310.36996126, 1087.6020813)
+# An input whose ground extent exceeds the model's footprint (image_size 10 m pixels) more than this many times in
+# either direction is squashed into one image: warned here, refused by `spectral-llava caption` / `classify`.
+MAX_FOOTPRINT_RATIO = 2.0
 
 
 class SpectralImageProcessorKwargs(ImagesKwargs, total=False):
@@ -131,6 +135,7 @@ class SpectralImageProcessor(BaseImageProcessor):
             image = SpectralImage(image.data[:, top:top + self.crop_size, left:left + self.crop_size],
                                   image.band_names, image.metadata)
             height, width = image.data.shape[1:]
+        self.warn_if_squashed(height, width, image.metadata.get("transform"), image.metadata.get("crs"), where)
         if height < self.patch_size or width < self.patch_size:
             raise ValueError(f"{where}: the image is {height}x{width} pixels, smaller than one {self.patch_size}x"
                              f"{self.patch_size} patch (patch_size in the processor config)")
@@ -172,6 +177,16 @@ class SpectralImageProcessor(BaseImageProcessor):
         metadata.update(band_names=list(image.band_names), band_mask=band_mask.tolist(), valid_mask=valid_mask)
         return values, band_mask, metadata
 
+    def warn_if_squashed(self, height: int, width: int, transform, crs, where: str) -> None:
+        ratio = footprint_ratio(self.image_size, height, width, transform, crs)
+        if ratio > MAX_FOOTPRINT_RATIO and (where, height, width) not in _WARNED_SQUASHED:
+            _WARNED_SQUASHED.add((where, height, width))
+            extent = ground_extent(height, width, transform, crs)
+            logger.warning(f"{where}: {extent[0] / 1000:.2f} km x {extent[1] / 1000:.2f} km is {ratio:.1f}x the "
+                           f"model's footprint ({self.image_size} px x 10 m = {self.image_size / 100:.2f} km) and is "
+                           f"squashed into one {self.image_size}x{self.image_size} image; map it tile by tile with "
+                           "`spectral-llava map` instead")
+
     def resize(self, images: list[np.ndarray]) -> torch.Tensor:
         """Bicubic resize of (C, H, W) arrays to (B, C, S, S).
 
@@ -189,6 +204,12 @@ class SpectralImageProcessor(BaseImageProcessor):
             resized_cols = torch.from_numpy(image).reshape(channels * height, width) @ cols
             out[index] = rows @ resized_cols.reshape(channels, height, self.image_size)
         return out
+
+
+def footprint_ratio(image_size: int, height: int, width: int, transform=None, crs=None) -> float:
+    """How many times a height x width image's ground extent exceeds a model's footprint (image_size pixels of 10 m),
+    in the worse direction."""
+    return max(ground_extent(height, width, transform, crs)) / (image_size * NOMINAL_PIXEL_SIZE_M)
 
 
 @functools.lru_cache(maxsize=32)
@@ -215,6 +236,7 @@ def _default_statistic(band_names, values, argument):
 
 
 _WARNED_MISSING: set = set()
+_WARNED_SQUASHED: set = set()
 
 
 def _warn_missing_once(bands: list[str], where: str) -> None:
@@ -236,4 +258,5 @@ def flatten_images(images) -> list:
 
 SpectralImageProcessor.register_for_auto_class("AutoImageProcessor")
 
-__all__ = ["SpectralImageProcessor", "flatten_images", "SPECTRALGPT_MEAN", "SPECTRALGPT_STD"]
+__all__ = ["SpectralImageProcessor", "flatten_images", "SPECTRALGPT_MEAN", "SPECTRALGPT_STD", "MAX_FOOTPRINT_RATIO",
+           "footprint_ratio"]

@@ -4,9 +4,12 @@ Remote code: copied flat into saved model directories next to the image processo
 libraries.
 
 `read_image(source, band_names=None, resampling="bilinear")` turns a GeoTIFF, a patch folder with one file per
-band, an array or a tensor into a `SpectralImage` on the 10 m grid, with its bands named canonically.
+band, a Sentinel-2 SAFE product (or its granule, IMG_DATA or R10m/R20m/R60m folder), an array or a tensor into a
+`SpectralImage` on the 10 m grid, with its bands named canonically. `SceneReader(source)` reads windows of the
+same grid without loading the scene (memory bounded by the window, for scene tiling).
 """
 
+import glob
 import math
 import os
 import re
@@ -19,7 +22,9 @@ import torch.nn.functional as F
 from rasterio.coords import BoundingBox
 from rasterio.errors import RasterioError
 from rasterio.transform import array_bounds
-from rasterio.warp import Resampling, reproject
+from rasterio.warp import Resampling, reproject, transform_bounds
+from rasterio.windows import Window, from_bounds
+from rasterio.windows import transform as window_transform
 
 CANONICAL_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12")
 # SpectralGPT's 12 bands in model order (B10, cirrus, dropped).
@@ -30,12 +35,21 @@ EUROSAT_FILE_ORDER = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B
 KNOWN_LAYOUTS = {12: SPECTRALGPT_BANDS, 13: EUROSAT_FILE_ORDER}
 # BigEarthNet statistics used by SpectralGPT (reflectance x 10000), in SPECTRALGPT_BANDS order.
 RESAMPLING_METHODS = ("nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average")
-RASTER_EXTENSIONS = (".tif", ".tiff")
+RASTER_EXTENSIONS = (".tif", ".tiff", ".jp2")
 _BAND_NAME_RE = re.compile(r"^B?0*(\d{1,2})(A?)$", re.IGNORECASE)
-# A band file's stem ends in its band name: "B02", "B2", "B8A" or "<patch>_B02".
-_BAND_FILE_RE = re.compile(r"^(?P<prefix>.*?)(?:^|[_\-.])(?P<band>B\d{1,2}A?)$", re.IGNORECASE)
+# A band file's stem ends in its band name: "B02", "B2", "B8A", "<patch>_B02", or, in Level-2A SAFE products,
+# "<tile>_<datetime>_B02_10m" (band then resolution).
+_BAND_FILE_RE = re.compile(r"^(?P<prefix>.*?)(?:^|[_\-.])(?P<band>B\d{1,2}A?)(?:_(?P<resolution>\d{2})m)?$",
+                           re.IGNORECASE)
+_SAFE_RESOLUTION_FOLDER_RE = re.compile(r"^R(10|20|60)m$")
+# A Sentinel-2 product name, e.g. S2A_MSIL2A_20220706T085611_N0400_R007_T33NZA_20220706T153419
+PRODUCT_NAME_RE = re.compile(r"S2[A-D]_MSIL(?:1C|2A)_\d{8}T\d{6}_N\d{4}_R\d{3}_T\w{5}_\d{8}T\d{6}")
 # Faster GeoTIFF opening: no directory listing per open, CRS straight from the GeoKeys (same CRS, no EPSG lookup).
 _GDAL_OPTIONS = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "GTIFF_SRS_SOURCE": "GEOKEYS"}
+# Windowed scene reads cap GDAL's block cache (default: 5% of RAM): with tiles visited strip by strip (scene.tiling)
+# the blocks in use fit easily (12 bands x a few 1024 x 1024 uint16 JPEG2000 / GeoTIFF blocks of 2 MiB).
+SCENE_GDAL_CACHE_BYTES = 256 * 2**20
+_SCENE_GDAL_OPTIONS = {**_GDAL_OPTIONS, "GDAL_CACHEMAX": SCENE_GDAL_CACHE_BYTES}
 
 
 def canonical_band_name(name: str) -> str:
@@ -115,18 +129,14 @@ def read_image(source, band_names=None, resampling: str = "bilinear", select_ban
         return _from_array(source, band_names)
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
+        if os.path.isdir(path) and band_names is not None:
+            raise ValueError(f"band_names= names the channels of an array or multi-band file, but {path} "
+                             "is a band folder whose file names give the bands; use select_bands= instead")
         with rasterio.Env(**_GDAL_OPTIONS):
-            if os.path.isdir(path):
-                if band_names is not None:
-                    raise ValueError(f"band_names= names the channels of an array or multi-band file, but {path} "
-                                     "is a band folder whose file names give the bands; use select_bands= instead")
-                return _read_band_files(path, _band_files_in(path, select_bands), method)
-            if os.path.isfile(path):
-                return _read_multiband_file(path, band_names)
-            prefixed = _band_files_with_prefix(path, select_bands)
-            if prefixed:
-                return _read_band_files(path, prefixed, method)
-        raise FileNotFoundError(f"no such image file or band folder: {path}")
+            files, multiband = band_sources(path, select_bands)
+            if multiband is not None:
+                return _read_multiband_file(multiband, band_names)
+            return _read_band_files(path, files, method)
     raise TypeError(f"cannot read an image from a {type(source).__name__}; pass a GeoTIFF path, a band folder, "
                     "a numpy array or a torch tensor")
 
@@ -159,12 +169,17 @@ def _open(path: str, driver=None):
     try:
         return rasterio.open(path, driver=driver)
     except RasterioError as err:
-        raise ValueError(f"cannot read {path}: not a readable GeoTIFF ({err})") from err
+        kind = "JPEG2000" if path.lower().endswith(".jp2") else "GeoTIFF"
+        raise ValueError(f"cannot read {path}: not a readable {kind} ({err})") from err
 
 
-def _read_all(dataset, path: str, indexes=None) -> np.ndarray:
+def _open_band_file(path: str):
+    return _open(path, driver="JP2OpenJPEG" if path.lower().endswith(".jp2") else "GTiff")
+
+
+def _read_all(dataset, path: str, indexes=None, window=None) -> np.ndarray:
     try:
-        return dataset.read(indexes)
+        return dataset.read(indexes, window=window)
     except RasterioError as err:
         raise ValueError(f"cannot read the pixels of {path}: the file is truncated or corrupt ({err})") from err
 
@@ -201,6 +216,7 @@ def _names_from_file(path: str, dataset) -> list[str]:
 
 
 def _band_file(name: str):
+    """(prefix, canonical band, resolution in m or None) of a band file name, or None."""
     stem, extension = os.path.splitext(name)
     if extension.lower() not in RASTER_EXTENSIONS:
         return None
@@ -208,15 +224,17 @@ def _band_file(name: str):
     if match is None:
         return None
     try:
-        return match.group("prefix"), canonical_band_name(match.group("band"))
+        band = canonical_band_name(match.group("band"))
     except ValueError:
         return None
+    resolution = match.group("resolution")
+    return match.group("prefix"), band, int(resolution) if resolution else None
 
 
 def _select(found: dict, select_bands, where: str) -> dict:
     if not found:
-        raise ValueError(f"{where}: no band files found (expected GeoTIFFs named like B02.tif, B2.tif or "
-                         "<patch>_B02.tif)")
+        raise ValueError(f"{where}: no band files found (expected GeoTIFFs or JPEG2000s named like B02.tif, B2.tif, "
+                         "<patch>_B02.tif or T33UUU_20170216T102101_B02.jp2, or a Sentinel-2 .SAFE product)")
     if select_bands is None:
         return found
     wanted = set(canonical_band_names(select_bands, argument="select_bands"))
@@ -224,6 +242,9 @@ def _select(found: dict, select_bands, where: str) -> dict:
 
 
 def _band_files_in(folder: str, select_bands) -> dict:
+    safe = safe_band_files(folder)
+    if safe is not None:
+        return _select(safe, select_bands, folder)
     by_prefix: dict[str, dict[str, str]] = {}
     for name in sorted(os.listdir(folder)):
         parsed = _band_file(name)
@@ -245,6 +266,58 @@ def _band_files_with_prefix(prefix: str, select_bands) -> dict:
         if parsed is not None and parsed[0] == patch:
             found[parsed[1]] = os.path.join(folder, name)
     return _select(found, select_bands, prefix) if found else {}
+
+
+def safe_band_files(path: str) -> dict | None:
+    """{band: file} of a Sentinel-2 SAFE product, or None when `path` is not part of one.
+
+    `path` is the `.SAFE` folder (one granule), a granule folder, its `IMG_DATA` folder, or one of a Level-2A
+    product's `IMG_DATA/R10m`, `R20m`, `R60m` folders (that resolution only). Level-1C files are named
+    `T33UUU_20170216T102101_B02.jp2`, Level-2A files `T21JUK_20231217T135659_B02_10m.jp2`; where a band exists
+    at several resolutions the finest is taken. B10 (cirrus, not among SpectralGPT's bands) is dropped.
+    """
+    path = os.path.normpath(path)
+    if path.upper().endswith(".SAFE") or os.path.isdir(os.path.join(path, "GRANULE")):
+        img_data = sorted(glob.glob(os.path.join(glob.escape(path), "GRANULE", "*", "IMG_DATA")))
+        if not img_data:
+            raise ValueError(f"{path}: a SAFE product without GRANULE/<granule>/IMG_DATA")
+        if len(img_data) > 1:
+            raise ValueError(f"{path} holds {len(img_data)} granules; pass one granule's IMG_DATA folder "
+                             f"(e.g. {img_data[0]})")
+        path = img_data[0]
+    elif os.path.isdir(os.path.join(path, "IMG_DATA")):
+        path = os.path.join(path, "IMG_DATA")
+    name = os.path.basename(path)
+    if name == "IMG_DATA":
+        folders = [os.path.join(path, r) for r in ("R10m", "R20m", "R60m") if os.path.isdir(os.path.join(path, r))]
+        folders = folders or [path]
+    elif _SAFE_RESOLUTION_FOLDER_RE.match(name) and os.path.basename(os.path.dirname(path)) == "IMG_DATA":
+        folders = [path]
+    else:
+        return None
+    finest: dict[str, tuple[int, str]] = {}
+    for folder in folders:
+        for file_name in sorted(os.listdir(folder)):
+            parsed = _band_file(file_name)
+            if parsed is None or parsed[1] == "B10":
+                continue
+            resolution = parsed[2] or 0
+            if parsed[1] not in finest or resolution < finest[parsed[1]][0]:
+                finest[parsed[1]] = (resolution, os.path.join(folder, file_name))
+    return {band: file for band, (_, file) in finest.items()}
+
+
+def product_id(source) -> str | None:
+    """The Sentinel-2 product name in a path (the `.SAFE` folder, a Major-TOM product folder, a reBEN patch
+    name), else the file or folder name without extension; None for arrays."""
+    if not isinstance(source, (str, os.PathLike)):
+        return None
+    path = os.path.abspath(os.fspath(source))
+    for part in reversed(path.split(os.sep)):
+        match = PRODUCT_NAME_RE.search(part)
+        if match is not None:
+            return match.group(0)
+    return os.path.splitext(os.path.basename(path))[0]
 
 
 def _aligned_factor(src_transform, src_shape, dst_transform, dst_shape):
@@ -289,7 +362,7 @@ def _to_grid(band: np.ndarray, src_transform, src_crs, dst_transform, dst_crs, d
 def _read_band_files(where: str, files: dict, method: Resampling) -> SpectralImage:
     bands = {}
     for band, path in files.items():
-        with _open(path, driver="GTiff") as dataset:
+        with _open_band_file(path) as dataset:
             if dataset.count != 1:
                 raise ValueError(f"{path} should hold the single band {band} but has {dataset.count} bands")
             bands[band] = (_read_all(dataset, path, 1).astype(np.float32, copy=False), dataset.transform,
@@ -311,5 +384,208 @@ def _read_band_files(where: str, files: dict, method: Resampling) -> SpectralIma
     return SpectralImage(data, names, _metadata(where, ref_crs, ref_transform, ref_shape, ref_nodata, len(names)))
 
 
-__all__ = ["SpectralImage", "read_image", "canonical_band_name", "canonical_band_names", "CANONICAL_BANDS",
+NOMINAL_PIXEL_SIZE_M = 10.0  # the finest Sentinel-2 grid, which every reader here resamples to
+
+
+def ground_extent(height: int, width: int, transform=None, crs=None) -> tuple[float, float]:
+    """(height, width) in metres of a height x width grid: from the pixel size in a projected CRS, else (arrays,
+    geographic CRSs) assuming 10 m pixels."""
+    if transform is not None and crs is not None and crs.is_projected:
+        metres = crs.linear_units_factor[1]
+        return (height * math.hypot(transform.d, transform.e) * metres,
+                width * math.hypot(transform.a, transform.b) * metres)
+    return height * NOMINAL_PIXEL_SIZE_M, width * NOMINAL_PIXEL_SIZE_M
+
+
+def band_sources(source, select_bands=None) -> tuple[dict, str | None]:
+    """({band: file} of a band folder / SAFE product / path prefix, None) or ({}, path) for a multi-band file."""
+    path = os.fspath(source)
+    if os.path.isdir(path):
+        return _band_files_in(path, select_bands), None
+    if os.path.isfile(path):
+        return {}, path
+    prefixed = _band_files_with_prefix(path, select_bands)
+    if prefixed:
+        return prefixed, None
+    raise FileNotFoundError(f"no such image file or band folder: {path}")
+
+
+class SceneReader:
+    """Windows of a scene on its finest (10 m) grid, read without loading the scene.
+
+    `source`: a multi-band GeoTIFF, a band folder, a SAFE product (or granule / IMG_DATA / R10m folder) or a path
+    prefix, as for `read_image`. Only header information is read on construction. `read(row_off, col_off, height,
+    width)` reads that window of the reference grid: each band file is read on its own window (with the few extra
+    source pixels resampling needs) and resampled onto the 10 m window, giving the pixels `read_image` gives for
+    the whole scene (see tests), so memory is bounded by the window. Open files are per process: a reader can be
+    pickled into DataLoader workers and reopens its files there.
+
+    Attributes: `source`, `band_names` (canonical order), `height`, `width`, `crs`, `transform`, `nodata`, `files`
+    ({band: path} for band folders, {} for a multi-band file).
+    """
+
+    def __init__(self, source, select_bands=None, resampling: str = "bilinear", band_names=None):
+        self.source = os.fspath(source)
+        self.method = _resampling(resampling)
+        self._datasets: dict = {}
+        self._pid = None
+        with rasterio.Env(**_SCENE_GDAL_OPTIONS):
+            files, multiband = band_sources(self.source, select_bands)
+            if multiband is not None:
+                with _open(multiband) as dataset:
+                    names = canonical_band_names(band_names) if band_names is not None \
+                        else _names_from_file(multiband, dataset)
+                    if len(names) != dataset.count:
+                        raise ValueError(f"band_names has {len(names)} names but {multiband} has {dataset.count} bands")
+                    self._grid = (dataset.transform, dataset.crs, dataset.height, dataset.width, dataset.nodata)
+                wanted = set(canonical_band_names(select_bands, "select_bands")) if select_bands else set(names)
+                self.files = {}
+                self._multiband = multiband
+                self._indexes = {band: index + 1 for index, band in enumerate(names) if band in wanted}
+                self.band_names = [band for band in CANONICAL_BANDS if band in self._indexes]
+                if not self.band_names:
+                    raise ValueError(f"{multiband} holds none of the requested bands {sorted(wanted)}")
+            else:
+                if band_names is not None:
+                    raise ValueError(f"band_names= names the channels of an array or multi-band file, but "
+                                     f"{self.source} is a band folder whose file names give the bands")
+                if not files:
+                    raise ValueError(f"{self.source}: none of the requested bands has a file")
+                self.files = dict(files)
+                self._multiband = None
+                self._grids = {}
+                for band, path in self.files.items():
+                    with _open_band_file(path) as dataset:
+                        if dataset.count != 1:
+                            raise ValueError(f"{path} should hold the single band {band} but has {dataset.count} "
+                                             "bands")
+                        self._grids[band] = (dataset.transform, dataset.crs, dataset.height, dataset.width,
+                                             dataset.nodata)
+                self.band_names = [band for band in CANONICAL_BANDS if band in self.files]
+                reference = min(self.band_names, key=lambda band: abs(self._grids[band][0].a))
+                self._grid = self._grids[reference]
+        self.transform, self.crs, self.height, self.width, self.nodata = self._grid
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_datasets"], state["_pid"] = {}, None
+        return state
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self) -> None:
+        for dataset in self._datasets.values():
+            dataset.close()
+        self._datasets = {}
+
+    def _dataset(self, path: str):
+        if self._pid != os.getpid():  # opened in another process (before a DataLoader fork): reopen here
+            self._datasets, self._pid = {}, os.getpid()
+        if path not in self._datasets:
+            self._datasets[path] = _open_band_file(path) if self._multiband is None else _open(path)
+        return self._datasets[path]
+
+    def read(self, row_off: int, col_off: int, height: int, width: int) -> SpectralImage:
+        """The window (rows row_off.., columns col_off.. of the 10 m grid) as a SpectralImage."""
+        if row_off < 0 or col_off < 0 or row_off + height > self.height or col_off + width > self.width:
+            raise ValueError(f"window ({row_off}, {col_off}, {height}x{width}) lies outside {self.source} "
+                             f"({self.height}x{self.width} pixels)")
+        window = Window(col_off, row_off, width, height)
+        dst_transform = window_transform(window, self.transform)
+        data = np.empty((len(self.band_names), height, width), dtype=np.float32)
+        with rasterio.Env(**_SCENE_GDAL_OPTIONS):
+            if self._multiband is not None:
+                dataset = self._dataset(self._multiband)
+                indexes = [self._indexes[band] for band in self.band_names]
+                data[:] = _read_all(dataset, self._multiband, indexes, window)
+            else:
+                for index, band in enumerate(self.band_names):
+                    data[index] = self._read_band(band, window, dst_transform)
+        metadata = _metadata(self.source, self.crs, dst_transform, (height, width), self.nodata, len(self.band_names))
+        metadata["window"] = (row_off, col_off, height, width)
+        return SpectralImage(data, list(self.band_names), metadata)
+
+    def read_overview(self, bands, max_size: int = 1024) -> np.ndarray:
+        """`bands` of the whole scene, block-averaged to at most `max_size` pixels a side: float32 (len(bands), h, w)
+        (NaN where a band is missing). GDAL decimates while reading (JPEG2000 resolution levels, GeoTIFF
+        overviews or blocks), so the scene is never held at full resolution."""
+        factor = max(1.0, max(self.height, self.width) / max_size)
+        shape = (max(1, round(self.height / factor)), max(1, round(self.width / factor)))
+        out = np.full((len(bands), *shape), np.nan, dtype=np.float32)
+        with rasterio.Env(**_SCENE_GDAL_OPTIONS):
+            for index, band in enumerate(bands):
+                if band not in self.band_names:
+                    continue
+                path = self._multiband or self.files[band]
+                dataset = self._dataset(path)
+                band_index = self._indexes[band] if self._multiband is not None else 1
+                try:
+                    out[index] = dataset.read(band_index, out_shape=shape, resampling=Resampling.average)
+                except RasterioError as err:
+                    raise ValueError(f"cannot read the pixels of {path}: the file is truncated or corrupt ({err})") \
+                        from err
+        return out
+
+    def _read_band(self, band: str, window: Window, dst_transform) -> np.ndarray:
+        path = self.files[band]
+        dataset = self._dataset(path)
+        src_transform, src_crs, src_height, src_width, nodata = self._grids[band]
+        ref_transform, ref_crs = self.transform, self.crs
+        if src_transform.almost_equals(ref_transform) and (src_height, src_width) == (self.height, self.width) \
+                and src_crs == ref_crs:
+            return _read_all(dataset, path, 1, window)
+        if src_crs == ref_crs and nodata is None and self.method in (Resampling.bilinear, Resampling.nearest):
+            factor = _aligned_factor(src_transform, (src_height, src_width), ref_transform, (self.height, self.width))
+            if factor is not None:
+                rows, row_weights = _upsampling_weights(window.row_off, window.height, factor, src_height, self.method)
+                cols, col_weights = _upsampling_weights(window.col_off, window.width, factor, src_width, self.method)
+                source = _read_all(dataset, path, 1, Window(cols[0], rows[0], cols[1] - cols[0], rows[1] - rows[0]))
+                return row_weights @ source.astype(np.float32) @ col_weights.T
+        # General case: reproject a source window covering the destination window with a margin of 3 source
+        # pixels (enough for every kernel in RESAMPLING_METHODS at these scale factors).
+        west, south, east, north = array_bounds(window.height, window.width, dst_transform)
+        if src_crs != ref_crs:
+            west, south, east, north = transform_bounds(ref_crs, src_crs, west, south, east, north, densify_pts=21)
+        covering = from_bounds(west, south, east, north, src_transform)
+        first_col, first_row = math.floor(covering.col_off) - 3, math.floor(covering.row_off) - 3
+        stop_col = math.ceil(covering.col_off + covering.width) + 3
+        stop_row = math.ceil(covering.row_off + covering.height) + 3
+        src_window = Window(first_col, first_row, stop_col - first_col, stop_row - first_row).intersection(
+            Window(0, 0, src_width, src_height))
+        source = _read_all(dataset, path, 1, src_window).astype(np.float32, copy=False)
+        out = np.full((int(window.height), int(window.width)), np.nan, dtype=np.float32)
+        reproject(source, out, src_transform=window_transform(src_window, src_transform), src_crs=src_crs,
+                  src_nodata=nodata, dst_transform=dst_transform, dst_crs=ref_crs, dst_nodata=np.nan,
+                  resampling=self.method)
+        return out
+
+
+def _upsampling_weights(start: int, length: int, factor: int, size: int, method):
+    """((first, stop) source indices, (length, stop - first) weights) that upsample source samples onto the
+    destination samples start..start+length-1 of an axis refined by `factor`: torch's pixel-centre bilinear
+    (align_corners=False, clamped at the edges) or nearest, as `_to_grid` applies to whole bands."""
+    destination = np.arange(start, start + length)
+    if method == Resampling.nearest:
+        low = high = destination // factor
+        fraction = np.zeros(length, dtype=np.float32)
+    else:
+        # in float32 like torch: source position = scale * (index + 0.5) - 0.5, scale = source / destination size
+        scale = np.float32(size) / np.float32(size * factor)
+        position = np.maximum(scale * (destination.astype(np.float32) + np.float32(0.5)) - np.float32(0.5),
+                              np.float32(0))
+        low = np.floor(position).astype(np.int64)
+        high = np.minimum(low + 1, size - 1)
+        fraction = position - low.astype(np.float32)
+    first, stop = int(low.min()), int(high.max()) + 1
+    weights = np.zeros((length, stop - first), dtype=np.float32)
+    np.add.at(weights, (np.arange(length), low - first), 1.0 - fraction)
+    np.add.at(weights, (np.arange(length), high - first), fraction)
+    return (first, stop), weights
+
+
+__all__ = ["SpectralImage", "SceneReader", "read_image", "safe_band_files", "product_id", "ground_extent", "canonical_band_name", "canonical_band_names", "CANONICAL_BANDS",
            "SPECTRALGPT_BANDS", "EUROSAT_FILE_ORDER", "KNOWN_LAYOUTS", "RESAMPLING_METHODS"]

@@ -4,8 +4,8 @@ package's run_* functions and classify_images)."""
 import json
 from dataclasses import asdict, dataclass, field
 
-from evaluation.options import (ClassifyOptions, FeatureOptions, GenerationOptions, ProbeOptions, QualityOptions,
-                                TsneOptions)
+from evaluation.options import (ClassifyOptions, FeatureOptions, FootprintOptions, GenerationOptions, ProbeOptions,
+                                QualityOptions, TsneOptions)
 
 from . import add_command, options_of
 
@@ -72,10 +72,12 @@ def run_quality(args) -> None:
 
 
 def run_classify(args) -> None:
-    from evaluation import classify_images
+    from evaluation import classify_images, refuse_squashed_inputs
     from modeling_spectral_llava.loading import load_model_and_processor
 
     model, processor = load_model_and_processor(args.model)
+    if not args.resize_whole_image:
+        refuse_squashed_inputs(args.paths, processor.image_processor, args.model)
     options = options_of(args, GenerationOptions)
     for row in classify_images(model, processor, args.paths, batch_size=options.batch_size,
                                max_new_tokens=options.max_new_tokens):
@@ -100,7 +102,7 @@ def add_parser(subparsers):
                 help="caption quality: label consistency and a LLaVA-Bench-style judged score (writes quality.json "
                      "and captions.jsonl)")
 
-    classify = add_command(subparsers, "classify", [GenerationOptions], run_classify,
+    classify = add_command(subparsers, "classify", [GenerationOptions, FootprintOptions], run_classify,
                            help="land-cover labels of images from generated text, one JSON line per image",
                            description='Prints {"image": PATH, "labels": [...]} per image, most likely label first; '
                                        "EuroSAT labels are spelled as its class folders, BigEarthNet labels as the "

@@ -1,0 +1,110 @@
+"""The model side of scene mapping: labels and captions for batches of preprocessed tiles."""
+
+from __future__ import annotations
+
+import torch
+
+TASKS = ("classification", "caption", "both")
+DEFAULT_MAX_NEW_TOKENS = {"classification": 48, "caption": 64}
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes bfloat16 natively (CUDA with bf16, or a CPU with AVX512-BF16 / AMX); elsewhere
+    bf16 is emulated and slower than float32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        try:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            return False
+    return False
+
+
+def task_list(task: str) -> list[str]:
+    if task not in TASKS:
+        raise ValueError(f"task={task!r}; expected one of {', '.join(TASKS)}")
+    return ["classification", "caption"] if task == "both" else [task]
+
+
+class TileAnnotator:
+    """Labels and/or captions for a batch of tiles, as `spectral-llava map` computes them.
+
+    The tower runs once per batch (under bfloat16 autocast where the device has native bf16, `bf16=None`), and
+    its features feed batched greedy generation (left-padded prompts, KV cache) for each task. Labels are the
+    `[classification]` answer parsed against `vocabulary` (default: the EuroSAT classes and the 19 BigEarthNet
+    classes), most likely first.
+    """
+
+    def __init__(self, model, processor, task: str = "classification", max_new_tokens: dict | int | None = None,
+                 vocabulary=None, bf16: bool | None = None):
+        from spectral_inst.labels import BEN19_LABELS, EUROSAT_CLASSES
+
+        self.model = model.eval()
+        self.processor = processor
+        self.tasks = task_list(task)
+        if isinstance(max_new_tokens, int):
+            max_new_tokens = {name: max_new_tokens for name in self.tasks}
+        self.max_new_tokens = {**DEFAULT_MAX_NEW_TOKENS, **(max_new_tokens or {})}
+        self.vocabulary = list(vocabulary) if vocabulary is not None else list(EUROSAT_CLASSES) + list(BEN19_LABELS)
+        self.device = next(model.parameters()).device
+        self.bf16 = native_bf16(self.device) if bf16 is None else bf16
+        tokenizer = processor.tokenizer
+        self.stop_ids = {i for i in (tokenizer.eos_token_id, tokenizer.pad_token_id,
+                                     model.generation_config.eos_token_id) if isinstance(i, int)}
+        expand = processor.image_token * processor.num_image_tokens
+        self.prompts = {name: processor.build_prompt(name).replace(processor.image_token, expand)
+                        for name in self.tasks}
+
+    @property
+    def precision(self) -> str:
+        return "bfloat16 autocast (tower)" if self.bf16 else "float32"
+
+    @torch.inference_mode()
+    def vision_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The tower's output at the model's `vision_feature_layer`, float32 (B, T*h*w, D)."""
+        layer = self.model.config.vision_feature_layer
+        pixel_values = pixel_values.to(self.device, self.model.vision_tower.dtype)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            outputs = self.model.vision_tower(pixel_values, output_hidden_states=layer != -1, return_dict=True)
+        features = outputs.last_hidden_state if layer == -1 else outputs.hidden_states[layer]
+        return features.float()
+
+    @torch.inference_mode()
+    def generate(self, task: str, features: torch.Tensor) -> list[dict]:
+        """Greedy answers to `task`'s prompt for each image's tower features: {"text", "token_ids", "logprobs"}."""
+        tokenizer = self.processor.tokenizer
+        inputs = tokenizer([self.prompts[task]] * len(features), return_tensors="pt", padding=True)
+        inputs = {key: value.to(self.device) for key, value in inputs.items()}
+        out = self.model.generate(**inputs, vision_features=features.to(self.model.dtype),
+                                  max_new_tokens=self.max_new_tokens[task], do_sample=False,
+                                  return_dict_in_generate=True, output_scores=True,
+                                  pad_token_id=tokenizer.pad_token_id)
+        logprobs = self.model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)
+        answers = []
+        for ids, scores in zip(out.sequences[:, inputs["input_ids"].shape[1]:].tolist(), logprobs.tolist()):
+            end = next((k for k, token in enumerate(ids) if token in self.stop_ids), len(ids))
+            answers.append({"text": tokenizer.decode(ids[:end], skip_special_tokens=True).strip(),
+                            "token_ids": ids[:end], "logprobs": scores[:end]})
+        return answers
+
+    def __call__(self, pixel_values: torch.Tensor) -> list[dict]:
+        """One dict per image: "labels", "classification_text" (with classification) and "caption" (with
+        captioning). Captioning alone gives as labels the vocabulary classes that the caption mentions."""
+        from evaluation import mentioned_classes, rank_labels
+        from spectral_inst.labels import parse_labels
+
+        if len(pixel_values) == 0:
+            return []
+        features = self.vision_features(pixel_values)
+        results = [{} for _ in range(len(pixel_values))]
+        for task in self.tasks:
+            for result, answer in zip(results, self.generate(task, features)):
+                if task == "caption":
+                    result["caption"] = answer["text"]
+                    result.setdefault("labels", mentioned_classes(answer["text"], self.vocabulary))
+                else:
+                    labels = parse_labels(answer["text"], self.vocabulary)
+                    result["labels"] = rank_labels(self.processor.tokenizer, answer, labels)
+                    result["classification_text"] = answer["text"]
+        return results
