@@ -27,8 +27,6 @@ def generate_answers(model, processor, paths: Sequence[str], task: str, question
     """
     prompt = processor.build_prompt(task, text=question)
     tokenizer = processor.tokenizer
-    stop_ids = {i for i in (tokenizer.eos_token_id, tokenizer.pad_token_id, model.generation_config.eos_token_id)
-                if isinstance(i, int)}
     raw_cache = open_tower_cache(tower_cache, model, processor.image_processor, paths, batch_size)
     expanded = expand_image_tokens(processor, prompt)
     answers = []
@@ -40,16 +38,24 @@ def generate_answers(model, processor, paths: Sequence[str], task: str, question
                 inputs["vision_features"] = raw_cache.get([image_id(p) for p in chunk]).to(model.dtype)
             else:
                 inputs = dict(processor(images=chunk, text=[prompt] * len(chunk), return_tensors="pt"))
-            inputs = {key: value.to(model.device) for key, value in inputs.items()}
-            out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                                 return_dict_in_generate=True, output_scores=True,
-                                 pad_token_id=tokenizer.pad_token_id)
-            logprobs = model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)
-            new_tokens = out.sequences[:, inputs["input_ids"].shape[1]:]
-            for ids, scores in zip(new_tokens.tolist(), logprobs.tolist()):
-                end = next((k for k, token in enumerate(ids) if token in stop_ids), len(ids))
-                answers.append({"text": tokenizer.decode(ids[:end], skip_special_tokens=True).strip(),
-                                "token_ids": ids[:end], "logprobs": scores[:end]})
+            answers += greedy_answers(model, tokenizer, inputs, max_new_tokens)
+    return answers
+
+
+def greedy_answers(model, tokenizer, inputs: dict, max_new_tokens: int) -> list[dict]:
+    """Greedy `model.generate(**inputs)` (pixel values or precomputed `vision_features`), one dict per sequence:
+    "text" (decoded, special tokens dropped), "token_ids" and "logprobs", up to the end-of-turn token."""
+    stop_ids = {i for i in (tokenizer.eos_token_id, tokenizer.pad_token_id, model.generation_config.eos_token_id)
+                if isinstance(i, int)}
+    inputs = {key: value.to(model.device) for key, value in inputs.items()}
+    out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, return_dict_in_generate=True,
+                         output_scores=True, pad_token_id=tokenizer.pad_token_id)
+    logprobs = model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)
+    answers = []
+    for ids, scores in zip(out.sequences[:, inputs["input_ids"].shape[1]:].tolist(), logprobs.tolist()):
+        end = next((k for k, token in enumerate(ids) if token in stop_ids), len(ids))
+        answers.append({"text": tokenizer.decode(ids[:end], skip_special_tokens=True).strip(),
+                        "token_ids": ids[:end], "logprobs": scores[:end]})
     return answers
 
 

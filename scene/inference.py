@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from train.data import expand_image_tokens
+
 TASKS = ("classification", "caption", "both")
 DEFAULT_MAX_NEW_TOKENS = {"classification": 48, "caption": 64}
 
@@ -49,12 +51,7 @@ class TileAnnotator:
         self.vocabulary = list(vocabulary) if vocabulary is not None else list(EUROSAT_CLASSES) + list(BEN19_LABELS)
         self.device = next(model.parameters()).device
         self.bf16 = native_bf16(self.device) if bf16 is None else bf16
-        tokenizer = processor.tokenizer
-        self.stop_ids = {i for i in (tokenizer.eos_token_id, tokenizer.pad_token_id,
-                                     model.generation_config.eos_token_id) if isinstance(i, int)}
-        expand = processor.image_token * processor.num_image_tokens
-        self.prompts = {name: processor.build_prompt(name).replace(processor.image_token, expand)
-                        for name in self.tasks}
+        self.prompts = {name: expand_image_tokens(processor, processor.build_prompt(name)) for name in self.tasks}
 
     @property
     def precision(self) -> str:
@@ -73,20 +70,12 @@ class TileAnnotator:
     @torch.inference_mode()
     def generate(self, task: str, features: torch.Tensor) -> list[dict]:
         """Greedy answers to `task`'s prompt for each image's tower features: {"text", "token_ids", "logprobs"}."""
+        from evaluation.generation import greedy_answers
+
         tokenizer = self.processor.tokenizer
-        inputs = tokenizer([self.prompts[task]] * len(features), return_tensors="pt", padding=True)
-        inputs = {key: value.to(self.device) for key, value in inputs.items()}
-        out = self.model.generate(**inputs, vision_features=features.to(self.model.dtype),
-                                  max_new_tokens=self.max_new_tokens[task], do_sample=False,
-                                  return_dict_in_generate=True, output_scores=True,
-                                  pad_token_id=tokenizer.pad_token_id)
-        logprobs = self.model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)
-        answers = []
-        for ids, scores in zip(out.sequences[:, inputs["input_ids"].shape[1]:].tolist(), logprobs.tolist()):
-            end = next((k for k, token in enumerate(ids) if token in self.stop_ids), len(ids))
-            answers.append({"text": tokenizer.decode(ids[:end], skip_special_tokens=True).strip(),
-                            "token_ids": ids[:end], "logprobs": scores[:end]})
-        return answers
+        inputs = dict(tokenizer([self.prompts[task]] * len(features), return_tensors="pt", padding=True))
+        inputs["vision_features"] = features.to(self.model.dtype)
+        return greedy_answers(self.model, tokenizer, inputs, self.max_new_tokens[task])
 
     def __call__(self, pixel_values: torch.Tensor) -> list[dict]:
         """One dict per image: "labels", "classification_text" (with classification) and "caption" (with

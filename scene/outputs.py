@@ -7,9 +7,10 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
+
+from modeling_spectral_llava.fileio import atomic_write_text, write_file_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -27,21 +28,6 @@ def output_format(output: Path) -> str:
     return OUTPUT_FORMATS[suffix]
 
 
-def _atomic(path: Path, write) -> None:
-    """`write(tmp_path)` into a temporary file beside `path`, then rename it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}")
-    os.close(handle)
-    os.remove(tmp)  # writers below refuse to overwrite (GPKG) or append; they create the file themselves
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def tile_frame(rows: list[dict], crs):
     """GeoDataFrame of the tile rows (their "geometry" are shapely polygons in `crs`)."""
     import geopandas as gpd
@@ -57,11 +43,11 @@ def write_tiles(rows: list[dict], crs, output: Path, metadata: dict) -> None:
     frame = tile_frame(rows, crs)
     text = json.dumps(metadata, sort_keys=True, default=str)
     if fmt == "GeoParquet":
-        _atomic(output, lambda tmp: _write_geoparquet(frame, tmp, text))
+        write_file_atomically(output, lambda tmp: _write_geoparquet(frame, tmp, text))
     elif fmt == "GeoJSON":
-        _atomic(output, lambda tmp: _write_geojson(frame, tmp, metadata))
+        write_file_atomically(output, lambda tmp: _write_geojson(frame, tmp, metadata))
     else:
-        _atomic(output, lambda tmp: _write_gpkg(frame, tmp, text))
+        write_file_atomically(output, lambda tmp: _write_gpkg(frame, tmp, text))
 
 
 def _write_geoparquet(frame, path: str, metadata_text: str) -> None:
@@ -90,6 +76,7 @@ def _write_geojson(frame, path: str, metadata: dict) -> None:
 def _write_gpkg(frame, path: str, metadata_text: str) -> None:
     import pyogrio
 
+    os.remove(path)  # the empty temporary file: GDAL's GeoPackage driver creates the file itself
     frame = frame.copy()
     if "labels" in frame.columns:  # GeoPackage has no list columns: a JSON array per row
         frame["labels"] = [json.dumps(list(labels)) for labels in frame["labels"]]
@@ -150,9 +137,7 @@ class Checkpoints:
         elif resume:
             logger.info("--resume: no partial run in %s, starting from the beginning", self.dir)
         self.dir.mkdir(parents=True)
-        tmp = self.dir / "plan.json.tmp"
-        tmp.write_text(json.dumps(plan, indent=1, sort_keys=True))
-        os.replace(tmp, plan_file)
+        atomic_write_text(plan_file, json.dumps(plan, indent=1, sort_keys=True))
         return set()
 
     def _shard(self, batch: int) -> Path:
@@ -164,9 +149,7 @@ class Checkpoints:
     def write(self, batch: int, rows: list[dict]) -> None:
         import pandas as pd
 
-        tmp = self.dir / f".batch-{batch:07d}.tmp"
-        pd.DataFrame(rows).to_parquet(tmp, index=False)
-        os.replace(tmp, self._shard(batch))
+        write_file_atomically(self._shard(batch), lambda tmp: pd.DataFrame(rows).to_parquet(tmp, index=False))
 
     def rows(self) -> list[dict]:
         import pandas as pd

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from modeling_spectral_llava.fileio import write_file_atomically
 
 NO_LABEL = "(no label)"
 RGB_BANDS = ("B04", "B03", "B02")
@@ -66,14 +66,7 @@ def write_overview(path: Path, reader, rows: list[dict], tiles: list, title: str
         axes.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False)
     axes.set_title(title, fontsize=9)
     axes.set_axis_off()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(handle)
     try:
-        figure.savefig(tmp, bbox_inches="tight")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        write_file_atomically(path, lambda tmp: figure.savefig(tmp, bbox_inches="tight", format="png"))
     finally:
         plt.close(figure)
-        if os.path.exists(tmp):
-            os.remove(tmp)

@@ -11,13 +11,13 @@ import io
 import os
 import socket
 import sys
-import tempfile
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from PIL import Image  # noqa: E402
 
+from modeling_spectral_llava.fileio import write_file_atomically  # noqa: E402
 from webapp import AppConfig, launch  # noqa: E402
 from webapp.browser import browser_page, upload_and_caption  # noqa: E402
 
@@ -48,16 +48,7 @@ def main(argv=None) -> int:
     finally:
         demo.close()
     image = Image.open(io.BytesIO(png)).convert("RGB").quantize(colors=args.colours, method=Image.Quantize.MEDIANCUT)
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(args.output)), suffix=".png")
-    os.close(handle)
-    try:
-        image.save(tmp, optimize=True)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, args.output)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    write_file_atomically(args.output, lambda tmp: image.save(tmp, format="PNG", optimize=True))
     print(f"caption: {caption}\nwrote {args.output} ({os.path.getsize(args.output) / 1024:.0f} KiB)")
     return 0
 
