@@ -66,9 +66,11 @@ def canonical_band_names(names, argument: str = "band_names") -> list[str]:
 class SpectralImage:
     """Bands of one scene on a common grid.
 
-    `data`: float32 (C, H, W), reflectance x 10000 as stored; `band_names`: canonical name of each channel;
-    `metadata`: "source" (path or None), "crs", "transform" (affine.Affine of the grid), "bounds", "nodata"
-    (the files' declared no-data value or None), "band_mask" (per-channel bool, True = band present).
+    `data`: float32 (C, H, W), the values as stored (no offset or scale applied: see `radiometry`);
+    `band_names`: canonical name of each channel; `metadata`: "source" (path or None), "crs", "transform"
+    (affine.Affine of the grid), "bounds", "nodata" (the files' declared no-data value or None), "band_mask"
+    (per-channel bool, True = band present), "dtype" (the stored data type, e.g. "uint16"), "scale_offset_tags"
+    ({band: (scale, offset)} of the GeoTIFF tags that are not the neutral (1, 0)).
     """
 
     data: np.ndarray
@@ -82,10 +84,35 @@ def _resampling(method: str) -> Resampling:
     return getattr(Resampling, method)
 
 
-def _metadata(source, crs, transform, shape, nodata, num_bands) -> dict:
+def _metadata(source, crs, transform, shape, nodata, num_bands, dtype=None, scale_offset_tags=None) -> dict:
     bounds = BoundingBox(*array_bounds(shape[0], shape[1], transform)) if transform is not None else None
     return {"source": source, "crs": crs, "transform": transform, "bounds": bounds,
-            "nodata": nodata, "band_mask": [True] * num_bands}
+            "nodata": nodata, "band_mask": [True] * num_bands, "dtype": dtype,
+            "scale_offset_tags": scale_offset_tags or {}}
+
+
+def _scale_offset_tags(dataset, names) -> dict:
+    """{band: (scale, offset)} of the bands whose GeoTIFF scale/offset tags are not the neutral (1, 0)."""
+    return {band: (float(scale), float(offset)) for band, scale, offset in zip(names, dataset.scales, dataset.offsets)
+            if (scale, offset) != (1.0, 0.0)}
+
+
+def read_scale_offset_tags(source) -> dict:
+    """The GeoTIFF scale/offset tags of a file, band folder or `<dir>/<patch>` prefix, by band (headers only; bands
+    with the neutral (1, 0) are left out)."""
+    path = os.fspath(source)
+    with rasterio.Env(**_GDAL_OPTIONS):
+        if os.path.isfile(path):
+            with _open(path) as dataset:
+                return _scale_offset_tags(dataset, _names_from_file(path, dataset))
+        files = _band_files_in(path, None) if os.path.isdir(path) else _band_files_with_prefix(path, None)
+        if not files:
+            raise FileNotFoundError(f"no such image file or band folder: {path}")
+        tags = {}
+        for band, file in files.items():
+            with _open(file, driver="GTiff") as dataset:
+                tags.update(_scale_offset_tags(dataset, [band]))
+        return tags
 
 
 def read_image(source, band_names=None, resampling: str = "bilinear", select_bands=None):
@@ -108,11 +135,14 @@ def read_image(source, band_names=None, resampling: str = "bilinear", select_ban
     if isinstance(source, (list, tuple)):
         return [read_image(item, band_names, resampling, select_bands) for item in source]
     if isinstance(source, torch.Tensor):
+        dtype = str(source.dtype).removeprefix("torch.")
         source = source.detach().cpu().float().numpy()
+    else:
+        dtype = None
     if isinstance(source, np.ndarray):
         if source.ndim == 4:
-            return [_from_array(item, band_names) for item in source]
-        return _from_array(source, band_names)
+            return [_from_array(item, band_names, dtype) for item in source]
+        return _from_array(source, band_names, dtype)
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         with rasterio.Env(**_GDAL_OPTIONS):
@@ -131,8 +161,9 @@ def read_image(source, band_names=None, resampling: str = "bilinear", select_ban
                     "a numpy array or a torch tensor")
 
 
-def _from_array(array: np.ndarray, band_names) -> SpectralImage:
+def _from_array(array: np.ndarray, band_names, dtype=None) -> SpectralImage:
     array = np.asarray(array)
+    dtype = dtype or array.dtype.name
     if array.ndim == 2:
         array = array[None]
     if array.ndim != 3:
@@ -152,7 +183,7 @@ def _from_array(array: np.ndarray, band_names) -> SpectralImage:
                              "layout (12 = SpectralGPT order, 13 = EuroSAT order); pass band_names=[...]")
         names = list(KNOWN_LAYOUTS[array.shape[0]])
     data = np.ascontiguousarray(array, dtype=np.float32)
-    return SpectralImage(data, names, _metadata(None, None, None, data.shape[1:], None, len(names)))
+    return SpectralImage(data, names, _metadata(None, None, None, data.shape[1:], None, len(names), dtype))
 
 
 def _open(path: str, driver=None):
@@ -178,9 +209,12 @@ def _read_multiband_file(path: str, band_names) -> SpectralImage:
                 raise ValueError(f"band_names has {len(names)} names but {path} has {count} bands")
         else:
             names = _names_from_file(path, dataset)
-        data = _read_all(dataset, path).astype(np.float32, copy=False)
+        raw = _read_all(dataset, path)
+        data = raw.astype(np.float32, copy=False)
         crs, transform, nodata = dataset.crs, dataset.transform, dataset.nodata
-    return SpectralImage(data, names, _metadata(path, crs, transform, data.shape[1:], nodata, len(names)))
+        tags = _scale_offset_tags(dataset, names)
+    return SpectralImage(data, names, _metadata(path, crs, transform, data.shape[1:], nodata, len(names),
+                                                raw.dtype.name, tags))
 
 
 def _names_from_file(path: str, dataset) -> list[str]:
@@ -287,13 +321,15 @@ def _to_grid(band: np.ndarray, src_transform, src_crs, dst_transform, dst_crs, d
 
 
 def _read_band_files(where: str, files: dict, method: Resampling) -> SpectralImage:
-    bands = {}
+    bands, dtypes, tags = {}, {}, {}
     for band, path in files.items():
         with _open(path, driver="GTiff") as dataset:
             if dataset.count != 1:
                 raise ValueError(f"{path} should hold the single band {band} but has {dataset.count} bands")
-            bands[band] = (_read_all(dataset, path, 1).astype(np.float32, copy=False), dataset.transform,
-                           dataset.crs, dataset.nodata)
+            raw = _read_all(dataset, path, 1)
+            bands[band] = (raw.astype(np.float32, copy=False), dataset.transform, dataset.crs, dataset.nodata)
+            dtypes[band] = raw.dtype.name
+            tags.update(_scale_offset_tags(dataset, [band]))
     if not bands:
         raise ValueError(f"{where}: none of the requested bands has a file")
     # The reference grid is the finest band's (10 m); ties go to the canonical order.
@@ -308,8 +344,9 @@ def _read_band_files(where: str, files: dict, method: Resampling) -> SpectralIma
             data[index] = array
         else:
             data[index] = _to_grid(array, transform, crs, ref_transform, ref_crs, ref_shape, method, nodata)
-    return SpectralImage(data, names, _metadata(where, ref_crs, ref_transform, ref_shape, ref_nodata, len(names)))
+    return SpectralImage(data, names, _metadata(where, ref_crs, ref_transform, ref_shape, ref_nodata, len(names),
+                                                dtypes[reference], tags))
 
 
-__all__ = ["SpectralImage", "read_image", "canonical_band_name", "canonical_band_names", "CANONICAL_BANDS",
+__all__ = ["SpectralImage", "read_image", "read_scale_offset_tags", "canonical_band_name", "canonical_band_names", "CANONICAL_BANDS",
            "SPECTRALGPT_BANDS", "EUROSAT_FILE_ORDER", "KNOWN_LAYOUTS", "RESAMPLING_METHODS"]
