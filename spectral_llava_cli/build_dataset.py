@@ -6,6 +6,8 @@ import argparse
 import json
 import logging
 
+from spectral_llava_cli.radiometry_flags import add_radiometry_arguments, radiometry_kwargs
+
 
 def _names(values: list[str] | None) -> list[str] | None:
     """Accept both `--countries Austria Finland` and `--countries Austria,Finland`."""
@@ -66,6 +68,7 @@ def add_build_dataset_parser(subparsers) -> argparse.ArgumentParser:
     hub.add_argument("--push-to-hub", metavar="REPO_ID", help="upload OUTPUT to this Hub dataset repo")
     hub.add_argument("--hub-dry-run", action="store_true", help="print the Hub calls instead of uploading")
     hub.add_argument("--hub-private", action="store_true")
+    add_radiometry_arguments(parser)
     parser.set_defaults(func=run_build_dataset)
     return parser
 
@@ -84,6 +87,7 @@ def run_build_dataset(args: argparse.Namespace) -> int:
         skip_cloud=args.skip_cloud, captioner=args.captioner, num_proc=args.num_proc, seed=args.seed,
         shard=args.shard, max_new_tokens=args.max_new_tokens, caption_batch_size=args.caption_batch_size,
         push_to_hub=args.push_to_hub, hub_dry_run=args.hub_dry_run, hub_private=args.hub_private,
+        **radiometry_kwargs(args),
     )
     report = build_dataset(config)
     summary = {key: report[key] for key in ("output", "patches_ok", "sizes", "hub") if key in report}

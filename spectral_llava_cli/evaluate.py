@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from spectral_llava_cli.radiometry_flags import add_radiometry_arguments, configure_image_processor
+
 
 def _ratios(text: str) -> list[float]:
     try:
@@ -26,6 +28,16 @@ def _positive(text: str) -> int:
 
 def _model_argument(parser):
     parser.add_argument("--model", required=True, metavar="DIR", help="a Spectral-LLaVA model dir (e.g. finetune's merged/)")
+    add_radiometry_arguments(parser)
+
+
+def _loaded(args) -> dict:
+    """model= and processor= of --model, its image processor set to the radiometry flags."""
+    from train.evaluate import load_model
+
+    model, processor = load_model(args.model)
+    configure_image_processor(processor.image_processor, args)
+    return {"model": model, "processor": processor}
 
 
 def _eurosat_arguments(parser, required=True):
@@ -46,7 +58,7 @@ def run_linear_probe(args):
     result = run_linear_probe(args.model, args.eurosat, args.output, max_per_class=args.max_per_class,
                               ratios=args.ratios, n_splits=args.folds, epochs=args.epochs,
                               batch_size=args.batch_size, lr=args.lr, seed=args.seed, cache_dir=args.cache_dir,
-                              tower_cache=args.tower_cache)
+                              tower_cache=args.tower_cache, **_loaded(args))
     summary = {kind: {ratio: f"{100 * r['mean']:.1f} +/- {100 * r['std']:.1f}" for ratio, r in by_ratio.items()}
                for kind, by_ratio in result["results"].items()}
     print(json.dumps({"accuracy_percent": summary, "notes": result["notes"]}, indent=1))
@@ -56,7 +68,7 @@ def run_tsne(args):
     from train.evaluate import run_tsne
 
     run_tsne(args.model, args.eurosat, args.output, max_per_class=args.max_per_class, seed=args.seed,
-             perplexity=args.perplexity, cache_dir=args.cache_dir, tower_cache=args.tower_cache)
+             perplexity=args.perplexity, cache_dir=args.cache_dir, tower_cache=args.tower_cache, **_loaded(args))
 
 
 def run_classify_eval(args):
@@ -65,7 +77,7 @@ def run_classify_eval(args):
     result = run_classify_eval(args.model, args.output, eurosat=args.eurosat, dataset=args.dataset,
                                split=args.split, max_per_class=args.max_per_class, max_samples=args.max_samples,
                                batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-                               tower_cache=args.tower_cache)
+                               tower_cache=args.tower_cache, **_loaded(args))
     summary = {}
     if "eurosat_classification" in result:
         summary["eurosat"] = {k: result["eurosat_classification"][k] for k in ("accuracy", "num_images", "no_label")}
@@ -79,7 +91,7 @@ def run_quality(args):
 
     result = run_quality(args.model, args.dataset, args.output, split=args.split, judge=args.judge,
                          max_samples=args.max_samples, batch_size=args.batch_size,
-                         max_new_tokens=args.max_new_tokens, tower_cache=args.tower_cache)
+                         max_new_tokens=args.max_new_tokens, tower_cache=args.tower_cache, **_loaded(args))
     print(json.dumps({key: result[key] for key in ("num_images", "label_consistency", "judge") if key in result},
                      indent=1))
 
@@ -142,19 +154,20 @@ def add_evaluate_parser(subparsers):
 
 
 def run_classify(args):
-    from train.evaluate import classify_images, load_model
+    from train.evaluate import classify_images
 
-    model, processor = load_model(args.model)
-    for row in classify_images(model, processor, args.paths, batch_size=args.batch_size,
+    for row in classify_images(**_loaded(args), paths=args.paths, batch_size=args.batch_size,
                                max_new_tokens=args.max_new_tokens):
-        print(json.dumps({"image": row["image"], "labels": row["labels"]}), flush=True)
+        print(json.dumps({"image": row["image"], "labels": row["labels"], "radiometry": row["radiometry"]}),
+              flush=True)
 
 
 def add_classify_parser(subparsers):
     parser = subparsers.add_parser(
         "classify", help="land-cover labels of images from generated text, one JSON line per image",
-        description='Prints {"image": PATH, "labels": [...]} per image, most likely label first; EuroSAT labels are '
-                    "spelled as its class folders, BigEarthNet labels as the 19-class nomenclature.")
+        description='Prints {"image": PATH, "labels": [...], "radiometry": {...}} per image, most likely label first; '
+                    "EuroSAT labels are spelled as its class folders, BigEarthNet labels as the 19-class nomenclature; "
+                    "radiometry is the offset, scale and rule applied to the image.")
     _model_argument(parser)
     parser.add_argument("paths", nargs="+", metavar="PATH", help="GeoTIFFs or patch folders")
     parser.add_argument("--batch-size", type=_positive, default=4)

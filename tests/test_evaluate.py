@@ -197,7 +197,7 @@ def test_classify_cli_prints_one_json_line_per_image(tiny_model_dir, capsys):
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [line["image"] for line in lines] == images
     vocabulary = set(EUROSAT_CLASSES) | set(BEN19_LABELS)
-    assert all(set(line) == {"image", "labels"} and set(line["labels"]) <= vocabulary for line in lines)
+    assert all(set(line) == {"image", "labels", "radiometry"} and set(line["labels"]) <= vocabulary for line in lines)
 
 
 # ---------------------------------------------------------------------------------------------- description quality

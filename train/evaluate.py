@@ -479,8 +479,9 @@ def generate_answers(model, processor, paths: Sequence[str], task: str, question
     """Greedy answers to the processor's `task` prompt ("caption" | "classification") for each image.
 
     Returns one dict per image: "text" (decoded, special tokens dropped), "token_ids" and "logprobs" (the
-    log-probability of each generated token, up to the end-of-turn token). With `tower_cache` (a training
-    feature cache dir) the tower output is read from the cache instead of recomputed.
+    log-probability of each generated token, up to the end-of-turn token) and, when the image was processed in
+    this call, "radiometry" (the image processor's metadata: offset, scale, source rule...). With `tower_cache` (a
+    training feature cache dir) the tower output is read from the cache instead of recomputed.
     """
     prompt = processor.build_prompt(task, text=question)
     tokenizer = processor.tokenizer
@@ -492,21 +493,24 @@ def generate_answers(model, processor, paths: Sequence[str], task: str, question
     with torch.inference_mode(), single_thread():
         for start in tqdm(range(0, len(paths), batch_size), desc=desc or f"{task} answers", unit="batch"):
             chunk = list(paths[start:start + batch_size])
+            metadata = [{}] * len(chunk)
             if raw_cache is not None:
                 inputs = dict(tokenizer([expanded] * len(chunk), return_tensors="pt", padding=True))
                 inputs["vision_features"] = raw_cache.get([image_id(p) for p in chunk]).to(model.dtype)
             else:
-                inputs = dict(processor(images=chunk, text=[prompt] * len(chunk), return_tensors="pt"))
+                inputs = dict(processor(images=chunk, text=[prompt] * len(chunk), return_tensors="pt",
+                                        return_metadata=True))
+                metadata = [{"radiometry": meta["radiometry"]} for meta in inputs.pop("metadata")]
             inputs = {key: value.to(model.device) for key, value in inputs.items()}
             out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
                                  return_dict_in_generate=True, output_scores=True,
                                  pad_token_id=tokenizer.pad_token_id)
             logprobs = model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)
             new_tokens = out.sequences[:, inputs["input_ids"].shape[1]:]
-            for ids, scores in zip(new_tokens.tolist(), logprobs.tolist()):
+            for ids, scores, meta in zip(new_tokens.tolist(), logprobs.tolist(), metadata):
                 end = next((k for k, token in enumerate(ids) if token in stop_ids), len(ids))
                 answers.append({"text": tokenizer.decode(ids[:end], skip_special_tokens=True).strip(),
-                                "token_ids": ids[:end], "logprobs": scores[:end]})
+                                "token_ids": ids[:end], "logprobs": scores[:end], **meta})
     return answers
 
 
@@ -539,14 +543,15 @@ def rank_labels(tokenizer, answer: dict, labels: Sequence[str]) -> list[str]:
 
 def classify_images(model, processor, paths: Sequence[str], vocabulary: Sequence[str] | None = None,
                     batch_size: int = 4, max_new_tokens: int = 64, tower_cache=None) -> list[dict]:
-    """One {"image", "labels", "text"} per image: the `[classification]` answer parsed with parse_labels
-    against `vocabulary` (default: the EuroSAT classes and the 19 BigEarthNet classes), most likely first."""
+    """One {"image", "labels", "text"} per image (and "radiometry" when the image was read, not taken from
+    `tower_cache`): the `[classification]` answer parsed with parse_labels against `vocabulary` (default: the
+    EuroSAT classes and the 19 BigEarthNet classes), most likely first."""
     vocabulary = list(vocabulary) if vocabulary is not None else list(EUROSAT_CLASSES) + list(BEN19_LABELS)
     answers = generate_answers(model, processor, paths, "classification", batch_size=batch_size,
                                max_new_tokens=max_new_tokens, tower_cache=tower_cache, desc="classifying")
     return [{"image": str(path), "labels": rank_labels(processor.tokenizer, answer,
                                                         parse_labels(answer["text"], vocabulary)),
-             "text": answer["text"]}
+             "text": answer["text"], **({"radiometry": answer["radiometry"]} if "radiometry" in answer else {})}
             for path, answer in zip(paths, answers)]
 
 
@@ -910,6 +915,7 @@ def run_quality(model_dir, dataset_dir, output_dir, split="test", judge=None, ma
         vocabulary = vocabulary_of(row["source"])
         records.append({"id": row["id"], "image": row["path"], "labels": list(row["labels"]),
                         "caption": answer["text"], "reference": row["caption"],
+                        **({"radiometry": answer["radiometry"]} if "radiometry" in answer else {}),
                         "model_consistency": label_consistency(answer["text"], row["labels"], vocabulary),
                         "reference_consistency": label_consistency(row["caption"], row["labels"], vocabulary)})
     result = {
