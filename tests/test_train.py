@@ -268,3 +268,16 @@ def test_accelerate_configs_load():
             assert stage == int(name[-1])
     fsdp = load_config_from_file(os.path.join(configs, "fsdp.yaml")).fsdp_config
     assert fsdp["fsdp_use_orig_params"] and "LlamaDecoderLayer" in fsdp["fsdp_transformer_layer_cls_to_wrap"]
+
+
+def test_training_reads_images_with_the_builds_explicit_radiometry(model_and_processor, tmp_path):
+    from train.data import processor_for_dataset
+
+    _, processor = model_and_processor
+    (tmp_path / "build_info.json").write_text(json.dumps({"radiometry": {"input_offset": None, "input_scale": None}}))
+    assert processor_for_dataset(processor, tmp_path) is processor
+    (tmp_path / "build_info.json").write_text(json.dumps({"radiometry": {"input_offset": -1000.0, "strict": True}}))
+    configured = processor_for_dataset(processor, tmp_path)
+    assert (configured.image_processor.input_offset, configured.image_processor.strict) == (-1000.0, True)
+    assert configured.tokenizer is processor.tokenizer
+    assert (processor.image_processor.input_offset, processor.image_processor.strict) == (None, False)

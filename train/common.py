@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
-from train.data import FeatureCache, SpectralLlavaCollator, feature_fingerprint, load_split
+from train.data import FeatureCache, SpectralLlavaCollator, feature_fingerprint, load_split, processor_for_dataset
 from train.spectral_inst import atomic_write_json, resolve_image_path
 
 logger = logging.getLogger(__name__)
@@ -260,17 +260,18 @@ def run_stage(stage: Stage, model_dir, dataset_dir, output_dir, options: TrainOp
     args = training_arguments(options, output_dir)
     model, processor = load_model_and_processor(model_dir)
     model.freeze_vision_tower()
+    data_processor = processor_for_dataset(processor, dataset_dir)
 
     feature_cache = None
     if options.cache_features:
         images = {}
         for record in records:
             images.setdefault(record["patch_id"], resolve_image_path(record["image"], image_roots))
-        fingerprint = feature_fingerprint(model, processor.image_processor)
+        fingerprint = feature_fingerprint(model, data_processor.image_processor)
         with args.main_process_first(desc="feature cache", local=False):
             model.model.vision_tower.to(args.device)
             feature_cache = FeatureCache(options.cache_features, fingerprint).build(
-                model, processor.image_processor, images, batch_size=options.batch_size
+                model, data_processor.image_processor, images, batch_size=options.batch_size
             )
 
     model = stage.prepare(model, options)
@@ -286,7 +287,7 @@ def run_stage(stage: Stage, model_dir, dataset_dir, output_dir, options: TrainOp
         model=model,
         args=args,
         train_dataset=records,
-        data_collator=SpectralLlavaCollator(processor, image_roots, feature_cache),
+        data_collator=SpectralLlavaCollator(data_processor, image_roots, feature_cache),
         callbacks=[LossLogger(output_dir, hyperparameters)],
     )
     resume = None

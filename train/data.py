@@ -7,11 +7,13 @@
 - `SpectralLlavaCollator` pads a list of records into `input_ids`, `attention_mask`, `labels` and either
   `pixel_values` (images read and normalised by the processor) or `vision_features` (read from a `FeatureCache`).
 - `FeatureCache` runs the frozen tower once per image and stores its output (T*h*w, D) in safetensors shards keyed
-  by the patch id; a fingerprint of the tower weights, tower config and image-processor config invalidates it.
+  by the patch id; a fingerprint of the tower weights, tower config, image-processor config and radiometric handling
+  (rules version, input offset and scale) invalidates it.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -24,6 +26,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
+from processing.radiometry import radiometry_settings
 from train.spectral_inst import atomic_write_json, resolve_image_path
 
 logger = logging.getLogger(__name__)
@@ -48,6 +51,24 @@ def load_split(dataset_dir, subset: str, split: str = "train"):
     with open(info_path) as f:
         image_roots = json.load(f)["image_roots"]
     return splits[split], image_roots
+
+
+def processor_for_dataset(processor, dataset_dir):
+    """`processor`, or a copy whose image processor reads images with the explicit radiometric handling
+    (`input_offset`, `input_scale`, `strict`) that `build_info.json` records for the dataset's build, so training
+    sees the pixels the captions were computed from. The original (exported with the model) is left untouched."""
+    with open(Path(dataset_dir) / "build_info.json") as f:
+        recorded = json.load(f).get("radiometry") or {}
+    settings = {key: recorded.get(key) for key in ("input_offset", "input_scale") if recorded.get(key) is not None}
+    if not settings:
+        return processor
+    image_processor = copy.deepcopy(processor.image_processor)
+    for key, value in {**settings, "strict": bool(recorded.get("strict"))}.items():
+        setattr(image_processor, key, value)
+    configured = copy.copy(processor)
+    configured.image_processor = image_processor
+    logger.info("images of %s are read with its build's radiometry %s", dataset_dir, settings)
+    return configured
 
 
 def chat_messages(conversations) -> list[dict]:
@@ -142,13 +163,18 @@ class SpectralLlavaCollator:
 
 
 def feature_fingerprint(model, image_processor) -> str:
-    """sha256 over the tower weights, tower config, feature layer and image-processor config."""
+    """sha256 over the tower weights, tower config, feature layer, image-processor config and radiometric handling
+    (`radiometry_settings`: the rules version and the processor's input offset and scale; `strict` changes no
+    value and is left out)."""
     digest = hashlib.sha256()
     tower = model.model.vision_tower
     digest.update(tower.config.to_json_string(use_diff=False).encode())
     digest.update(f"vision_feature_layer={model.config.vision_feature_layer}".encode())
     processing = json.loads(image_processor.to_json_string())
-    processing.pop("processor_class", None)
+    for key in ("processor_class", "strict"):
+        processing.pop(key, None)
+    processing["radiometry"] = radiometry_settings(getattr(image_processor, "input_offset", None),
+                                                   getattr(image_processor, "input_scale", None))
     digest.update(json.dumps(processing, sort_keys=True).encode())
     for name, tensor in sorted(tower.state_dict().items()):
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())

@@ -2,14 +2,15 @@
 
 Pipeline, per patch (BigEarthNet v2 "reBEN", BigEarthNet v1, EuroSAT):
 
-1. read the bands with ``processing.read_image`` (10 m grid), render an RGB PNG and compute a metadata
-   record (labels, country, date, season, WGS84 centre, snow/cloud flags, spectral summary). The record
+1. read the bands with ``processing.read_image`` (10 m grid), bring them to reflectance with
+   ``processing.radiometry.apply_radiometry`` (product offsets; ``input_offset``/``input_scale``/``strict`` of
+   the config), render an RGB PNG and compute a metadata record (labels, country, date, season, WGS84 centre, snow/cloud flags, spectral summary). The record
    is cached atomically as ``OUTPUT/.work/records/<hh>/<id>.json``, so a re-run resumes where it stopped.
 2. caption the record with a captioner (``template``, ``llm:...``, ``hf:...``); model captions are cached
    in ``OUTPUT/.work/captions/<captioner>/<hh>/<id>.json`` together with their prompt.
 3. assemble ``OUTPUT/patches``, ``OUTPUT/alignment`` and ``OUTPUT/instructions`` (``datasets.DatasetDict``
    saved with ``save_to_disk``, keyed by split), ``OUTPUT/README.md`` (dataset card),
-   ``OUTPUT/build_info.json`` (image roots, thresholds) and ``OUTPUT/report.json`` (skipped patches).
+   ``OUTPUT/build_info.json`` (image roots, thresholds, radiometric handling) and ``OUTPUT/report.json`` (skipped patches).
 
 Classification answers use ONE format, produced by :func:`format_labels` and read back by
 :func:`parse_labels`: ``"Labels: " + "; ".join(sorted(labels))`` (semicolons, because reBEN names contain
@@ -518,21 +519,27 @@ def _v1_labels(folder: Path) -> tuple[list[str], dict]:
     return sorted({BEN43_TO_19[label] for label in labels43 if label in BEN43_TO_19}), meta
 
 
-def process_patch(task: PatchTask, output_dir: str | os.PathLike) -> dict:
-    """Read one patch, write its RGB PNG and its cached metadata record; return the record."""
+def process_patch(task: PatchTask, output_dir: str | os.PathLike, radiometry: dict | None = None) -> dict:
+    """Read one patch, write its RGB PNG and its cached metadata record; return the record.
+
+    `radiometry`: {"input_offset", "input_scale", "strict"} for `processing.radiometry.apply_radiometry`
+    (default: the automatic rules, implausible values warn)."""
     from PIL import Image
 
+    from processing.radiometry import apply_radiometry, radiometry_settings
     from processing.sentinel2_io import read_image
 
     output_dir = Path(output_dir)
+    radiometry = dict(radiometry or {})
     image = read_image(task.path, select_bands=list(SUMMARY_BANDS))
     names, mask = list(image.band_names), image.metadata.get("band_mask") or [True] * len(image.band_names)
     missing = [name for name in SUMMARY_BANDS if name not in names or not mask[names.index(name)]]
     if missing:
         raise ValueError(f"{task.path}: bands {missing} are missing (needed for RGB and indices)")
-    data = np.stack([np.asarray(image.data[names.index(name)], dtype=np.float32) for name in SUMMARY_BANDS])
+    corrected = apply_radiometry(image, list(SUMMARY_BANDS), **radiometry)
+    data = np.stack([corrected.values[name].astype(np.float32) for name in SUMMARY_BANDS])
     bands = {name: data[index] / 10000.0 for index, name in enumerate(SUMMARY_BANDS)}
-    valid = np.all(data > 0, axis=0) & np.all(np.isfinite(data), axis=0)
+    valid = np.all([corrected.valid[name] for name in SUMMARY_BANDS], axis=0)
     summary = spectral_summary(bands, valid)
 
     crs, transform = image.metadata.get("crs"), image.metadata.get("transform")
@@ -579,6 +586,8 @@ def process_patch(task: PatchTask, output_dir: str | os.PathLike) -> dict:
         "cloud": bool(cloud),
         "flag_source": "metadata" if task.snow is not None else "spectral",
         "reben_patch_id": task.reben_patch_id,
+        "radiometry": corrected.radiometry.as_dict(),
+        "radiometry_settings": radiometry_settings(radiometry.get("input_offset"), radiometry.get("input_scale")),
         **summary,
     }
     atomic_write_json(record_path(output_dir, task.id), record)
@@ -591,22 +600,27 @@ def _png_bytes(image) -> bytes:
     return handle.getvalue()
 
 
-def _process_safely(args: tuple[PatchTask, str]) -> tuple[str, dict]:
-    task, output_dir = args
+def _process_safely(args: tuple[PatchTask, str, dict | None]) -> tuple[str, dict]:
+    task, output_dir, radiometry = args
     try:
-        return "ok", process_patch(task, output_dir)
+        return "ok", process_patch(task, output_dir, radiometry)
     except Exception as error:  # one bad patch must not stop a 500k-patch build; it is reported instead
         return "error", {"id": task.id, "path": task.path, "reason": f"{type(error).__name__}: {error}"}
 
 
-def load_cached_record(output_dir: str | os.PathLike, task: PatchTask) -> dict | None:
-    """The cached record of ``task`` when it and its PNG exist and are readable, else None."""
+def load_cached_record(output_dir: str | os.PathLike, task: PatchTask, radiometry: dict | None = None) -> dict | None:
+    """The cached record of ``task`` when it and its PNG exist and are readable and it was made with the same
+    radiometric handling (``radiometry`` as for ``process_patch``), else None."""
+    from processing.radiometry import radiometry_settings
+
     path = record_path(output_dir, task.id)
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+    settings = radiometry_settings((radiometry or {}).get("input_offset"), (radiometry or {}).get("input_scale"))
     if (record.get("record_version") != RECORD_VERSION or record.get("image_path") != task.image_path
+            or record.get("radiometry_settings") != settings
             or not (Path(output_dir) / record["rgb_path"]).is_file()):
         return None
     return record
@@ -1005,6 +1019,13 @@ class BuildConfig:
     push_to_hub: str | None = None
     hub_dry_run: bool = False
     hub_private: bool = False
+    input_offset: float | None = None  # radiometric handling (processing.radiometry); None: the automatic rules
+    input_scale: float | None = None
+    strict: bool = False  # implausible values skip the patch (reported) instead of warning
+
+    @property
+    def radiometry(self) -> dict:
+        return {"input_offset": self.input_offset, "input_scale": self.input_scale, "strict": self.strict}
 
 
 def _keep(item: dict, config: BuildConfig, final: bool) -> str | None:
@@ -1085,8 +1106,10 @@ def _pool_context():
     return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
 
 
-def process_all(tasks: list[PatchTask], output_dir: str, num_proc: int = 1) -> tuple[list[PatchTask], list[dict]]:
-    """Make sure every task has a cached record (reused, or processed with ``num_proc`` workers).
+def process_all(tasks: list[PatchTask], output_dir: str, num_proc: int = 1,
+                radiometry: dict | None = None) -> tuple[list[PatchTask], list[dict]]:
+    """Make sure every task has a cached record (reused, or processed with ``num_proc`` workers and the
+    radiometric handling ``radiometry``, see ``process_patch``).
 
     Returns the tasks that have a record and the error entries of the patches that failed. Records stay on
     disk, so memory does not grow with the archive.
@@ -1095,12 +1118,12 @@ def process_all(tasks: list[PatchTask], output_dir: str, num_proc: int = 1) -> t
 
     done, errors, todo = set(), [], []
     for task in tasks:
-        (done.add(task.id) if load_cached_record(output_dir, task) is not None else todo.append(task))
+        (done.add(task.id) if load_cached_record(output_dir, task, radiometry) is not None else todo.append(task))
     logger.info("%d patches cached, %d to process with %d process(es)", len(done), len(todo), num_proc)
     if todo:
         import processing.sentinel2_io  # noqa: F401  (imported once, before workers fork)
 
-        jobs = [(task, output_dir) for task in todo]
+        jobs = [(task, output_dir, radiometry) for task in todo]
         with tqdm(total=len(jobs), desc="patches", unit="patch") as progress:
             if num_proc > 1:
                 with _pool_context().Pool(num_proc, initializer=_init_worker) as pool:
@@ -1248,10 +1271,12 @@ def build_dataset(config: BuildConfig) -> dict:
     (output / ".work").mkdir(parents=True, exist_ok=True)
     captioner = make_captioner(config.captioner, config.seed, config.max_new_tokens)
     started = time.perf_counter()
+    from processing.radiometry import radiometry_settings
+
     tasks, skipped, roots = discover(config)
     tasks = [t for t in tasks if _in_shard(t.id, config.shard)]
     logger.info("discovered %d patches to build into %s", len(tasks), output)
-    ready, errors = process_all(tasks, str(output), config.num_proc)
+    ready, errors = process_all(tasks, str(output), config.num_proc, config.radiometry)
     processing_seconds = time.perf_counter() - started
     report = {
         "output": str(output.resolve()),
@@ -1280,6 +1305,8 @@ def build_dataset(config: BuildConfig) -> dict:
         "label_format": "format_labels(): 'Labels: ' + '; '.join(sorted(labels))",
         "indices": INDEX_DEFINITIONS,
         "thresholds": THRESHOLDS,
+        "radiometry": {**radiometry_settings(config.input_offset, config.input_scale), "strict": config.strict,
+                       "rules": "processing/radiometry.py; each record's `radiometry` says what was applied"},
         "captioner": captioner.name,
         "seed": config.seed,
         "filters": {"splits": config.splits, "countries": config.countries, "max_patches": config.max_patches,
