@@ -1,4 +1,4 @@
-"""Processing for Spectral-LLaVA: Sentinel-2 readers, radiometry, SpectralGPT image processor, processor and pipeline."""
+"""Processing for Spectral-LLaVA: Sentinel-2 readers, radiometry, SpectralGPT image processor, processor, pipeline."""
 
 from .image_processing_spectral_llava import SpectralImageProcessor
 from .radiometry import RadiometryWarning, resolve_radiometry

@@ -4,8 +4,8 @@ Remote code: copied flat into saved model directories; imports only its siblings
 
 `SpectralImageProcessor` picks the model's bands in the model's order, finds no-data, brings the values to
 reflectance x 10000 (`radiometry`: product offsets, scales, float reflectance, plausibility checks), fills no-data,
-applies the SpectralGPT normalisation, resizes and batches: `pixel_values` (B, C, S, S) float32 and `band_mask` (B, C) bool (False where a
-band was missing or entirely no-data). Reading is `sentinel2_io.read_image`.
+applies the SpectralGPT normalisation, resizes and batches: `pixel_values` (B, C, S, S) float32 and `band_mask`
+(B, C) bool (False where a band was missing or entirely no-data). Reading is `sentinel2_io.read_image`.
 """
 
 import functools

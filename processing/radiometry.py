@@ -4,16 +4,19 @@ Remote code: copied flat into saved model directories; imports only its sibling 
 libraries.
 
 SpectralGPT expects reflectance x 10000. An input value `raw` becomes `(raw + offset) * scale`, per band. The
-offset and scale of an input are decided in this order (the first rule that applies wins):
+first rule that applies decides (its name is the `source` recorded in the metadata):
 
-| rule | where | offset | scale |
-|---|---|---|---|
-| explicit | `input_offset=` / `input_scale=` (CLI `--input-offset` / `--input-scale`) | as given (0 if omitted) | as given (1 if omitted) |
-| product_metadata | `MTD_MSIL1C.xml` / `MTD_MSIL2A.xml` in the input's folder or up to 4 folders above, never above a `.SAFE` folder | `RADIO_ADD_OFFSET` / `BOA_ADD_OFFSET` per band (0 when absent) | 10000 / `QUANTIFICATION_VALUE` (`BOA_QUANTIFICATION_VALUE`) |
-| geotiff_tags | rasterio's `dataset.scales` / `dataset.offsets` (GDAL: physical = raw * s + o) when not (1, 0) | o / s | s * 10000 if s <= 0.01 (physical is reflectance), else s |
-| product_name | a path component `S2[A-D]_MSIL1C|MSIL2A_<date>_Nxxyy_...` | -1000 if baseline xx.yy >= 04.00; 0 if older or N9999 (reprocessed, e.g. BigEarthNet: no offset) | 1 |
-| float_reflectance | float data whose valid values lie in reflectance range (99th percentile <= 1.5), when no rule above but the name one applied | 0 | 10000 (one-time warning naming the file) |
-| none | anything else (EuroSAT, BigEarthNet v1, SSL4EO, arrays) | 0 | 1 |
+- explicit: `input_offset=` / `input_scale=` (CLI `--input-offset` / `--input-scale`); an omitted one is 0 / 1.
+- product_metadata: `MTD_MSIL1C.xml` / `MTD_MSIL2A.xml` beside the input or up to 4 folders above it (never above a
+  `.SAFE` folder): offset `RADIO_ADD_OFFSET` / `BOA_ADD_OFFSET` per band (band ids named by its
+  Spectral_Information list; 0 when absent), scale 10000 / `QUANTIFICATION_VALUE` (`BOA_QUANTIFICATION_VALUE`).
+- geotiff_tags: rasterio's `dataset.scales` / `dataset.offsets` where not (1, 0); GDAL's physical = raw * s + o
+  gives offset o / s and scale s * 10000 when s <= 0.01 (physical values are reflectance), else s.
+- product_name: the nearest path component `S2[A-D]_MSIL1C|MSIL2A_<date>_Nxxyy_...`: offset -1000 from processing
+  baseline 04.00 on, 0 before it and for N9999 (reprocessed products: BigEarthNet, some Major-TOM cells), scale 1.
+- float_reflectance: float data with at most 1 % of its valid values above 1.5, when only the product-name rule (or
+  none) applied: offset 0, scale 10000, warned once per file.
+- none (EuroSAT, BigEarthNet v1, SSL4EO, arrays): offset 0, scale 1.
 
 No-data (non-finite values, the processor's `nodata_value` 0 and the file's declared no-data) is found on the raw
 values, before any offset. After offset and scale each band is checked (`check_plausibility`); an implausible
@@ -45,7 +48,7 @@ FIRST_OFFSET_BASELINE = 400  # N0400
 REPROCESSED_BASELINE = 9999  # N9999: reprocessed products (BigEarthNet, some Major-TOM cells) carry no offset
 PRODUCT_NAME_RE = re.compile(r"^S2[A-D]_MSIL(?:1C|2A)_\d{8}T\d{6}_N(?P<baseline>\d{4})_", re.IGNORECASE)
 REFLECTANCE_UNIT_MAX_SCALE = 0.01  # GeoTIFF scale tags at or below this give physical values in reflectance
-FLOAT_REFLECTANCE_MAX = 1.5  # 99th percentile of float data in reflectance units
+FLOAT_REFLECTANCE_MAX = 1.5  # 99 % of float data in reflectance units lie at or below it
 # Plausibility of reflectance x 10000 after offset and scale.
 PLAUSIBLE_MEDIAN_MAX = 20000.0  # reflectance 2.0: no natural surface, far above every SpectralGPT window
 NEGATIVE_LIMIT = -500.0  # reflectance -0.05: beyond the noise of dark pixels in baseline >= 04.00 products
@@ -244,7 +247,7 @@ def valid_pixels(values: np.ndarray, nodata_value=0, declared_nodata=None) -> np
 
 
 def is_float_reflectance(image: SpectralImage, valid: dict) -> bool:
-    """Float data whose valid values lie in reflectance range (99th percentile <= FLOAT_REFLECTANCE_MAX)."""
+    """Float data whose valid values lie in reflectance range (99 % of them <= FLOAT_REFLECTANCE_MAX)."""
     dtype = image.metadata.get("dtype")
     if dtype is None or not np.issubdtype(np.dtype(dtype), np.floating):
         return False
@@ -282,9 +285,10 @@ def apply_radiometry(image: SpectralImage, bands=None, input_offset=None, input_
     if radiometry is None:
         radiometry = resolve_radiometry(image, input_offset, input_scale)
         if radiometry.source in ("product_name", "none") and is_float_reflectance(image, valid):
-            ignored = f"; product name rule ignored ({radiometry.detail})" if radiometry.source == "product_name" else ""
+            named = radiometry.source == "product_name"
+            ignored = f"; product name rule ignored ({radiometry.detail})" if named else ""
             radiometry = Radiometry(0.0, 10000.0, "float_reflectance",
-                                    f"float values in reflectance range (99th percentile <= {FLOAT_REFLECTANCE_MAX:g})"
+                                    f"float values in reflectance range (99 % <= {FLOAT_REFLECTANCE_MAX:g})"
                                     + ignored)
             warnings.warn(f"{where}: float values in reflectance range 0..{FLOAT_REFLECTANCE_MAX:g}; scaled by 10000 "
                           "to reflectance x 10000 (pass input_scale= / --input-scale to override)",

@@ -348,5 +348,5 @@ def _read_band_files(where: str, files: dict, method: Resampling) -> SpectralIma
                                                 dtypes[reference], tags))
 
 
-__all__ = ["SpectralImage", "read_image", "read_scale_offset_tags", "canonical_band_name", "canonical_band_names", "CANONICAL_BANDS",
-           "SPECTRALGPT_BANDS", "EUROSAT_FILE_ORDER", "KNOWN_LAYOUTS", "RESAMPLING_METHODS"]
+__all__ = ["SpectralImage", "read_image", "read_scale_offset_tags", "canonical_band_name", "canonical_band_names",
+           "CANONICAL_BANDS", "SPECTRALGPT_BANDS", "EUROSAT_FILE_ORDER", "KNOWN_LAYOUTS", "RESAMPLING_METHODS"]
