@@ -12,7 +12,6 @@ import io
 import json
 import os
 import re
-import shutil
 import warnings
 
 import numpy as np
