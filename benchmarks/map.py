@@ -69,7 +69,7 @@ def main():
     import torch
     from transformers import pipeline
 
-    from processing.sentinel2_io import SceneReader
+    from processing.scene_reader import SceneReader
     from scene import map_scene
     from scene.inference import native_bf16
     from scene.tiling import plan_tiles

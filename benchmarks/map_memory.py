@@ -39,7 +39,8 @@ def child(mode: str, source: str) -> None:
     import tracemalloc
 
     from processing.image_processing_spectral_llava import SpectralImageProcessor
-    from processing.sentinel2_io import SceneReader, read_image
+    from processing.scene_reader import SceneReader
+    from processing.sentinel2_io import read_image
     from scene.reading import TileBatches
     from scene.tiling import batches_of, plan_tiles
 

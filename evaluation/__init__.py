@@ -32,9 +32,9 @@ _EXPORTS = {
     # .model_card
     "collect_results": "model_card", "evaluation_table": "model_card", "render_card": "model_card",
     # .options
-    "CaptionOptions": "options", "ClassifyOptions": "options", "FeatureOptions": "options", "FootprintOptions": "options",
-    "GenerationOptions": "options", "ProbeOptions": "options", "QualityOptions": "options", "TRAIN_RATIOS": "options",
-    "TsneOptions": "options", "split_options": "options",
+    "CaptionOptions": "options", "ClassifyOptions": "options", "FeatureOptions": "options",
+    "FootprintOptions": "options", "GenerationOptions": "options", "ProbeOptions": "options",
+    "QualityOptions": "options", "TRAIN_RATIOS": "options", "TsneOptions": "options", "split_options": "options",
     # .plots
     "FEATURE_TITLES": "plots", "plot_confusion": "plots", "plot_linear_probe": "plots", "plot_tsne": "plots",
     # .probe

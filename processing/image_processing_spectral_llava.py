@@ -1,10 +1,11 @@
 """SpectralGPT preprocessing of Sentinel-2 imagery (AutoImageProcessor).
 
-Remote code: copied flat into saved model directories; imports only its sibling `sentinel2_io`.
+Remote code: copied flat into saved model directories; imports only its siblings `sentinel2_io` and `radiometry`.
 
-`SpectralImageProcessor` picks the model's bands in the model's order, fills no-data, applies the SpectralGPT
-normalisation, resizes and batches: `pixel_values` (B, C, S, S) float32 and `band_mask` (B, C) bool (False where a
-band was missing or entirely no-data). Reading is `sentinel2_io.read_image`.
+`SpectralImageProcessor` picks the model's bands in the model's order, finds no-data, brings the values to
+reflectance x 10000 (`radiometry`: product offsets, scales, float reflectance, plausibility checks), fills no-data,
+applies the SpectralGPT normalisation, resizes and batches: `pixel_values` (B, C, S, S) float32 and `band_mask`
+(B, C) bool (False where a band was missing or entirely no-data). Reading is `sentinel2_io.read_image`.
 """
 
 import functools
@@ -17,6 +18,7 @@ from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
 from transformers.processing_utils import ImagesKwargs
 from transformers.utils import logging
 
+from .radiometry import apply_radiometry
 from .sentinel2_io import (NOMINAL_PIXEL_SIZE_M, SPECTRALGPT_BANDS, SpectralImage, _resampling, canonical_band_names,
                            ground_extent, read_image)
 
@@ -43,24 +45,32 @@ class SpectralImageProcessorKwargs(ImagesKwargs, total=False):
     do_center_crop: bool
     crop_size: int | None
     antialias: bool
+    input_offset: float | None
+    input_scale: float | None
+    strict: bool
 
 
 class SpectralImageProcessor(BaseImageProcessor):
     r"""SpectralGPT preprocessing for Sentinel-2 inputs, bands addressed by name.
 
-    For each image: read (`read_image`), take the configured `band_names` in that order, treat 0 (`nodata_value`)
-    and NaN as no-data and fill them with the band's mean over its valid pixels, fill bands that are missing or
+    For each image: read (`read_image`), take the configured `band_names` in that order, treat 0 (`nodata_value`),
+    the file's declared no-data value and NaN as no-data (on the raw values), bring the values to reflectance x 10000
+    (`radiometry.apply_radiometry`: `input_offset`/`input_scale` when given, else the product metadata, GeoTIFF
+    scale/offset tags, product name or float reflectance; implausible values warn, or raise with `strict`), fill
+    no-data with the band's mean over its valid pixels, fill bands that are missing or
     entirely no-data with the dataset mean (they normalise to 127/255) and mark them False in `band_mask` (warned
     once per set of missing bands), normalise each band with SpectralGPT's recipe
     `uint8(clip((x - (m - 2s)) / (4s) * 255, 0, 255)) / 255` using `band_mean` / `band_std`, optionally centre-crop
     to `crop_size` pixels at the native 10 m resolution, then resize to `image_size` x `image_size` (torch bicubic,
     align_corners=False; antialiased when downsampling if `antialias`).
 
-    Call: `processor(images, band_names=None, return_tensors="pt", return_metadata=False)`; `images` is anything
-    `read_image` reads or a list of those; `band_names` names the channels of unnamed arrays/files. Returns a
-    BatchFeature with `pixel_values` (B, C, S, S) float32 and `band_mask` (B, C) bool; with `return_metadata=True`
-    also `metadata`, a list of one dict per image ("source", "crs", "transform", "bounds", "band_names" read,
-    "band_mask", "valid_mask" (C, H, W) bool on the native grid) that is never converted to tensors.
+    Call: `processor(images, band_names=None, return_tensors="pt", return_metadata=False, input_offset=None,
+    input_scale=None, strict=None)`; `images` is anything `read_image` reads or a list of those; `band_names` names
+    the channels of unnamed arrays/files; `input_offset`, `input_scale`, `strict` override the processor's own for
+    this call. Returns a BatchFeature with `pixel_values` (B, C, S, S) float32 and `band_mask` (B, C) bool; with
+    `return_metadata=True` also `metadata`, a list of one dict per image ("source", "crs", "transform", "bounds",
+    "band_names" read, "band_mask", "valid_mask" (C, H, W) bool on the native grid, "radiometry": {"offset",
+    "scale", "source", "detail", "band_offsets", "band_scales", "implausible"}) that is never converted to tensors.
     """
 
     model_input_names = ["pixel_values"]
@@ -68,7 +78,8 @@ class SpectralImageProcessor(BaseImageProcessor):
 
     def __init__(self, band_names=SPECTRALGPT_BANDS, band_mean=None, band_std=None, image_size: int = 128,
                  patch_size: int = 8, resampling: str = "bilinear", nodata_value: float | None = 0,
-                 do_center_crop: bool = False, crop_size: int | None = None, antialias: bool = True, **kwargs):
+                 do_center_crop: bool = False, crop_size: int | None = None, antialias: bool = True,
+                 input_offset: float | None = None, input_scale: float | None = None, strict: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.band_names = canonical_band_names(band_names)
         self.band_mean = [float(v) for v in (band_mean if band_mean is not None else
@@ -90,13 +101,17 @@ class SpectralImageProcessor(BaseImageProcessor):
         self.do_center_crop = bool(do_center_crop)
         self.crop_size = crop_size
         self.antialias = bool(antialias)
+        self.input_offset = input_offset
+        self.input_scale = input_scale
+        self.strict = bool(strict)
 
     def __call__(self, images, band_names=None, return_tensors="pt", return_metadata: bool = False, **kwargs):
         return self.preprocess(images, band_names=band_names, return_tensors=return_tensors,
                                return_metadata=return_metadata, **kwargs)
 
     def preprocess(self, images, band_names=None, return_tensors="pt", return_metadata: bool = False,
-                   resampling: str | None = None, **kwargs) -> BatchFeature:
+                   resampling: str | None = None, input_offset: float | None = None, input_scale: float | None = None,
+                   strict: bool | None = None, **kwargs) -> BatchFeature:
         unknown = set(kwargs) - {"images_kwargs", "data_format", "input_data_format", "do_convert_rgb"}
         if unknown:
             raise TypeError(f"SpectralImageProcessor got unexpected argument(s) {sorted(unknown)}")
@@ -106,7 +121,8 @@ class SpectralImageProcessor(BaseImageProcessor):
         pixel_values, band_masks, metadata = [], [], []
         for source in sources:
             image = self.read(source, band_names=band_names, resampling=resampling)
-            values, band_mask, meta = self.normalise(image)
+            values, band_mask, meta = self.normalise(image, input_offset=input_offset, input_scale=input_scale,
+                                                     strict=strict)
             pixel_values.append(values)
             band_masks.append(band_mask)
             metadata.append(meta)
@@ -125,8 +141,11 @@ class SpectralImageProcessor(BaseImageProcessor):
         return read_image(source, band_names=None if is_folder else band_names,
                           resampling=resampling or self.resampling, select_bands=self.band_names)
 
-    def normalise(self, image: SpectralImage):
-        """Select, fill and normalise the configured bands of one image -> ((C, H, W) float32, band_mask, metadata)."""
+    def normalise(self, image: SpectralImage, input_offset: float | None = None, input_scale: float | None = None,
+                  strict: bool | None = None, radiometry=None):
+        """Select, correct, fill and normalise the configured bands of one image -> ((C, H, W) float32, band_mask,
+        metadata). `input_offset`/`input_scale`/`strict` default to the processor's; `radiometry` (a
+        `radiometry.Radiometry`, e.g. resolved once per scene) skips the decision."""
         source = image.metadata.get("source")
         where = source if source is not None else "the input array"
         height, width = image.data.shape[1:]
@@ -139,18 +158,23 @@ class SpectralImageProcessor(BaseImageProcessor):
         if height < self.patch_size or width < self.patch_size:
             raise ValueError(f"{where}: the image is {height}x{width} pixels, smaller than one {self.patch_size}x"
                              f"{self.patch_size} patch (patch_size in the processor config)")
-        channel = {band: index for index, band in enumerate(image.band_names)}
+        mean = np.asarray(self.band_mean, dtype=np.float64)[:, None, None]
+        std = np.asarray(self.band_std, dtype=np.float64)[:, None, None]
+        low, high = mean - 2 * std, mean + 2 * std
+        corrected = apply_radiometry(
+            image, self.band_names, nodata_value=self.nodata_value, where=where, radiometry=radiometry,
+            input_offset=self.input_offset if input_offset is None else input_offset,
+            input_scale=self.input_scale if input_scale is None else input_scale,
+            strict=self.strict if strict is None else strict,
+            window_top=dict(zip(self.band_names, high[:, 0, 0].tolist())))
         stack = np.empty((len(self.band_names), height, width), dtype=np.float64)
         valid_mask = np.zeros((len(self.band_names), height, width), dtype=bool)
         band_mask = np.zeros(len(self.band_names), dtype=bool)
         for index, band in enumerate(self.band_names):
-            if band not in channel:
+            if band not in corrected.values:
                 stack[index] = self.band_mean[index]
                 continue
-            values = image.data[channel[band]]
-            valid = np.isfinite(values)
-            if self.nodata_value is not None:
-                valid &= values != self.nodata_value
+            values, valid = corrected.values[band], corrected.valid[band]
             valid_mask[index] = valid
             if valid.all():
                 stack[index] = values
@@ -164,9 +188,6 @@ class SpectralImageProcessor(BaseImageProcessor):
             raise ValueError(f"{where}: every pixel of every band is no-data (0 or NaN); nothing to process")
         if not band_mask.all():
             _warn_missing_once([band for band, ok in zip(self.band_names, band_mask) if not ok], where)
-        mean = np.asarray(self.band_mean, dtype=np.float64)[:, None, None]
-        std = np.asarray(self.band_std, dtype=np.float64)[:, None, None]
-        low, high = mean - 2 * std, mean + 2 * std
         stack -= low
         stack /= high - low
         stack *= 255.0
@@ -174,7 +195,8 @@ class SpectralImageProcessor(BaseImageProcessor):
         values = stack.astype(np.uint8).astype(np.float32)
         values /= np.float32(255.0)
         metadata = {key: image.metadata.get(key) for key in ("source", "crs", "transform", "bounds")}
-        metadata.update(band_names=list(image.band_names), band_mask=band_mask.tolist(), valid_mask=valid_mask)
+        metadata.update(band_names=list(image.band_names), band_mask=band_mask.tolist(), valid_mask=valid_mask,
+                        radiometry=dict(corrected.radiometry.as_dict(), implausible=corrected.implausible))
         return values, band_mask, metadata
 
     def warn_if_squashed(self, height: int, width: int, transform, crs, where: str) -> None:

@@ -32,6 +32,8 @@ TASK_PROMPTS = {
     "caption": "[caption] Describe this multispectral satellite image.",
     "classification": "[classification] Which land-cover classes are present in this image?",
 }
+# Image-processor call kwargs that the processor passes through (radiometric handling of the inputs).
+RADIOMETRY_KWARGS = ("input_offset", "input_scale", "strict")
 
 
 class SpectralLlavaProcessor(ProcessorMixin):
@@ -40,8 +42,9 @@ class SpectralLlavaProcessor(ProcessorMixin):
     `processor(images=..., text=..., return_tensors="pt")`: `images` are GeoTIFF paths, patch folders, arrays or
     tensors (or lists, nested per sample); every `<image>` in `text` is expanded to exactly `num_image_tokens`
     copies, and the number of placeholders must equal the number of images. Padding is on the left (batched
-    generation). Returns `input_ids`, `attention_mask`, `pixel_values`; `band_mask` with `return_band_mask=True`;
-    `metadata` (list of dicts, not tensors) with `return_metadata=True`.
+    generation). `input_offset`, `input_scale` and `strict` go to the image processor (radiometric handling).
+    Returns `input_ids`, `attention_mask`, `pixel_values`; `band_mask` with `return_band_mask=True`; `metadata`
+    (list of dicts, not tensors) with `return_metadata=True`.
     """
 
     def __init__(self, image_processor=None, tokenizer=None, chat_template=None, num_image_tokens=None,
@@ -66,12 +69,13 @@ class SpectralLlavaProcessor(ProcessorMixin):
                  return_band_mask: bool = False, return_metadata: bool = False, **kwargs) -> BatchFeature:
         for ignored in ("images_kwargs", "text_kwargs", "common_kwargs", "add_special_tokens_map"):
             kwargs.pop(ignored, None)
+        radiometry = {key: kwargs.pop(key) for key in RADIOMETRY_KWARGS if key in kwargs}
         sources = flatten_images(images)
         if text is None:
             if not sources:
                 raise ValueError("pass images=, text= or both")
             return self.image_processor(sources, band_names=band_names, return_tensors=return_tensors,
-                                        return_metadata=return_metadata)
+                                        return_metadata=return_metadata, **radiometry)
         texts = [text] if isinstance(text, str) else list(text)
         if not all(isinstance(sample, str) for sample in texts):
             raise ValueError("text must be a string or a list of strings")
@@ -83,7 +87,7 @@ class SpectralLlavaProcessor(ProcessorMixin):
         data = {}
         if sources:
             image_inputs = self.image_processor(sources, band_names=band_names, return_tensors="pt",
-                                                return_metadata=return_metadata)
+                                                return_metadata=return_metadata, **radiometry)
             data["pixel_values"] = image_inputs["pixel_values"]
             if return_band_mask:
                 data["band_mask"] = image_inputs["band_mask"]

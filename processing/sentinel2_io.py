@@ -5,8 +5,8 @@ libraries.
 
 `read_image(source, band_names=None, resampling="bilinear")` turns a GeoTIFF, a patch folder with one file per
 band, a Sentinel-2 SAFE product (or its granule, IMG_DATA or R10m/R20m/R60m folder), an array or a tensor into a
-`SpectralImage` on the 10 m grid, with its bands named canonically. `SceneReader(source)` reads windows of the
-same grid without loading the scene (memory bounded by the window, for scene tiling).
+`SpectralImage` on the 10 m grid, with its bands named canonically. `scene_reader.SceneReader(source)` reads windows
+of the same grid without loading the scene (memory bounded by the window, for scene tiling).
 """
 
 import glob
@@ -22,9 +22,7 @@ import torch.nn.functional as F
 from rasterio.coords import BoundingBox
 from rasterio.errors import RasterioError
 from rasterio.transform import array_bounds
-from rasterio.warp import Resampling, reproject, transform_bounds
-from rasterio.windows import Window, from_bounds
-from rasterio.windows import transform as window_transform
+from rasterio.warp import Resampling, reproject
 
 CANONICAL_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12")
 # SpectralGPT's 12 bands in model order (B10, cirrus, dropped).
@@ -46,10 +44,6 @@ _SAFE_RESOLUTION_FOLDER_RE = re.compile(r"^R(10|20|60)m$")
 PRODUCT_NAME_RE = re.compile(r"S2[A-D]_MSIL(?:1C|2A)_\d{8}T\d{6}_N\d{4}_R\d{3}_T\w{5}_\d{8}T\d{6}")
 # Faster GeoTIFF opening: no directory listing per open, CRS straight from the GeoKeys (same CRS, no EPSG lookup).
 _GDAL_OPTIONS = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "GTIFF_SRS_SOURCE": "GEOKEYS"}
-# Windowed scene reads cap GDAL's block cache (default: 5% of RAM): with tiles visited strip by strip (scene.tiling)
-# the blocks in use fit easily (12 bands x a few 1024 x 1024 uint16 JPEG2000 / GeoTIFF blocks of 2 MiB).
-SCENE_GDAL_CACHE_BYTES = 256 * 2**20
-_SCENE_GDAL_OPTIONS = {**_GDAL_OPTIONS, "GDAL_CACHEMAX": SCENE_GDAL_CACHE_BYTES}
 
 
 def canonical_band_name(name: str) -> str:
@@ -80,9 +74,11 @@ def canonical_band_names(names, argument: str = "band_names") -> list[str]:
 class SpectralImage:
     """Bands of one scene on a common grid.
 
-    `data`: float32 (C, H, W), reflectance x 10000 as stored; `band_names`: canonical name of each channel;
-    `metadata`: "source" (path or None), "crs", "transform" (affine.Affine of the grid), "bounds", "nodata"
-    (the files' declared no-data value or None), "band_mask" (per-channel bool, True = band present).
+    `data`: float32 (C, H, W), the values as stored (no offset or scale applied: see `radiometry`);
+    `band_names`: canonical name of each channel; `metadata`: "source" (path or None), "crs", "transform"
+    (affine.Affine of the grid), "bounds", "nodata" (the files' declared no-data value or None), "band_mask"
+    (per-channel bool, True = band present), "dtype" (the stored data type, e.g. "uint16"), "scale_offset_tags"
+    ({band: (scale, offset)} of the GeoTIFF tags that are not the neutral (1, 0)).
     """
 
     data: np.ndarray
@@ -96,10 +92,33 @@ def _resampling(method: str) -> Resampling:
     return getattr(Resampling, method)
 
 
-def _metadata(source, crs, transform, shape, nodata, num_bands) -> dict:
+def _metadata(source, crs, transform, shape, nodata, num_bands, dtype=None, scale_offset_tags=None) -> dict:
     bounds = BoundingBox(*array_bounds(shape[0], shape[1], transform)) if transform is not None else None
     return {"source": source, "crs": crs, "transform": transform, "bounds": bounds,
-            "nodata": nodata, "band_mask": [True] * num_bands}
+            "nodata": nodata, "band_mask": [True] * num_bands, "dtype": dtype,
+            "scale_offset_tags": scale_offset_tags or {}}
+
+
+def _scale_offset_tags(dataset, names) -> dict:
+    """{band: (scale, offset)} of the bands whose GeoTIFF scale/offset tags are not the neutral (1, 0)."""
+    return {band: (float(scale), float(offset)) for band, scale, offset in zip(names, dataset.scales, dataset.offsets)
+            if (scale, offset) != (1.0, 0.0)}
+
+
+def read_scale_offset_tags(source) -> dict:
+    """The GeoTIFF scale/offset tags of a file, band folder, SAFE product or `<dir>/<patch>` prefix, by band
+    (headers only; bands with the neutral (1, 0) are left out)."""
+    path = os.fspath(source)
+    with rasterio.Env(**_GDAL_OPTIONS):
+        files, multiband = band_sources(path)
+        if multiband is not None:
+            with _open(multiband) as dataset:
+                return _scale_offset_tags(dataset, _names_from_file(multiband, dataset))
+        tags = {}
+        for band, file in files.items():
+            with _open_band_file(file) as dataset:
+                tags.update(_scale_offset_tags(dataset, [band]))
+        return tags
 
 
 def read_image(source, band_names=None, resampling: str = "bilinear", select_bands=None):
@@ -122,11 +141,14 @@ def read_image(source, band_names=None, resampling: str = "bilinear", select_ban
     if isinstance(source, (list, tuple)):
         return [read_image(item, band_names, resampling, select_bands) for item in source]
     if isinstance(source, torch.Tensor):
+        dtype = str(source.dtype).removeprefix("torch.")
         source = source.detach().cpu().float().numpy()
+    else:
+        dtype = None
     if isinstance(source, np.ndarray):
         if source.ndim == 4:
-            return [_from_array(item, band_names) for item in source]
-        return _from_array(source, band_names)
+            return [_from_array(item, band_names, dtype) for item in source]
+        return _from_array(source, band_names, dtype)
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         if os.path.isdir(path) and band_names is not None:
@@ -141,8 +163,9 @@ def read_image(source, band_names=None, resampling: str = "bilinear", select_ban
                     "a numpy array or a torch tensor")
 
 
-def _from_array(array: np.ndarray, band_names) -> SpectralImage:
+def _from_array(array: np.ndarray, band_names, dtype=None) -> SpectralImage:
     array = np.asarray(array)
+    dtype = dtype or array.dtype.name
     if array.ndim == 2:
         array = array[None]
     if array.ndim != 3:
@@ -162,7 +185,7 @@ def _from_array(array: np.ndarray, band_names) -> SpectralImage:
                              "layout (12 = SpectralGPT order, 13 = EuroSAT order); pass band_names=[...]")
         names = list(KNOWN_LAYOUTS[array.shape[0]])
     data = np.ascontiguousarray(array, dtype=np.float32)
-    return SpectralImage(data, names, _metadata(None, None, None, data.shape[1:], None, len(names)))
+    return SpectralImage(data, names, _metadata(None, None, None, data.shape[1:], None, len(names), dtype))
 
 
 def _open(path: str, driver=None):
@@ -193,9 +216,12 @@ def _read_multiband_file(path: str, band_names) -> SpectralImage:
                 raise ValueError(f"band_names has {len(names)} names but {path} has {count} bands")
         else:
             names = _names_from_file(path, dataset)
-        data = _read_all(dataset, path).astype(np.float32, copy=False)
+        raw = _read_all(dataset, path)
+        data = raw.astype(np.float32, copy=False)
         crs, transform, nodata = dataset.crs, dataset.transform, dataset.nodata
-    return SpectralImage(data, names, _metadata(path, crs, transform, data.shape[1:], nodata, len(names)))
+        tags = _scale_offset_tags(dataset, names)
+    return SpectralImage(data, names, _metadata(path, crs, transform, data.shape[1:], nodata, len(names),
+                                                raw.dtype.name, tags))
 
 
 def _names_from_file(path: str, dataset) -> list[str]:
@@ -360,13 +386,15 @@ def _to_grid(band: np.ndarray, src_transform, src_crs, dst_transform, dst_crs, d
 
 
 def _read_band_files(where: str, files: dict, method: Resampling) -> SpectralImage:
-    bands = {}
+    bands, dtypes, tags = {}, {}, {}
     for band, path in files.items():
         with _open_band_file(path) as dataset:
             if dataset.count != 1:
                 raise ValueError(f"{path} should hold the single band {band} but has {dataset.count} bands")
-            bands[band] = (_read_all(dataset, path, 1).astype(np.float32, copy=False), dataset.transform,
-                           dataset.crs, dataset.nodata)
+            raw = _read_all(dataset, path, 1)
+            bands[band] = (raw.astype(np.float32, copy=False), dataset.transform, dataset.crs, dataset.nodata)
+            dtypes[band] = raw.dtype.name
+            tags.update(_scale_offset_tags(dataset, [band]))
     if not bands:
         raise ValueError(f"{where}: none of the requested bands has a file")
     # The reference grid is the finest band's (10 m); ties go to the canonical order.
@@ -381,7 +409,8 @@ def _read_band_files(where: str, files: dict, method: Resampling) -> SpectralIma
             data[index] = array
         else:
             data[index] = _to_grid(array, transform, crs, ref_transform, ref_crs, ref_shape, method, nodata)
-    return SpectralImage(data, names, _metadata(where, ref_crs, ref_transform, ref_shape, ref_nodata, len(names)))
+    return SpectralImage(data, names, _metadata(where, ref_crs, ref_transform, ref_shape, ref_nodata, len(names),
+                                                dtypes[reference], tags))
 
 
 NOMINAL_PIXEL_SIZE_M = 10.0  # the finest Sentinel-2 grid, which every reader here resamples to
@@ -410,182 +439,6 @@ def band_sources(source, select_bands=None) -> tuple[dict, str | None]:
     raise FileNotFoundError(f"no such image file or band folder: {path}")
 
 
-class SceneReader:
-    """Windows of a scene on its finest (10 m) grid, read without loading the scene.
-
-    `source`: a multi-band GeoTIFF, a band folder, a SAFE product (or granule / IMG_DATA / R10m folder) or a path
-    prefix, as for `read_image`. Only header information is read on construction. `read(row_off, col_off, height,
-    width)` reads that window of the reference grid: each band file is read on its own window (with the few extra
-    source pixels resampling needs) and resampled onto the 10 m window, giving the pixels `read_image` gives for
-    the whole scene (see tests), so memory is bounded by the window. Open files are per process: a reader can be
-    pickled into DataLoader workers and reopens its files there.
-
-    Attributes: `source`, `band_names` (canonical order), `height`, `width`, `crs`, `transform`, `nodata`, `files`
-    ({band: path} for band folders, {} for a multi-band file).
-    """
-
-    def __init__(self, source, select_bands=None, resampling: str = "bilinear", band_names=None):
-        self.source = os.fspath(source)
-        self.method = _resampling(resampling)
-        self._datasets: dict = {}
-        self._pid = None
-        with rasterio.Env(**_SCENE_GDAL_OPTIONS):
-            files, multiband = band_sources(self.source, select_bands)
-            if multiband is not None:
-                with _open(multiband) as dataset:
-                    names = canonical_band_names(band_names) if band_names is not None \
-                        else _names_from_file(multiband, dataset)
-                    if len(names) != dataset.count:
-                        raise ValueError(f"band_names has {len(names)} names but {multiband} has {dataset.count} bands")
-                    self._grid = (dataset.transform, dataset.crs, dataset.height, dataset.width, dataset.nodata)
-                wanted = set(canonical_band_names(select_bands, "select_bands")) if select_bands else set(names)
-                self.files = {}
-                self._multiband = multiband
-                self._indexes = {band: index + 1 for index, band in enumerate(names) if band in wanted}
-                self.band_names = [band for band in CANONICAL_BANDS if band in self._indexes]
-                if not self.band_names:
-                    raise ValueError(f"{multiband} holds none of the requested bands {sorted(wanted)}")
-            else:
-                if band_names is not None:
-                    raise ValueError(f"band_names= names the channels of an array or multi-band file, but "
-                                     f"{self.source} is a band folder whose file names give the bands")
-                if not files:
-                    raise ValueError(f"{self.source}: none of the requested bands has a file")
-                self.files = dict(files)
-                self._multiband = None
-                self._grids = {}
-                for band, path in self.files.items():
-                    with _open_band_file(path) as dataset:
-                        if dataset.count != 1:
-                            raise ValueError(f"{path} should hold the single band {band} but has {dataset.count} "
-                                             "bands")
-                        self._grids[band] = (dataset.transform, dataset.crs, dataset.height, dataset.width,
-                                             dataset.nodata)
-                self.band_names = [band for band in CANONICAL_BANDS if band in self.files]
-                reference = min(self.band_names, key=lambda band: abs(self._grids[band][0].a))
-                self._grid = self._grids[reference]
-        self.transform, self.crs, self.height, self.width, self.nodata = self._grid
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_datasets"], state["_pid"] = {}, None
-        return state
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def close(self) -> None:
-        for dataset in self._datasets.values():
-            dataset.close()
-        self._datasets = {}
-
-    def _dataset(self, path: str):
-        if self._pid != os.getpid():  # opened in another process (before a DataLoader fork): reopen here
-            self._datasets, self._pid = {}, os.getpid()
-        if path not in self._datasets:
-            self._datasets[path] = _open_band_file(path) if self._multiband is None else _open(path)
-        return self._datasets[path]
-
-    def read(self, row_off: int, col_off: int, height: int, width: int) -> SpectralImage:
-        """The window (rows row_off.., columns col_off.. of the 10 m grid) as a SpectralImage."""
-        if row_off < 0 or col_off < 0 or row_off + height > self.height or col_off + width > self.width:
-            raise ValueError(f"window ({row_off}, {col_off}, {height}x{width}) lies outside {self.source} "
-                             f"({self.height}x{self.width} pixels)")
-        window = Window(col_off, row_off, width, height)
-        dst_transform = window_transform(window, self.transform)
-        data = np.empty((len(self.band_names), height, width), dtype=np.float32)
-        with rasterio.Env(**_SCENE_GDAL_OPTIONS):
-            if self._multiband is not None:
-                dataset = self._dataset(self._multiband)
-                indexes = [self._indexes[band] for band in self.band_names]
-                data[:] = _read_all(dataset, self._multiband, indexes, window)
-            else:
-                for index, band in enumerate(self.band_names):
-                    data[index] = self._read_band(band, window, dst_transform)
-        metadata = _metadata(self.source, self.crs, dst_transform, (height, width), self.nodata, len(self.band_names))
-        metadata["window"] = (row_off, col_off, height, width)
-        return SpectralImage(data, list(self.band_names), metadata)
-
-    def read_overview(self, bands, max_size: int = 1024) -> np.ndarray:
-        """`bands` of the whole scene, block-averaged to at most `max_size` pixels a side: float32 (len(bands), h, w)
-        (NaN where a band is missing). GDAL decimates while reading (JPEG2000 resolution levels, GeoTIFF
-        overviews or blocks), so the scene is never held at full resolution."""
-        factor = max(1.0, max(self.height, self.width) / max_size)
-        shape = (max(1, round(self.height / factor)), max(1, round(self.width / factor)))
-        out = np.full((len(bands), *shape), np.nan, dtype=np.float32)
-        with rasterio.Env(**_SCENE_GDAL_OPTIONS):
-            for index, band in enumerate(bands):
-                if band not in self.band_names:
-                    continue
-                path = self._multiband or self.files[band]
-                dataset = self._dataset(path)
-                band_index = self._indexes[band] if self._multiband is not None else 1
-                try:
-                    out[index] = dataset.read(band_index, out_shape=shape, resampling=Resampling.average)
-                except RasterioError as err:
-                    raise ValueError(f"cannot read the pixels of {path}: the file is truncated or corrupt ({err})") \
-                        from err
-        return out
-
-    def _read_band(self, band: str, window: Window, dst_transform) -> np.ndarray:
-        path = self.files[band]
-        dataset = self._dataset(path)
-        src_transform, src_crs, src_height, src_width, nodata = self._grids[band]
-        ref_transform, ref_crs = self.transform, self.crs
-        if src_transform.almost_equals(ref_transform) and (src_height, src_width) == (self.height, self.width) \
-                and src_crs == ref_crs:
-            return _read_all(dataset, path, 1, window)
-        if src_crs == ref_crs and nodata is None and self.method in (Resampling.bilinear, Resampling.nearest):
-            factor = _aligned_factor(src_transform, (src_height, src_width), ref_transform, (self.height, self.width))
-            if factor is not None:
-                rows, row_weights = _upsampling_weights(window.row_off, window.height, factor, src_height, self.method)
-                cols, col_weights = _upsampling_weights(window.col_off, window.width, factor, src_width, self.method)
-                source = _read_all(dataset, path, 1, Window(cols[0], rows[0], cols[1] - cols[0], rows[1] - rows[0]))
-                return row_weights @ source.astype(np.float32) @ col_weights.T
-        # General case: reproject a source window covering the destination window with a margin of 3 source
-        # pixels (enough for every kernel in RESAMPLING_METHODS at these scale factors).
-        west, south, east, north = array_bounds(window.height, window.width, dst_transform)
-        if src_crs != ref_crs:
-            west, south, east, north = transform_bounds(ref_crs, src_crs, west, south, east, north, densify_pts=21)
-        covering = from_bounds(west, south, east, north, src_transform)
-        first_col, first_row = math.floor(covering.col_off) - 3, math.floor(covering.row_off) - 3
-        stop_col = math.ceil(covering.col_off + covering.width) + 3
-        stop_row = math.ceil(covering.row_off + covering.height) + 3
-        src_window = Window(first_col, first_row, stop_col - first_col, stop_row - first_row).intersection(
-            Window(0, 0, src_width, src_height))
-        source = _read_all(dataset, path, 1, src_window).astype(np.float32, copy=False)
-        out = np.full((int(window.height), int(window.width)), np.nan, dtype=np.float32)
-        reproject(source, out, src_transform=window_transform(src_window, src_transform), src_crs=src_crs,
-                  src_nodata=nodata, dst_transform=dst_transform, dst_crs=ref_crs, dst_nodata=np.nan,
-                  resampling=self.method)
-        return out
-
-
-def _upsampling_weights(start: int, length: int, factor: int, size: int, method):
-    """((first, stop) source indices, (length, stop - first) weights) that upsample source samples onto the
-    destination samples start..start+length-1 of an axis refined by `factor`: torch's pixel-centre bilinear
-    (align_corners=False, clamped at the edges) or nearest, as `_to_grid` applies to whole bands."""
-    destination = np.arange(start, start + length)
-    if method == Resampling.nearest:
-        low = high = destination // factor
-        fraction = np.zeros(length, dtype=np.float32)
-    else:
-        # in float32 like torch: source position = scale * (index + 0.5) - 0.5, scale = source / destination size
-        scale = np.float32(size) / np.float32(size * factor)
-        position = np.maximum(scale * (destination.astype(np.float32) + np.float32(0.5)) - np.float32(0.5),
-                              np.float32(0))
-        low = np.floor(position).astype(np.int64)
-        high = np.minimum(low + 1, size - 1)
-        fraction = position - low.astype(np.float32)
-    first, stop = int(low.min()), int(high.max()) + 1
-    weights = np.zeros((length, stop - first), dtype=np.float32)
-    np.add.at(weights, (np.arange(length), low - first), 1.0 - fraction)
-    np.add.at(weights, (np.arange(length), high - first), fraction)
-    return (first, stop), weights
-
-
-__all__ = ["SpectralImage", "SceneReader", "read_image", "safe_band_files", "product_id", "ground_extent", "canonical_band_name", "canonical_band_names", "CANONICAL_BANDS",
-           "SPECTRALGPT_BANDS", "EUROSAT_FILE_ORDER", "KNOWN_LAYOUTS", "RESAMPLING_METHODS"]
+__all__ = ["SpectralImage", "read_image", "read_scale_offset_tags", "safe_band_files", "product_id",
+           "ground_extent", "canonical_band_name", "canonical_band_names", "CANONICAL_BANDS", "SPECTRALGPT_BANDS",
+           "EUROSAT_FILE_ORDER", "KNOWN_LAYOUTS", "RESAMPLING_METHODS"]

@@ -51,22 +51,22 @@ def model_fingerprint(model) -> dict:
             "config_sha256": hashlib.sha256(model.config.to_json_string(use_diff=False).encode()).hexdigest()}
 
 
-def scene_radiometry(source: str, input_offset, input_scale, strict: bool) -> tuple[dict, dict]:
-    """(image-processor kwargs, description) of the scene's radiometric handling, decided once for the scene from
-    the explicit values, its product metadata, tags or name (`processing.radiometry.resolve_radiometry`). Without
-    any of these the processor looks at each tile's values (float reflectance)."""
-    try:
-        from processing.radiometry import resolve_radiometry
-    except ImportError:  # issue 10 not merged yet: only the neutral handling exists
-        if input_offset is not None or input_scale is not None or strict:
-            raise ValueError("input_offset / input_scale / strict need processing.radiometry (issue 10)") from None
-        return {}, {"offset": 0.0, "scale": 1.0, "source": "none"}
-    resolved = resolve_radiometry(source, input_offset=input_offset, input_scale=input_scale)
-    description = {"offset": resolved.offset, "scale": resolved.scale, "source": resolved.source,
-                   "detail": resolved.detail}
-    if resolved.source == "none":
-        return {"strict": strict}, description
-    return {"input_offset": resolved.offset, "input_scale": resolved.scale, "strict": strict}, description
+def scene_radiometry(reader, input_offset, input_scale, strict: bool):
+    """(Radiometry applied to every tile, or None, and its description for the output's metadata) of the scene's
+    radiometric handling, decided once from the explicit values, the product metadata, GeoTIFF tags or product name
+    (`processing.radiometry.resolve_radiometry`). Float data that only a product name (or nothing) describes is
+    left to each tile's values (the float-reflectance rule): None."""
+    import numpy as np
+
+    from processing.radiometry import resolve_radiometry
+
+    resolved = resolve_radiometry(reader.source, input_offset=input_offset, input_scale=input_scale)
+    description = {**resolved.as_dict(), "strict": strict}
+    if resolved.source in ("product_name", "none") and np.issubdtype(np.dtype(reader.dtype), np.floating):
+        description["per_tile"] = ("float data: each tile in reflectance range 0..1.5 is scaled by 10000 "
+                                   "(float_reflectance), the others take the rule above")
+        return None, description
+    return resolved, description
 
 
 def _footprint(transform, tile) -> "object":
@@ -93,7 +93,8 @@ def map_scene(source, model, processor, output, *, task: str = "classification",
       image size, no overlap); edges follow `EDGE_RULE`, no-data tiles `NODATA_RULE`.
     batch_size: tiles per model call. resume: continue a killed run from its checkpoints (`.OUT.work/` beside the
       output). overview: PNG path (default OUT_overview.png beside the output; False for none).
-    input_offset, input_scale, strict: radiometric handling, as the image processor takes them.
+    input_offset, input_scale, strict: radiometric handling, as the image processor takes them; decided once for
+      the scene (`scene_radiometry`), applied to every window and recorded in the output's metadata["radiometry"].
     progress: `progress(done, total)` is called as tiles finish. num_workers: DataLoader workers reading windows
       while the model runs (default 1; 0 reads in the main process). ray_actors, ray_cpus_per_actor,
       ray_gpus_per_actor: the Ray model-actor pool.
@@ -105,7 +106,8 @@ def map_scene(source, model, processor, output, *, task: str = "classification",
         raise ValueError(f"engine={engine!r}; expected one of {', '.join(ENGINES)}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    from processing.sentinel2_io import SceneReader, product_id
+    from processing.scene_reader import SceneReader
+    from processing.sentinel2_io import product_id
 
     source = os.path.abspath(os.fspath(source))
     image_processor = processor.image_processor
@@ -127,7 +129,7 @@ def map_scene(source, model, processor, output, *, task: str = "classification",
     tiles = plan_tiles(reader.height, reader.width, tile_size, stride, where=source)
     batches = batches_of(tiles, batch_size)
     product = product_id(source)
-    processor_kwargs, radiometry = scene_radiometry(source, input_offset, input_scale, strict)
+    applied, radiometry = scene_radiometry(reader, input_offset, input_scale, strict)
     annotator = TileAnnotator(model, processor, task, max_new_tokens) if engine == "local" else None
     pixel_size = abs(reader.transform.a) if georeferenced else None
     plan = {"source": source, "product_id": product, "height": reader.height, "width": reader.width,
@@ -154,7 +156,7 @@ def map_scene(source, model, processor, output, *, task: str = "classification",
         if progress is not None:
             progress(finished, total)
 
-    reading = TileBatches(reader, tiles, batches, image_processor, processor_kwargs)
+    reading = TileBatches(reader, tiles, batches, image_processor, applied, strict)
     try:
         if progress is not None:
             progress(finished, total)

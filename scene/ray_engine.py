@@ -89,7 +89,8 @@ def run_ray(reading: TileBatches, pending: list[int], model, task: str, max_new_
     # The repository's own image-processor class: a remote-code class loaded from a model dir does not unpickle in
     # Ray workers.
     image_processor = SpectralImageProcessor.from_dict(reading.image_processor.to_dict())
-    reading = TileBatches(reading.reader, reading.tiles, reading.batches, image_processor, reading.processor_kwargs)
+    reading = TileBatches(reading.reader, reading.tiles, reading.batches, image_processor, reading.radiometry,
+                          reading.strict)
     started = not ray.is_initialized()
     if started:
         ray.init(address=ray_address, include_dashboard=False, logging_level=logging.WARNING)

@@ -10,7 +10,9 @@ from .tiling import Tile
 
 class TileBatches(torch.utils.data.Dataset):
     """Item k: the tiles of planned batch k, read through `reader` (a SceneReader) and preprocessed by
-    `image_processor` with `processor_kwargs` (radiometry).
+    `image_processor` (`normalise` + `resize`, as its call does) with the scene's radiometry: `radiometry` (a
+    `processing.radiometry.Radiometry` decided once for the scene), or None to let each tile's values decide (the
+    float-reflectance rule); `strict` makes implausible values an error.
 
     A tile's `valid_fraction` is the share of its pixels that hold data (finite and not the processor's
     `nodata_value`) in every band the scene has; tiles with none are not preprocessed (skipped, never shown to the
@@ -19,12 +21,14 @@ class TileBatches(torch.utils.data.Dataset):
     {"batch": k, "error": message, "error_type": name}, so that it leaves a worker with its message intact.
     """
 
-    def __init__(self, reader, tiles: list[Tile], batches: list[list[int]], image_processor, processor_kwargs=None):
+    def __init__(self, reader, tiles: list[Tile], batches: list[list[int]], image_processor, radiometry=None,
+                 strict: bool = False):
         self.reader = reader
         self.tiles = tiles
         self.batches = batches
         self.image_processor = image_processor
-        self.processor_kwargs = dict(processor_kwargs or {})
+        self.radiometry = radiometry
+        self.strict = strict
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -37,21 +41,21 @@ class TileBatches(torch.utils.data.Dataset):
 
     def read_batch(self, k: int) -> dict:
         indices = self.batches[k]
-        windows, fractions = [], []
+        normalised, fractions = [], []
         nodata = getattr(self.image_processor, "nodata_value", 0)
         for index in indices:
             tile = self.tiles[index]
-            data = self.reader.read(tile.y, tile.x, tile.size, tile.size).data
-            valid = np.isfinite(data)
+            window = self.reader.read(tile.y, tile.x, tile.size, tile.size)
+            valid = np.isfinite(window.data)
             if nodata is not None:
-                valid &= data != nodata
+                valid &= window.data != nodata
             fraction = float(valid.all(axis=0).mean())
             fractions.append(fraction)
             if fraction > 0:
-                windows.append(data)
-        if windows:
-            pixel_values = self.image_processor(windows, band_names=self.reader.band_names, return_tensors="pt",
-                                                **self.processor_kwargs)["pixel_values"]
+                values, _, _ = self.image_processor.normalise(window, strict=self.strict, radiometry=self.radiometry)
+                normalised.append(values)
+        if normalised:
+            pixel_values = self.image_processor.resize(normalised)
         else:
             size = self.image_processor.image_size
             pixel_values = torch.empty((0, len(self.image_processor.band_names), size, size))

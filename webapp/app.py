@@ -34,6 +34,7 @@ from processing.image_processing_spectral_llava import MAX_FOOTPRINT_RATIO  # no
 from .describe import InputReport, describe_input, input_footprint_ratio  # noqa: E402
 from .inputs import InputError, InputLimits, available_samples, new_work_dir, resolve_upload  # noqa: E402
 from .model import ModelSession  # noqa: E402
+from .options import AppOptions  # noqa: E402
 from .tile_map import map_document, map_iframe  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -52,13 +53,15 @@ QUICKLOOK_CACHE = 32
 
 @dataclass
 class AppConfig:
+    """What `launch` serves; the defaults are `spectral-llava app`'s (`webapp.options.AppOptions`)."""
+
     model_dir: str
-    host: str = "127.0.0.1"
-    port: int = 7860
-    concurrency: int = 1
-    max_new_tokens: int = 64
+    host: str = AppOptions.host
+    port: int = AppOptions.port
+    concurrency: int = AppOptions.concurrency
+    max_new_tokens: int = AppOptions.max_new_tokens
     limits: InputLimits = field(default_factory=InputLimits)
-    max_upload_mb: int = 1024
+    max_upload_mb: int = AppOptions.max_upload_mb
     work_root: str | None = None  # default: a temp dir removed at exit
 
 

@@ -18,7 +18,8 @@ from affine import Affine
 from rasterio.warp import transform_bounds
 
 from processing.image_processing_spectral_llava import footprint_ratio
-from processing.sentinel2_io import NOMINAL_PIXEL_SIZE_M, SPECTRALGPT_BANDS, SceneReader, ground_extent, read_image
+from processing.scene_reader import SceneReader
+from processing.sentinel2_io import NOMINAL_PIXEL_SIZE_M, SPECTRALGPT_BANDS, ground_extent, read_image
 
 from .inputs import band_of, raster_files
 

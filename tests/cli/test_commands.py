@@ -78,7 +78,7 @@ def test_classify_prints_one_json_line_per_image(tiny_model_dir):
     lines = [json.loads(line) for line in out.splitlines()]
     assert [line["image"] for line in lines] == [TIF, FOLDER]
     vocabulary = set(EUROSAT_CLASSES) | set(BEN19_LABELS)
-    assert all(set(line) == {"image", "labels"} and set(line["labels"]) <= vocabulary for line in lines)
+    assert all(set(line) == {"image", "labels", "radiometry"} and set(line["labels"]) <= vocabulary for line in lines)
 
 
 def test_caption_equals_the_saved_dirs_own_pipeline(tiny_model_dir):

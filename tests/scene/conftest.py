@@ -61,7 +61,6 @@ def tiny_map_model(tiny_map_model_dir):
 def copy_band(source_tif, target, block=None, driver=None, **profile_updates):
     """Write the real band `source_tif` to `target` (JPEG2000 when it ends in .jp2, losslessly), optionally
     block-averaged by `block` (a SAFE product's coarser copies of a band)."""
-    import numpy as np
     import rasterio
     from rasterio.transform import Affine
 

@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+import re
 import shutil
 import warnings
 
@@ -10,12 +11,15 @@ import numpy as np
 import pytest
 import rasterio
 import shapely
+import torch
 from rasterio.windows import Window
 from rasterio.windows import bounds as window_bounds
 
 from conftest import DATA, MAJOR_TOM, copy_band, write_safe_l2a
-from processing.sentinel2_io import SceneReader, read_image
+from processing.scene_reader import SceneReader
+from processing.sentinel2_io import read_image
 from scene import map_scene, read_tiles
+from scene.mapping import scene_radiometry
 from scene.reading import TileBatches
 from scene.tiling import batches_of, plan_tiles
 
@@ -71,7 +75,7 @@ def test_rows_footprints_and_metadata(crop_result, tiny_map_model_dir):
     assert metadata["source"] == CROP and metadata["product_id"] == PRODUCT
     assert metadata["model"]["name_or_path"] == tiny_map_model_dir
     assert metadata["counts"] == result.counts and metadata["tile_size_m"] == 320.0
-    assert metadata["radiometry"]["source"] in ("none", "product_name")
+    assert (metadata["radiometry"]["source"], metadata["radiometry"]["offset"]) == ("product_name", -1000.0)
     assert "shifted inward" in metadata["edge_rule"]
     assert not glob.glob(os.path.join(os.path.dirname(result.output), ".*"))  # work dir and temp files gone
 
@@ -103,21 +107,55 @@ def test_overview_colours_tiles_by_first_label(tmp_path):
 
 
 def test_windowed_batches_match_the_processor_on_cut_out_tiles(tiny_map_model):
-    """The pixel values map feeds the model equal the processor's on crops of the whole scene read at once."""
+    """The pixel values map feeds the model equal the processor's on crops of the whole scene read at once, with
+    the scene's radiometry (processing baseline 04.00: offset -1000 from the product name)."""
     source = MAJOR_TOM if os.path.isdir(MAJOR_TOM) else CROP
     processor = tiny_map_model[1]
     reader = SceneReader(source, select_bands=processor.image_processor.band_names)
     tiles = plan_tiles(reader.height, reader.width, 64, 300 if source == MAJOR_TOM else 40)
     batches = batches_of(tiles, 4)
-    reading = TileBatches(reader, tiles, batches, processor.image_processor)
+    radiometry, _ = scene_radiometry(reader, None, None, strict=False)
+    assert (radiometry.source, radiometry.offset, radiometry.scale) == ("product_name", -1000.0, 1.0)
+    reading = TileBatches(reader, tiles, batches, processor.image_processor, radiometry)
     whole = read_image(source)
     for k in range(len(batches)):
         item = reading[k]
         crops = [whole.data[:, tiles[i].y:tiles[i].y + 64, tiles[i].x:tiles[i].x + 64] for i in item["tiles"]]
-        expected = processor.image_processor(crops, band_names=whole.band_names)["pixel_values"]
+        expected = processor.image_processor(crops, band_names=whole.band_names, input_offset=-1000)["pixel_values"]
         # uint8 quantisation: a value within 0.02 DN of a step boundary may land one step away
         assert (item["pixel_values"] - expected).abs().max() <= 1 / 255 + 1e-6
         assert (item["pixel_values"] == expected).float().mean() > 0.999
+
+
+def test_map_applies_the_scenes_radiometry_to_every_window_and_records_it(tiny_map_model, tmp_path):
+    """The Major-TOM N0400 cell stores reflectance x 10000 + 1000: map decides offset -1000 once (product name),
+    reads every window with it (not the raw values), and writes the handling into the file's metadata."""
+    processor = tiny_map_model[1]
+    reader = SceneReader(CROP, select_bands=processor.image_processor.band_names)
+    tiles = plan_tiles(reader.height, reader.width, 32, 32)
+    batches = batches_of(tiles, 4)
+    radiometry, description = scene_radiometry(reader, None, None, strict=False)
+    corrected = TileBatches(reader, tiles, batches, processor.image_processor, radiometry)[0]["pixel_values"]
+    raw = TileBatches(reader, tiles, batches, processor.image_processor,
+                      scene_radiometry(reader, 0.0, None, strict=False)[0])[0]["pixel_values"]
+    assert (corrected - raw).abs().mean() > 0.05  # 1000 DN is about a third of the SpectralGPT window
+    whole = read_image(CROP, select_bands=processor.image_processor.band_names)
+    crop = whole.data[:, tiles[0].y:tiles[0].y + 32, tiles[0].x:tiles[0].x + 32]
+    torch.testing.assert_close(corrected[0], processor.image_processor(
+        crop, band_names=whole.band_names, input_offset=-1000)["pixel_values"][0], rtol=0, atol=1 / 255 + 1e-6)
+
+    result = run(tiny_map_model, CROP, tmp_path / "cell.geojson", tile_size=32, batch_size=8)
+    _, metadata = read_tiles(result.output)
+    assert metadata["radiometry"] == {**description, "strict": False} == result.metadata["radiometry"]
+    assert (description["source"], description["offset"], description["scale"]) == ("product_name", -1000.0, 1.0)
+    assert "N0400" in description["detail"]
+    explicit = run(tiny_map_model, CROP, tmp_path / "explicit.parquet", tile_size=32, batch_size=8,
+                   input_offset=-1000, strict=True)
+    assert (explicit.metadata["radiometry"]["source"], explicit.metadata["radiometry"]["strict"]) == ("explicit", True)
+    assert comparable(explicit.rows) == comparable(result.rows)  # the same pixels reach the model
+    with pytest.raises(ValueError, match=re.escape(CROP) + r".*band B\d\d: median"):  # DNs read as reflectance
+        run(tiny_map_model, CROP, tmp_path / "scaled.parquet", tile_size=32, input_scale=10000, strict=True)
+    assert not (tmp_path / "scaled.parquet").exists()
 
 
 def test_major_tom_full_cell_with_a_large_stride(tiny_map_model, tmp_path):
