@@ -82,12 +82,11 @@ def test_renderings_stretch_each_band_and_ignore_offsets(image_processor, data):
 def test_radiometry_shown_as_the_processor_reports_it(image_processor, data):
     metadata = image_processor(str(data.major_tom), return_metadata=True)["metadata"][0]
     report = describe_input(data.major_tom, image_processor)
-    assert report.radiometry == metadata.get("radiometry")
+    assert report.radiometry == metadata["radiometry"]
+    assert (metadata["radiometry"]["source"], metadata["radiometry"]["offset"]) == ("product_name", -1000.0)  # N0400
     text = radiometry_markdown(report)
-    if metadata.get("radiometry"):
-        assert f"offset {metadata['radiometry']['offset']}" in text
-    else:
-        assert "not reported by this model's image processor" in text
+    assert text.startswith("**Radiometry** reflectance x 10000 = (raw + -1000.0) x 1.0, from product_name (")
+    assert "N0400" in text
 
 
 def test_footprint_ratio_from_headers(image_processor, data):
