@@ -170,6 +170,10 @@ def map_scene(source, model, processor, output, *, task: str = "classification",
     except (ValueError, FileNotFoundError):
         checkpoints.remove()  # a bad input: resuming cannot help, leave nothing behind
         raise
+    except BaseException:
+        logger.warning("interrupted after %d of %d tiles; the finished batches are kept in %s: run again with "
+                       "--resume to continue", finished, total, checkpoints.dir)
+        raise
     finally:
         bar.close()
         reader.close()
