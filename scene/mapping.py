@@ -62,6 +62,9 @@ def scene_radiometry(source: str, input_offset, input_scale, strict: bool) -> tu
             raise ValueError("input_offset / input_scale / strict need processing.radiometry (issue 10)") from None
         return {}, {"offset": 0.0, "scale": 1.0, "source": "none"}
     resolved = resolve_radiometry(source, input_offset=input_offset, input_scale=input_scale)
+    if resolved.band_offsets or resolved.band_scales:
+        raise ValueError(f"{source}: the product gives per-band offsets/scales ({resolved.detail}), which tiles "
+                         "cannot carry yet; pass one --input-offset / --input-scale for all bands")
     description = {"offset": resolved.offset, "scale": resolved.scale, "source": resolved.source,
                    "detail": resolved.detail}
     if resolved.source == "none":
