@@ -12,8 +12,8 @@ MAJOR_TOM = os.path.join(SHARED, "major-tom-s2l2a", "0U", "0U_199R",
                          "S2A_MSIL2A_20220706T085611_N0400_R007_T33NZA_20220706T153419")
 MAJOR_TOM_N9999 = os.path.join(SHARED, "major-tom-s2l2a", "199U", "199U_1099R",
                                "S2B_MSIL2A_20200223T032739_N9999_R018_T48QUE_20230924T183543")
-SAFE_MTD = os.path.join(SHARED, "sentinel2-safe-metadata", "MTD_MSIL2A.xml")
 DATA = os.path.join(REPO, "tests", "data")
+SAFE_MTD = os.path.join(DATA, "sentinel2-safe-metadata", "MTD_MSIL2A.xml")
 # initializer_range 1.0: random weights large enough that the generated text depends on the image
 TINY_VISION = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, initializer_range=1.0)
 

@@ -158,6 +158,28 @@ def test_map_applies_the_scenes_radiometry_to_every_window_and_records_it(tiny_m
     assert not (tmp_path / "scaled.parquet").exists()
 
 
+def test_per_band_offsets_of_a_safe_product_reach_every_window(tiny_map_model, tmp_path):
+    """A product whose metadata gives B02 another offset: map's windows carry it like the processor reading the
+    product itself (one 120 px tile = the whole scene)."""
+    from conftest import SAFE_MTD
+
+    safe = write_safe_l2a(tmp_path, CROP, with_mtd=False)
+    with open(SAFE_MTD, encoding="utf-8") as f:
+        metadata = f.read().replace('<BOA_ADD_OFFSET band_id="1">-1000<', '<BOA_ADD_OFFSET band_id="1">-900<')
+    with open(os.path.join(safe, "MTD_MSIL2A.xml"), "w", encoding="utf-8") as f:
+        f.write(metadata)
+    image_processor = tiny_map_model[1].image_processor
+    reader = SceneReader(safe, select_bands=image_processor.band_names)
+    radiometry, description = scene_radiometry(reader, None, None, strict=False)
+    assert (description["source"], description["offset"], description["band_offsets"]) == (
+        "product_metadata", -1000.0, {"B02": -900.0})
+    tiles = plan_tiles(reader.height, reader.width, 120, 120)
+    windowed = TileBatches(reader, tiles, batches_of(tiles, 1), image_processor, radiometry)[0]["pixel_values"]
+    whole = image_processor(safe, return_metadata=True)
+    assert whole["metadata"][0]["radiometry"]["band_offsets"] == {"B02": -900.0}
+    torch.testing.assert_close(windowed, whole["pixel_values"], rtol=0, atol=1e-6)
+
+
 def test_major_tom_full_cell_with_a_large_stride(tiny_map_model, tmp_path):
     if not os.path.isdir(MAJOR_TOM):
         pytest.skip("needs ../shared/data (the full 1068 x 1068 Major-TOM cell)")
@@ -213,7 +235,7 @@ def test_geopackage(crop_result, tiny_map_model, tmp_path):
 
 
 def test_safe_product_maps_like_the_same_pixels_as_geotiffs(crop_result, tiny_map_model, tmp_path):
-    safe = write_safe_l2a(tmp_path, CROP, with_mtd=os.path.isdir(os.path.dirname(MAJOR_TOM)))
+    safe = write_safe_l2a(tmp_path, CROP)
     result = run(tiny_map_model, safe, tmp_path / "safe.parquet", task="both", batch_size=4)
     assert result.metadata["product_id"] == "S2B_MSIL2A_20231217T135659_N0510_R067_T21JUK_20231217T175625"
     assert result.rows[0]["tile_id"].startswith("S2B_MSIL2A_20231217T135659_N0510_R067_T21JUK")

@@ -26,7 +26,7 @@ def test_jpeg2000_driver_is_available():
 
 @pytest.fixture(scope="module")
 def safe_l2a(tmp_path_factory):
-    return write_safe_l2a(tmp_path_factory.mktemp("safe"), MAJOR_TOM_CROP, with_mtd=os.path.isdir(SHARED))
+    return write_safe_l2a(tmp_path_factory.mktemp("safe"), MAJOR_TOM_CROP)
 
 
 def test_l2a_safe_levels_all_find_the_finest_band_files(safe_l2a):
