@@ -26,7 +26,7 @@ browser:
 	      || echo "could not install chromium with apt-get: browser tests will skip"; \
 	  else echo "chromium is missing and cannot be installed here (needs root and apt-get): browser tests will skip"; fi; }
 
-# unit tests (tiny random models) and the entry-point tests that start processes; about 3 min on 2 cores
+# unit tests (tiny random models), the entry-point tests that start processes, the scene and web-app (browser) tests
 test: setup
 	$(PY) -m pytest tests -q -m "not integration"
 
