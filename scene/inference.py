@@ -60,12 +60,9 @@ class TileAnnotator:
     @torch.inference_mode()
     def vision_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """The tower's output at the model's `vision_feature_layer`, float32 (B, T*h*w, D)."""
-        layer = self.model.config.vision_feature_layer
         pixel_values = pixel_values.to(self.device, self.model.vision_tower.dtype)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            outputs = self.model.vision_tower(pixel_values, output_hidden_states=layer != -1, return_dict=True)
-        features = outputs.last_hidden_state if layer == -1 else outputs.hidden_states[layer]
-        return features.float()
+            return self.model.select_vision_features(pixel_values).float()
 
     @torch.inference_mode()
     def generate(self, task: str, features: torch.Tensor) -> list[dict]:
