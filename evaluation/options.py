@@ -79,6 +79,15 @@ class GenerationOptions:
 
 
 @dataclass
+class FootprintOptions:
+    """What `spectral-llava caption` and `classify` do with an input far larger than the model's footprint."""
+
+    resize_whole_image: bool = field(default=False, metadata={
+        "help": "answer for inputs more than twice the model's footprint (e.g. a 10 km scene) by resizing the whole "
+                "image to the model's size; without it they are refused, see `spectral-llava map`"})
+
+
+@dataclass
 class CaptionOptions(GenerationOptions):
     """What `spectral-llava caption` asks about each image."""
 

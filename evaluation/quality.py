@@ -47,6 +47,7 @@ def run_quality(model_dir, dataset_dir, output_dir, model=None, processor=None, 
         vocabulary = vocabulary_of(row["source"])
         records.append({"id": row["id"], "image": row["path"], "labels": list(row["labels"]),
                         "caption": answer["text"], "reference": row["caption"],
+                        **({"radiometry": answer["radiometry"]} if "radiometry" in answer else {}),
                         "model_consistency": label_consistency(answer["text"], row["labels"], vocabulary),
                         "reference_consistency": label_consistency(row["caption"], row["labels"], vocabulary)})
     result = {

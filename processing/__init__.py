@@ -1,7 +1,21 @@
-"""Processing for Spectral-LLaVA: Sentinel-2 readers, SpectralGPT image processor, processor and pipeline."""
+"""Processing for Spectral-LLaVA: Sentinel-2 readers, radiometry, SpectralGPT image processor, processor, pipeline.
 
-from .image_processing_spectral_llava import SpectralImageProcessor
-from .sentinel2_io import SpectralImage, canonical_band_name, read_image
-from .processing_spectral_llava import SpectralLlavaProcessor
+The names below are imported on first use, so that `processing.options` (what the command line parses) does not
+load torch or rasterio.
+"""
 
-__all__ = ["SpectralImage", "SpectralImageProcessor", "SpectralLlavaProcessor", "canonical_band_name", "read_image"]
+import importlib
+
+_EXPORTS = {
+    "SpectralImageProcessor": "image_processing_spectral_llava",
+    "RadiometryWarning": "radiometry", "resolve_radiometry": "radiometry",
+    "SpectralImage": "sentinel2_io", "canonical_band_name": "sentinel2_io", "read_image": "sentinel2_io",
+    "SpectralLlavaProcessor": "processing_spectral_llava",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)

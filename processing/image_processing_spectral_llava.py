@@ -1,10 +1,11 @@
 """SpectralGPT preprocessing of Sentinel-2 imagery (AutoImageProcessor).
 
-Remote code: copied flat into saved model directories; imports only its sibling `sentinel2_io`.
+Remote code: copied flat into saved model directories; imports only its siblings `sentinel2_io` and `radiometry`.
 
-`SpectralImageProcessor` picks the model's bands in the model's order, fills no-data, applies the SpectralGPT
-normalisation, resizes and batches: `pixel_values` (B, C, S, S) float32 and `band_mask` (B, C) bool (False where a
-band was missing or entirely no-data). Reading is `sentinel2_io.read_image`.
+`SpectralImageProcessor` picks the model's bands in the model's order, finds no-data, brings the values to
+reflectance x 10000 (`radiometry`: product offsets, scales, float reflectance, plausibility checks), fills no-data,
+applies the SpectralGPT normalisation, resizes and batches: `pixel_values` (B, C, S, S) float32 and `band_mask`
+(B, C) bool (False where a band was missing or entirely no-data). Reading is `sentinel2_io.read_image`.
 """
 
 import functools
@@ -17,7 +18,9 @@ from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
 from transformers.processing_utils import ImagesKwargs
 from transformers.utils import logging
 
-from .sentinel2_io import SPECTRALGPT_BANDS, SpectralImage, _resampling, canonical_band_names, read_image
+from .radiometry import apply_radiometry
+from .sentinel2_io import (NOMINAL_PIXEL_SIZE_M, SPECTRALGPT_BANDS, SpectralImage, _resampling, canonical_band_names,
+                           ground_extent, read_image)
 
 
 logger = logging.get_logger(__name__)
@@ -26,6 +29,9 @@ SPECTRALGPT_MEAN = (1370.19151926, 1184.3824625, 1120.77120066, 1136.26026392, 1
                     1846.87040806, 1762.59530783, 1972.62420416, 582.72633433, 1732.16362238, 1247.91870117)
 SPECTRALGPT_STD = (633.15169573, 650.2842772, 712.12507725, 965.23119807, 948.9819932, 1108.06650639,
                    1258.36394548, 1233.1492281, 1364.38688993, 472.37967789, 1310.36996126, 1087.6020813)
+# An input whose ground extent exceeds the model's footprint (image_size 10 m pixels) more than this many times in
+# either direction is squashed into one image: warned here, refused by `spectral-llava caption` / `classify`.
+MAX_FOOTPRINT_RATIO = 2.0
 
 
 class SpectralImageProcessorKwargs(ImagesKwargs, total=False):
@@ -39,19 +45,25 @@ class SpectralImageProcessorKwargs(ImagesKwargs, total=False):
     image_size: int
     patch_size: int
     resampling: str | None
-    nodata_value: float | None
+    nodata_value: int | float | None
     do_center_crop: bool
     crop_size: int | None
     antialias: bool
     return_metadata: bool
     return_band_mask: bool
+    input_offset: int | float | None
+    input_scale: int | float | None
+    strict: bool
 
 
 class SpectralImageProcessor(BaseImageProcessor):
     r"""SpectralGPT preprocessing for Sentinel-2 inputs, bands addressed by name.
 
-    For each image: read (`read_image`), take the configured `band_names` in that order, treat 0 (`nodata_value`)
-    and NaN as no-data and fill them with the band's mean over its valid pixels, fill bands that are missing or
+    For each image: read (`read_image`), take the configured `band_names` in that order, treat 0 (`nodata_value`),
+    the file's declared no-data value and NaN as no-data (on the raw values), bring the values to reflectance x 10000
+    (`radiometry.apply_radiometry`: `input_offset`/`input_scale` when given, else the product metadata, GeoTIFF
+    scale/offset tags, product name or float reflectance; implausible values warn, or raise with `strict`), fill
+    no-data with the band's mean over its valid pixels, fill bands that are missing or
     entirely no-data with the dataset mean (they normalise to 127/255) and mark them False in `band_mask` (warned
     once per set of missing bands), normalise each band with SpectralGPT's recipe
     `uint8(clip((x - (m - 2s)) / (4s) * 255, 0, 255)) / 255` using `band_mean` / `band_std`, optionally centre-crop
@@ -60,12 +72,13 @@ class SpectralImageProcessor(BaseImageProcessor):
     rescale: `do_rescale=False` keeps the 0..255 levels, `rescale_factor` replaces 1/255.
 
     Call: `processor(images, band_names=None, return_tensors="pt", return_metadata=False)`, plus `resampling`,
-    `do_rescale`, `rescale_factor` overriding the configured ones; `images` is anything `read_image` reads or a
-    list of those; `band_names` names the channels of unnamed arrays/files. Returns a
-    BatchFeature with `pixel_values` (B, C, S, S) float32 and `band_mask` (B, C) bool (unless
-    `return_band_mask=False`); with `return_metadata=True`
-    also `metadata`, a list of one dict per image ("source", "crs", "transform", "bounds", "band_names" read,
-    "band_mask", "valid_mask" (C, H, W) bool on the native grid) that is never converted to tensors.
+    `do_rescale`, `rescale_factor`, `input_offset`, `input_scale`, `strict` overriding the configured ones for this
+    call; `images` is anything `read_image` reads or a list of those; `band_names` names the channels of unnamed
+    arrays/files. Returns a BatchFeature with `pixel_values` (B, C, S, S) float32 and `band_mask` (B, C) bool (unless
+    `return_band_mask=False`); with `return_metadata=True` also `metadata`, a list of one dict per image ("source",
+    "crs", "transform", "bounds", "band_names" read, "band_mask", "valid_mask" (C, H, W) bool on the native grid,
+    "radiometry": {"offset", "scale", "source", "detail", "band_offsets", "band_scales", "implausible"}) that is
+    never converted to tensors.
     """
 
     model_input_names = ["pixel_values"]
@@ -74,7 +87,8 @@ class SpectralImageProcessor(BaseImageProcessor):
     def __init__(self, band_names=SPECTRALGPT_BANDS, band_mean=None, band_std=None, image_size: int = 128,
                  patch_size: int = 8, resampling: str = "bilinear", nodata_value: float | None = 0,
                  do_center_crop: bool = False, crop_size: int | None = None, antialias: bool = True,
-                 do_rescale: bool = True, rescale_factor: float = 1 / 255, **kwargs):
+                 do_rescale: bool = True, rescale_factor: float = 1 / 255, input_offset: float | None = None,
+                 input_scale: float | None = None, strict: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.band_names = canonical_band_names(band_names)
         self.band_mean = [float(v) for v in (band_mean if band_mean is not None else
@@ -98,6 +112,9 @@ class SpectralImageProcessor(BaseImageProcessor):
         self.antialias = bool(antialias)
         self.do_rescale = bool(do_rescale)
         self.rescale_factor = float(rescale_factor)
+        self.input_offset = input_offset
+        self.input_scale = input_scale
+        self.strict = bool(strict)
 
     def __call__(self, images, band_names=None, return_tensors="pt", return_metadata: bool = False, **kwargs):
         return self.preprocess(images, band_names=band_names, return_tensors=return_tensors,
@@ -105,7 +122,8 @@ class SpectralImageProcessor(BaseImageProcessor):
 
     def preprocess(self, images, band_names=None, return_tensors="pt", return_metadata: bool = False,
                    return_band_mask: bool = True, resampling: str | None = None, do_rescale: bool | None = None,
-                   rescale_factor: float | None = None, **kwargs) -> BatchFeature:
+                   rescale_factor: float | None = None, input_offset: float | None = None,
+                   input_scale: float | None = None, strict: bool | None = None, **kwargs) -> BatchFeature:
         unknown = set(kwargs) - {"images_kwargs", "data_format", "input_data_format", "do_convert_rgb"}
         if unknown:
             raise TypeError(f"SpectralImageProcessor got unexpected argument(s) {sorted(unknown)}")
@@ -115,7 +133,8 @@ class SpectralImageProcessor(BaseImageProcessor):
         pixel_values, band_masks, metadata = [], [], []
         for source in sources:
             image = self.read(source, band_names=band_names, resampling=resampling)
-            values, band_mask, meta = self.normalise(image, do_rescale=do_rescale, rescale_factor=rescale_factor)
+            values, band_mask, meta = self.normalise(image, do_rescale=do_rescale, rescale_factor=rescale_factor,
+                                                     input_offset=input_offset, input_scale=input_scale, strict=strict)
             pixel_values.append(values)
             band_masks.append(band_mask)
             metadata.append(meta)
@@ -136,10 +155,12 @@ class SpectralImageProcessor(BaseImageProcessor):
         return read_image(source, band_names=None if is_folder else band_names,
                           resampling=resampling or self.resampling, select_bands=self.band_names)
 
-    def normalise(self, image: SpectralImage, do_rescale: bool | None = None, rescale_factor: float | None = None):
-        """Select, fill and normalise the configured bands of one image -> ((C, H, W) float32, band_mask, metadata).
-
-        `do_rescale` / `rescale_factor` override the configured rescale of the uint8 levels (None: configured)."""
+    def normalise(self, image: SpectralImage, do_rescale: bool | None = None, rescale_factor: float | None = None,
+                  input_offset: float | None = None, input_scale: float | None = None, strict: bool | None = None,
+                  radiometry=None):
+        """Select, correct, fill and normalise the configured bands of one image -> ((C, H, W) float32, band_mask,
+        metadata). The keyword arguments default to the processor's own; `radiometry` (a `radiometry.Radiometry`,
+        e.g. resolved once per scene) skips the decision."""
         source = image.metadata.get("source")
         where = source if source is not None else "the input array"
         height, width = image.data.shape[1:]
@@ -148,21 +169,27 @@ class SpectralImageProcessor(BaseImageProcessor):
             image = SpectralImage(image.data[:, top:top + self.crop_size, left:left + self.crop_size],
                                   image.band_names, image.metadata)
             height, width = image.data.shape[1:]
+        self.warn_if_squashed(height, width, image.metadata.get("transform"), image.metadata.get("crs"), where)
         if height < self.patch_size or width < self.patch_size:
             raise ValueError(f"{where}: the image is {height}x{width} pixels, smaller than one {self.patch_size}x"
                              f"{self.patch_size} patch (patch_size in the processor config)")
-        channel = {band: index for index, band in enumerate(image.band_names)}
+        mean = np.asarray(self.band_mean, dtype=np.float64)[:, None, None]
+        std = np.asarray(self.band_std, dtype=np.float64)[:, None, None]
+        low, high = mean - 2 * std, mean + 2 * std
+        corrected = apply_radiometry(
+            image, self.band_names, nodata_value=self.nodata_value, where=where, radiometry=radiometry,
+            input_offset=self.input_offset if input_offset is None else input_offset,
+            input_scale=self.input_scale if input_scale is None else input_scale,
+            strict=self.strict if strict is None else strict,
+            window_top=dict(zip(self.band_names, high[:, 0, 0].tolist())))
         stack = np.empty((len(self.band_names), height, width), dtype=np.float64)
         valid_mask = np.zeros((len(self.band_names), height, width), dtype=bool)
         band_mask = np.zeros(len(self.band_names), dtype=bool)
         for index, band in enumerate(self.band_names):
-            if band not in channel:
+            if band not in corrected.values:
                 stack[index] = self.band_mean[index]
                 continue
-            values = image.data[channel[band]]
-            valid = np.isfinite(values)
-            if self.nodata_value is not None:
-                valid &= values != self.nodata_value
+            values, valid = corrected.values[band], corrected.valid[band]
             valid_mask[index] = valid
             if valid.all():
                 stack[index] = values
@@ -176,9 +203,6 @@ class SpectralImageProcessor(BaseImageProcessor):
             raise ValueError(f"{where}: every pixel of every band is no-data (0 or NaN); nothing to process")
         if not band_mask.all():
             _warn_missing_once([band for band, ok in zip(self.band_names, band_mask) if not ok], where)
-        mean = np.asarray(self.band_mean, dtype=np.float64)[:, None, None]
-        std = np.asarray(self.band_std, dtype=np.float64)[:, None, None]
-        low, high = mean - 2 * std, mean + 2 * std
         stack -= low
         stack /= high - low
         stack *= 255.0
@@ -189,8 +213,19 @@ class SpectralImageProcessor(BaseImageProcessor):
         # the product in float64, rounded once, is exactly float32(levels) / 255 for the default 1/255
         values = (levels * rescale_factor).astype(np.float32) if do_rescale else levels.astype(np.float32)
         metadata = {key: image.metadata.get(key) for key in ("source", "crs", "transform", "bounds")}
-        metadata.update(band_names=list(image.band_names), band_mask=band_mask.tolist(), valid_mask=valid_mask)
+        metadata.update(band_names=list(image.band_names), band_mask=band_mask.tolist(), valid_mask=valid_mask,
+                        radiometry=dict(corrected.radiometry.as_dict(), implausible=corrected.implausible))
         return values, band_mask, metadata
+
+    def warn_if_squashed(self, height: int, width: int, transform, crs, where: str) -> None:
+        ratio = footprint_ratio(self.image_size, height, width, transform, crs)
+        if ratio > MAX_FOOTPRINT_RATIO and (where, height, width) not in _WARNED_SQUASHED:
+            _WARNED_SQUASHED.add((where, height, width))
+            extent = ground_extent(height, width, transform, crs)
+            logger.warning(f"{where}: {extent[0] / 1000:.2f} km x {extent[1] / 1000:.2f} km is {ratio:.1f}x the "
+                           f"model's footprint ({self.image_size} px x 10 m = {self.image_size / 100:.2f} km) and is "
+                           f"squashed into one {self.image_size}x{self.image_size} image; map it tile by tile with "
+                           "`spectral-llava map` instead")
 
     def resize(self, images: list[np.ndarray]) -> torch.Tensor:
         """Bicubic resize of (C, H, W) arrays to (B, C, S, S).
@@ -209,6 +244,12 @@ class SpectralImageProcessor(BaseImageProcessor):
             resized_cols = torch.from_numpy(image).reshape(channels * height, width) @ cols
             out[index] = rows @ resized_cols.reshape(channels, height, self.image_size)
         return out
+
+
+def footprint_ratio(image_size: int, height: int, width: int, transform=None, crs=None) -> float:
+    """How many times a height x width image's ground extent exceeds a model's footprint (image_size pixels of 10 m),
+    in the worse direction."""
+    return max(ground_extent(height, width, transform, crs)) / (image_size * NOMINAL_PIXEL_SIZE_M)
 
 
 @functools.lru_cache(maxsize=32)
@@ -235,6 +276,7 @@ def _default_statistic(band_names, values, argument):
 
 
 _WARNED_MISSING: set = set()
+_WARNED_SQUASHED: set = set()
 
 
 def _warn_missing_once(bands: list[str], where: str) -> None:
@@ -256,4 +298,5 @@ def flatten_images(images) -> list:
 
 SpectralImageProcessor.register_for_auto_class("AutoImageProcessor")
 
-__all__ = ["SpectralImageProcessor", "flatten_images", "SPECTRALGPT_MEAN", "SPECTRALGPT_STD"]
+__all__ = ["SpectralImageProcessor", "flatten_images", "SPECTRALGPT_MEAN", "SPECTRALGPT_STD", "MAX_FOOTPRINT_RATIO",
+           "footprint_ratio"]

@@ -4,9 +4,12 @@ Remote code: copied flat into saved model directories next to the image processo
 libraries.
 
 `read_image(source, band_names=None, resampling="bilinear")` turns a GeoTIFF, a patch folder with one file per
-band, an array or a tensor into a `SpectralImage` on the 10 m grid, with its bands named canonically.
+band, a Sentinel-2 SAFE product (or its granule, IMG_DATA or R10m/R20m/R60m folder), an array or a tensor into a
+`SpectralImage` on the 10 m grid, with its bands named canonically. `scene_reader.SceneReader(source)` reads windows
+of the same grid without loading the scene (memory bounded by the window, for scene tiling).
 """
 
+import glob
 import math
 import os
 import re
@@ -30,10 +33,15 @@ EUROSAT_FILE_ORDER = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B
 KNOWN_LAYOUTS = {12: SPECTRALGPT_BANDS, 13: EUROSAT_FILE_ORDER}
 # BigEarthNet statistics used by SpectralGPT (reflectance x 10000), in SPECTRALGPT_BANDS order.
 RESAMPLING_METHODS = ("nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average")
-RASTER_EXTENSIONS = (".tif", ".tiff")
+RASTER_EXTENSIONS = (".tif", ".tiff", ".jp2")
 _BAND_NAME_RE = re.compile(r"^B?0*(\d{1,2})(A?)$", re.IGNORECASE)
-# A band file's stem ends in its band name: "B02", "B2", "B8A" or "<patch>_B02".
-_BAND_FILE_RE = re.compile(r"^(?P<prefix>.*?)(?:^|[_\-.])(?P<band>B\d{1,2}A?)$", re.IGNORECASE)
+# A band file's stem ends in its band name: "B02", "B2", "B8A", "<patch>_B02", or, in Level-2A SAFE products,
+# "<tile>_<datetime>_B02_10m" (band then resolution).
+_BAND_FILE_RE = re.compile(r"^(?P<prefix>.*?)(?:^|[_\-.])(?P<band>B\d{1,2}A?)(?:_(?P<resolution>\d{2})m)?$",
+                           re.IGNORECASE)
+_SAFE_RESOLUTION_FOLDER_RE = re.compile(r"^R(10|20|60)m$")
+# A Sentinel-2 product name, e.g. S2A_MSIL2A_20220706T085611_N0400_R007_T33NZA_20220706T153419
+PRODUCT_NAME_RE = re.compile(r"S2[A-D]_MSIL(?:1C|2A)_\d{8}T\d{6}_N\d{4}_R\d{3}_T\w{5}_\d{8}T\d{6}")
 # Faster GeoTIFF opening: no directory listing per open, CRS straight from the GeoKeys (same CRS, no EPSG lookup).
 _GDAL_OPTIONS = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "GTIFF_SRS_SOURCE": "GEOKEYS"}
 
@@ -66,9 +74,11 @@ def canonical_band_names(names, argument: str = "band_names") -> list[str]:
 class SpectralImage:
     """Bands of one scene on a common grid.
 
-    `data`: float32 (C, H, W), reflectance x 10000 as stored; `band_names`: canonical name of each channel;
-    `metadata`: "source" (path or None), "crs", "transform" (affine.Affine of the grid), "bounds", "nodata"
-    (the files' declared no-data value or None), "band_mask" (per-channel bool, True = band present).
+    `data`: float32 (C, H, W), the values as stored (no offset or scale applied: see `radiometry`);
+    `band_names`: canonical name of each channel; `metadata`: "source" (path or None), "crs", "transform"
+    (affine.Affine of the grid), "bounds", "nodata" (the files' declared no-data value or None), "band_mask"
+    (per-channel bool, True = band present), "dtype" (the stored data type, e.g. "uint16"), "scale_offset_tags"
+    ({band: (scale, offset)} of the GeoTIFF tags that are not the neutral (1, 0)).
     """
 
     data: np.ndarray
@@ -82,10 +92,33 @@ def _resampling(method: str) -> Resampling:
     return getattr(Resampling, method)
 
 
-def _metadata(source, crs, transform, shape, nodata, num_bands) -> dict:
+def _metadata(source, crs, transform, shape, nodata, num_bands, dtype=None, scale_offset_tags=None) -> dict:
     bounds = BoundingBox(*array_bounds(shape[0], shape[1], transform)) if transform is not None else None
     return {"source": source, "crs": crs, "transform": transform, "bounds": bounds,
-            "nodata": nodata, "band_mask": [True] * num_bands}
+            "nodata": nodata, "band_mask": [True] * num_bands, "dtype": dtype,
+            "scale_offset_tags": scale_offset_tags or {}}
+
+
+def _scale_offset_tags(dataset, names) -> dict:
+    """{band: (scale, offset)} of the bands whose GeoTIFF scale/offset tags are not the neutral (1, 0)."""
+    return {band: (float(scale), float(offset)) for band, scale, offset in zip(names, dataset.scales, dataset.offsets)
+            if (scale, offset) != (1.0, 0.0)}
+
+
+def read_scale_offset_tags(source) -> dict:
+    """The GeoTIFF scale/offset tags of a file, band folder, SAFE product or `<dir>/<patch>` prefix, by band
+    (headers only; bands with the neutral (1, 0) are left out)."""
+    path = os.fspath(source)
+    with rasterio.Env(**_GDAL_OPTIONS):
+        files, multiband = band_sources(path)
+        if multiband is not None:
+            with _open(multiband) as dataset:
+                return _scale_offset_tags(dataset, _names_from_file(multiband, dataset))
+        tags = {}
+        for band, file in files.items():
+            with _open_band_file(file) as dataset:
+                tags.update(_scale_offset_tags(dataset, [band]))
+        return tags
 
 
 def read_image(source, band_names=None, resampling: str = "bilinear", select_bands=None):
@@ -108,31 +141,31 @@ def read_image(source, band_names=None, resampling: str = "bilinear", select_ban
     if isinstance(source, (list, tuple)):
         return [read_image(item, band_names, resampling, select_bands) for item in source]
     if isinstance(source, torch.Tensor):
+        dtype = str(source.dtype).removeprefix("torch.")
         source = source.detach().cpu().float().numpy()
+    else:
+        dtype = None
     if isinstance(source, np.ndarray):
         if source.ndim == 4:
-            return [_from_array(item, band_names) for item in source]
-        return _from_array(source, band_names)
+            return [_from_array(item, band_names, dtype) for item in source]
+        return _from_array(source, band_names, dtype)
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
+        if os.path.isdir(path) and band_names is not None:
+            raise ValueError(f"band_names= names the channels of an array or multi-band file, but {path} "
+                             "is a band folder whose file names give the bands; use select_bands= instead")
         with rasterio.Env(**_GDAL_OPTIONS):
-            if os.path.isdir(path):
-                if band_names is not None:
-                    raise ValueError(f"band_names= names the channels of an array or multi-band file, but {path} "
-                                     "is a band folder whose file names give the bands; use select_bands= instead")
-                return _read_band_files(path, _band_files_in(path, select_bands), method)
-            if os.path.isfile(path):
-                return _read_multiband_file(path, band_names)
-            prefixed = _band_files_with_prefix(path, select_bands)
-            if prefixed:
-                return _read_band_files(path, prefixed, method)
-        raise FileNotFoundError(f"no such image file or band folder: {path}")
+            files, multiband = band_sources(path, select_bands)
+            if multiband is not None:
+                return _read_multiband_file(multiband, band_names)
+            return _read_band_files(path, files, method)
     raise TypeError(f"cannot read an image from a {type(source).__name__}; pass a GeoTIFF path, a band folder, "
                     "a numpy array or a torch tensor")
 
 
-def _from_array(array: np.ndarray, band_names) -> SpectralImage:
+def _from_array(array: np.ndarray, band_names, dtype=None) -> SpectralImage:
     array = np.asarray(array)
+    dtype = dtype or array.dtype.name
     if array.ndim == 2:
         array = array[None]
     if array.ndim != 3:
@@ -152,19 +185,24 @@ def _from_array(array: np.ndarray, band_names) -> SpectralImage:
                              "layout (12 = SpectralGPT order, 13 = EuroSAT order); pass band_names=[...]")
         names = list(KNOWN_LAYOUTS[array.shape[0]])
     data = np.ascontiguousarray(array, dtype=np.float32)
-    return SpectralImage(data, names, _metadata(None, None, None, data.shape[1:], None, len(names)))
+    return SpectralImage(data, names, _metadata(None, None, None, data.shape[1:], None, len(names), dtype))
 
 
 def _open(path: str, driver=None):
     try:
         return rasterio.open(path, driver=driver)
     except RasterioError as err:
-        raise ValueError(f"cannot read {path}: not a readable GeoTIFF ({err})") from err
+        kind = "JPEG2000" if path.lower().endswith(".jp2") else "GeoTIFF"
+        raise ValueError(f"cannot read {path}: not a readable {kind} ({err})") from err
 
 
-def _read_all(dataset, path: str, indexes=None) -> np.ndarray:
+def _open_band_file(path: str):
+    return _open(path, driver="JP2OpenJPEG" if path.lower().endswith(".jp2") else "GTiff")
+
+
+def _read_all(dataset, path: str, indexes=None, window=None) -> np.ndarray:
     try:
-        return dataset.read(indexes)
+        return dataset.read(indexes, window=window)
     except RasterioError as err:
         raise ValueError(f"cannot read the pixels of {path}: the file is truncated or corrupt ({err})") from err
 
@@ -178,9 +216,12 @@ def _read_multiband_file(path: str, band_names) -> SpectralImage:
                 raise ValueError(f"band_names has {len(names)} names but {path} has {count} bands")
         else:
             names = _names_from_file(path, dataset)
-        data = _read_all(dataset, path).astype(np.float32, copy=False)
+        raw = _read_all(dataset, path)
+        data = raw.astype(np.float32, copy=False)
         crs, transform, nodata = dataset.crs, dataset.transform, dataset.nodata
-    return SpectralImage(data, names, _metadata(path, crs, transform, data.shape[1:], nodata, len(names)))
+        tags = _scale_offset_tags(dataset, names)
+    return SpectralImage(data, names, _metadata(path, crs, transform, data.shape[1:], nodata, len(names),
+                                                raw.dtype.name, tags))
 
 
 def _names_from_file(path: str, dataset) -> list[str]:
@@ -201,6 +242,7 @@ def _names_from_file(path: str, dataset) -> list[str]:
 
 
 def _band_file(name: str):
+    """(prefix, canonical band, resolution in m or None) of a band file name, or None."""
     stem, extension = os.path.splitext(name)
     if extension.lower() not in RASTER_EXTENSIONS:
         return None
@@ -208,15 +250,17 @@ def _band_file(name: str):
     if match is None:
         return None
     try:
-        return match.group("prefix"), canonical_band_name(match.group("band"))
+        band = canonical_band_name(match.group("band"))
     except ValueError:
         return None
+    resolution = match.group("resolution")
+    return match.group("prefix"), band, int(resolution) if resolution else None
 
 
 def _select(found: dict, select_bands, where: str) -> dict:
     if not found:
-        raise ValueError(f"{where}: no band files found (expected GeoTIFFs named like B02.tif, B2.tif or "
-                         "<patch>_B02.tif)")
+        raise ValueError(f"{where}: no band files found (expected GeoTIFFs or JPEG2000s named like B02.tif, B2.tif, "
+                         "<patch>_B02.tif or T33UUU_20170216T102101_B02.jp2, or a Sentinel-2 .SAFE product)")
     if select_bands is None:
         return found
     wanted = set(canonical_band_names(select_bands, argument="select_bands"))
@@ -224,6 +268,9 @@ def _select(found: dict, select_bands, where: str) -> dict:
 
 
 def _band_files_in(folder: str, select_bands) -> dict:
+    safe = safe_band_files(folder)
+    if safe is not None:
+        return _select(safe, select_bands, folder)
     by_prefix: dict[str, dict[str, str]] = {}
     for name in sorted(os.listdir(folder)):
         parsed = _band_file(name)
@@ -245,6 +292,58 @@ def _band_files_with_prefix(prefix: str, select_bands) -> dict:
         if parsed is not None and parsed[0] == patch:
             found[parsed[1]] = os.path.join(folder, name)
     return _select(found, select_bands, prefix) if found else {}
+
+
+def safe_band_files(path: str) -> dict | None:
+    """{band: file} of a Sentinel-2 SAFE product, or None when `path` is not part of one.
+
+    `path` is the `.SAFE` folder (one granule), a granule folder, its `IMG_DATA` folder, or one of a Level-2A
+    product's `IMG_DATA/R10m`, `R20m`, `R60m` folders (that resolution only). Level-1C files are named
+    `T33UUU_20170216T102101_B02.jp2`, Level-2A files `T21JUK_20231217T135659_B02_10m.jp2`; where a band exists
+    at several resolutions the finest is taken. B10 (cirrus, not among SpectralGPT's bands) is dropped.
+    """
+    path = os.path.normpath(path)
+    if path.upper().endswith(".SAFE") or os.path.isdir(os.path.join(path, "GRANULE")):
+        img_data = sorted(glob.glob(os.path.join(glob.escape(path), "GRANULE", "*", "IMG_DATA")))
+        if not img_data:
+            raise ValueError(f"{path}: a SAFE product without GRANULE/<granule>/IMG_DATA")
+        if len(img_data) > 1:
+            raise ValueError(f"{path} holds {len(img_data)} granules; pass one granule's IMG_DATA folder "
+                             f"(e.g. {img_data[0]})")
+        path = img_data[0]
+    elif os.path.isdir(os.path.join(path, "IMG_DATA")):
+        path = os.path.join(path, "IMG_DATA")
+    name = os.path.basename(path)
+    if name == "IMG_DATA":
+        folders = [os.path.join(path, r) for r in ("R10m", "R20m", "R60m") if os.path.isdir(os.path.join(path, r))]
+        folders = folders or [path]
+    elif _SAFE_RESOLUTION_FOLDER_RE.match(name) and os.path.basename(os.path.dirname(path)) == "IMG_DATA":
+        folders = [path]
+    else:
+        return None
+    finest: dict[str, tuple[int, str]] = {}
+    for folder in folders:
+        for file_name in sorted(os.listdir(folder)):
+            parsed = _band_file(file_name)
+            if parsed is None or parsed[1] == "B10":
+                continue
+            resolution = parsed[2] or 0
+            if parsed[1] not in finest or resolution < finest[parsed[1]][0]:
+                finest[parsed[1]] = (resolution, os.path.join(folder, file_name))
+    return {band: file for band, (_, file) in finest.items()}
+
+
+def product_id(source) -> str | None:
+    """The Sentinel-2 product name in a path (the `.SAFE` folder, a Major-TOM product folder, a reBEN patch
+    name), else the file or folder name without extension; None for arrays."""
+    if not isinstance(source, (str, os.PathLike)):
+        return None
+    path = os.path.abspath(os.fspath(source))
+    for part in reversed(path.split(os.sep)):
+        match = PRODUCT_NAME_RE.search(part)
+        if match is not None:
+            return match.group(0)
+    return os.path.splitext(os.path.basename(path))[0]
 
 
 def _aligned_factor(src_transform, src_shape, dst_transform, dst_shape):
@@ -287,13 +386,15 @@ def _to_grid(band: np.ndarray, src_transform, src_crs, dst_transform, dst_crs, d
 
 
 def _read_band_files(where: str, files: dict, method: Resampling) -> SpectralImage:
-    bands = {}
+    bands, dtypes, tags = {}, {}, {}
     for band, path in files.items():
-        with _open(path, driver="GTiff") as dataset:
+        with _open_band_file(path) as dataset:
             if dataset.count != 1:
                 raise ValueError(f"{path} should hold the single band {band} but has {dataset.count} bands")
-            bands[band] = (_read_all(dataset, path, 1).astype(np.float32, copy=False), dataset.transform,
-                           dataset.crs, dataset.nodata)
+            raw = _read_all(dataset, path, 1)
+            bands[band] = (raw.astype(np.float32, copy=False), dataset.transform, dataset.crs, dataset.nodata)
+            dtypes[band] = raw.dtype.name
+            tags.update(_scale_offset_tags(dataset, [band]))
     if not bands:
         raise ValueError(f"{where}: none of the requested bands has a file")
     # The reference grid is the finest band's (10 m); ties go to the canonical order.
@@ -308,8 +409,36 @@ def _read_band_files(where: str, files: dict, method: Resampling) -> SpectralIma
             data[index] = array
         else:
             data[index] = _to_grid(array, transform, crs, ref_transform, ref_crs, ref_shape, method, nodata)
-    return SpectralImage(data, names, _metadata(where, ref_crs, ref_transform, ref_shape, ref_nodata, len(names)))
+    return SpectralImage(data, names, _metadata(where, ref_crs, ref_transform, ref_shape, ref_nodata, len(names),
+                                                dtypes[reference], tags))
 
 
-__all__ = ["SpectralImage", "read_image", "canonical_band_name", "canonical_band_names", "CANONICAL_BANDS",
-           "SPECTRALGPT_BANDS", "EUROSAT_FILE_ORDER", "KNOWN_LAYOUTS", "RESAMPLING_METHODS"]
+NOMINAL_PIXEL_SIZE_M = 10.0  # the finest Sentinel-2 grid, which every reader here resamples to
+
+
+def ground_extent(height: int, width: int, transform=None, crs=None) -> tuple[float, float]:
+    """(height, width) in metres of a height x width grid: from the pixel size in a projected CRS, else (arrays,
+    geographic CRSs) assuming 10 m pixels."""
+    if transform is not None and crs is not None and crs.is_projected:
+        metres = crs.linear_units_factor[1]
+        return (height * math.hypot(transform.d, transform.e) * metres,
+                width * math.hypot(transform.a, transform.b) * metres)
+    return height * NOMINAL_PIXEL_SIZE_M, width * NOMINAL_PIXEL_SIZE_M
+
+
+def band_sources(source, select_bands=None) -> tuple[dict, str | None]:
+    """({band: file} of a band folder / SAFE product / path prefix, None) or ({}, path) for a multi-band file."""
+    path = os.fspath(source)
+    if os.path.isdir(path):
+        return _band_files_in(path, select_bands), None
+    if os.path.isfile(path):
+        return {}, path
+    prefixed = _band_files_with_prefix(path, select_bands)
+    if prefixed:
+        return prefixed, None
+    raise FileNotFoundError(f"no such image file or band folder: {path}")
+
+
+__all__ = ["SpectralImage", "read_image", "read_scale_offset_tags", "safe_band_files", "product_id",
+           "ground_extent", "canonical_band_name", "canonical_band_names", "CANONICAL_BANDS", "SPECTRALGPT_BANDS",
+           "EUROSAT_FILE_ORDER", "KNOWN_LAYOUTS", "RESAMPLING_METHODS"]

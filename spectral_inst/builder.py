@@ -2,7 +2,7 @@
 
 ``build_dataset(BuildConfig(...))`` writes ``OUTPUT/patches``, ``OUTPUT/alignment`` and ``OUTPUT/instructions``
 (saved with ``save_to_disk``, keyed by split), ``OUTPUT/README.md`` (dataset card), ``OUTPUT/build_info.json``
-(image roots, thresholds) and ``OUTPUT/report.json`` (skipped patches). It is resumable.
+(image roots, thresholds, radiometric handling) and ``OUTPUT/report.json`` (skipped patches). It is resumable.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from modeling_spectral_llava.fileio import atomic_write_json, atomic_write_text, replace_dir
+from processing.options import RadiometryOptions
 
 from .captioners import caption_all, caption_of, make_captioner
 from .card import dataset_card
@@ -33,8 +34,10 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class BuildConfig:
-    """Options of `build_dataset` and `spectral-llava build-dataset` (help texts are the CLI's)."""
+class BuildConfig(RadiometryOptions):
+    """Options of `build_dataset` and `spectral-llava build-dataset` (help texts are the CLI's). The radiometric
+    handling (`input_offset`, `input_scale`, `strict`: implausible values skip the patch, reported) applies to every
+    patch read."""
 
     output: str = field(metadata={"help": "output folder (resumable)", "metavar": "DIR"})
     bigearthnet: str | None = field(default=None, metadata={"help": "reBEN (BigEarthNet v2) patch folders",
@@ -68,6 +71,7 @@ class BuildConfig:
     hub_private: bool = field(default=False, metadata={"help": "create the Hub repo as private"})
 
     def __post_init__(self):
+        super().__post_init__()
         if isinstance(self.metadata, (str, os.PathLike)):
             self.metadata = [self.metadata]
         if self.countries:
@@ -232,6 +236,8 @@ def assemble(tasks: list[PatchTask], captioner, config: BuildConfig) -> tuple[di
 
 def build_dataset(config: BuildConfig) -> dict:
     """Run the whole build (resumable) and return the report that is also written to OUTPUT/report.json."""
+    from processing.radiometry import radiometry_settings
+
     output = Path(config.output)
     (output / ".work").mkdir(parents=True, exist_ok=True)
     captioner = make_captioner(config.captioner, config.seed, config.max_new_tokens)
@@ -239,7 +245,7 @@ def build_dataset(config: BuildConfig) -> dict:
     tasks, skipped, roots = discover(config)
     tasks = [t for t in tasks if _in_shard(t.id, config.shard_index)]
     logger.info("discovered %d patches to build into %s", len(tasks), output)
-    ready, errors = process_all(tasks, str(output), config.num_proc)
+    ready, errors = process_all(tasks, str(output), config.num_proc, config.radiometry)
     processing_seconds = time.perf_counter() - started
     report = {
         "output": str(output.resolve()),
@@ -269,6 +275,8 @@ def build_dataset(config: BuildConfig) -> dict:
         "label_format": "format_labels(): 'Labels: ' + '; '.join(sorted(labels))",
         "indices": INDEX_DEFINITIONS,
         "thresholds": THRESHOLDS,
+        "radiometry": {**radiometry_settings(config.input_offset, config.input_scale), "strict": config.strict,
+                       "rules": "processing/radiometry.py; each record's `radiometry` says what was applied"},
         "captioner": captioner.name,
         "seed": config.seed,
         "hub_repo_id": config.push_to_hub,

@@ -1,4 +1,6 @@
-"""Per-patch processing: read the bands, compute the spectral summary, render the RGB PNG, cache the record.
+"""Per-patch processing: read the bands, bring them to reflectance (``processing.radiometry.apply_radiometry``:
+product offsets, or the build's ``input_offset``/``input_scale``/``strict``), compute the spectral summary, render
+the RGB PNG, cache the record.
 
 Records are cached atomically as ``OUTPUT/.work/records/<hh>/<id>.json`` and PNGs as
 ``OUTPUT/rgb/<source>/<hh>/<id>.png``, so a re-run resumes where it stopped.
@@ -104,8 +106,11 @@ def rgb_relpath(task: PatchTask) -> str:
     return f"rgb/{task.source}/{bucket(task.id)}/{task.id}.png"
 
 
-def read_patch_bands(task: PatchTask):
-    """(reflectance bands {B02, B03, B04, B08, B11} on the 10 m grid, valid-pixel mask, image metadata)."""
+def read_patch_bands(task: PatchTask, radiometry: dict | None = None):
+    """(reflectance bands {B02, B03, B04, B08, B11} on the 10 m grid, valid-pixel mask, image metadata, the
+    `processing.radiometry.Radiometry` applied). `radiometry`: {"input_offset", "input_scale", "strict"} for
+    `apply_radiometry` (default: the automatic rules, implausible values warn)."""
+    from processing.radiometry import apply_radiometry
     from processing.sentinel2_io import read_image
 
     image = read_image(task.path, select_bands=list(SUMMARY_BANDS))
@@ -113,12 +118,13 @@ def read_patch_bands(task: PatchTask):
     missing = [name for name in SUMMARY_BANDS if name not in names or not mask[names.index(name)]]
     if missing:
         raise ValueError(f"{task.path}: bands {missing} are missing (needed for RGB and indices)")
-    data = np.stack([np.asarray(image.data[names.index(name)], dtype=np.float32) for name in SUMMARY_BANDS])
-    valid = np.all(data > 0, axis=0) & np.all(np.isfinite(data), axis=0)
+    corrected = apply_radiometry(image, list(SUMMARY_BANDS), **(radiometry or {}))
+    data = np.stack([corrected.values[name].astype(np.float32) for name in SUMMARY_BANDS])
+    valid = np.all([corrected.valid[name] for name in SUMMARY_BANDS], axis=0)
     bands = {name: data[index] / 10000.0 for index, name in enumerate(SUMMARY_BANDS)}
     if image.metadata.get("crs") is None or image.metadata.get("transform") is None:
         raise ValueError(f"{task.path}: no georeference (CRS/transform) to locate the patch")
-    return bands, valid, image.metadata
+    return bands, valid, image.metadata, corrected.radiometry
 
 
 def _labels_place_and_date(task: PatchTask, latitude: float, longitude: float) -> dict:
@@ -138,12 +144,16 @@ def _labels_place_and_date(task: PatchTask, latitude: float, longitude: float) -
             "season": season_of(acquisition_date, latitude)}
 
 
-def process_patch(task: PatchTask, output_dir: str | os.PathLike) -> dict:
-    """Read one patch, write its RGB PNG and its cached metadata record; return the record."""
+def process_patch(task: PatchTask, output_dir: str | os.PathLike, radiometry: dict | None = None) -> dict:
+    """Read one patch (with the radiometric handling `radiometry`, see `read_patch_bands`), write its RGB PNG and
+    its cached metadata record; return the record."""
     from PIL import Image
 
+    from processing.radiometry import radiometry_settings
+
     output_dir = Path(output_dir)
-    bands, valid, metadata = read_patch_bands(task)
+    radiometry = dict(radiometry or {})
+    bands, valid, metadata, applied = read_patch_bands(task, radiometry)
     summary = spectral_summary(bands, valid)
     height, width = valid.shape
     latitude, longitude = patch_centre_latlon(metadata["crs"], metadata["transform"], height, width)
@@ -158,6 +168,8 @@ def process_patch(task: PatchTask, output_dir: str | os.PathLike) -> dict:
         "latitude": latitude, "longitude": longitude, "crs": str(metadata["crs"]),
         "height": int(height), "width": int(width), "snow": bool(snow), "cloud": bool(cloud),
         "flag_source": "metadata" if task.snow is not None else "spectral", "reben_patch_id": task.reben_patch_id,
+        "radiometry": applied.as_dict(),
+        "radiometry_settings": radiometry_settings(radiometry.get("input_offset"), radiometry.get("input_scale")),
         **summary,
     }
     atomic_write_json(record_path(output_dir, task.id), record)
@@ -170,22 +182,27 @@ def _png_bytes(image) -> bytes:
     return handle.getvalue()
 
 
-def _process_safely(args: tuple[PatchTask, str]) -> tuple[str, dict]:
-    task, output_dir = args
+def _process_safely(args: tuple[PatchTask, str, dict | None]) -> tuple[str, dict]:
+    task, output_dir, radiometry = args
     try:
-        return "ok", process_patch(task, output_dir)
+        return "ok", process_patch(task, output_dir, radiometry)
     except Exception as error:  # one bad patch must not stop a 500k-patch build; it is reported instead
         return "error", {"id": task.id, "path": task.path, "reason": f"{type(error).__name__}: {error}"}
 
 
-def load_cached_record(output_dir: str | os.PathLike, task: PatchTask) -> dict | None:
-    """The cached record of ``task`` when it and its PNG exist and are readable, else None."""
+def load_cached_record(output_dir: str | os.PathLike, task: PatchTask, radiometry: dict | None = None) -> dict | None:
+    """The cached record of ``task`` when it and its PNG exist and are readable and it was made with the same
+    radiometric handling (``radiometry`` as for ``process_patch``), else None."""
+    from processing.radiometry import radiometry_settings
+
     path = record_path(output_dir, task.id)
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+    settings = radiometry_settings((radiometry or {}).get("input_offset"), (radiometry or {}).get("input_scale"))
     if (record.get("record_version") != RECORD_VERSION or record.get("image_path") != task.image_path
+            or record.get("radiometry_settings") != settings
             or not (Path(output_dir) / record["rgb_path"]).is_file()):
         return None
     return record
@@ -207,8 +224,10 @@ def _pool_context():
     return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
 
 
-def process_all(tasks: list[PatchTask], output_dir: str, num_proc: int = 1) -> tuple[list[PatchTask], list[dict]]:
-    """Make sure every task has a cached record (reused, or processed with ``num_proc`` workers).
+def process_all(tasks: list[PatchTask], output_dir: str, num_proc: int = 1,
+                radiometry: dict | None = None) -> tuple[list[PatchTask], list[dict]]:
+    """Make sure every task has a cached record (reused, or processed with ``num_proc`` workers and the
+    radiometric handling ``radiometry``, see ``process_patch``).
 
     Returns the tasks that have a record and the error entries of the patches that failed. Records stay on
     disk, so memory does not grow with the archive.
@@ -217,12 +236,12 @@ def process_all(tasks: list[PatchTask], output_dir: str, num_proc: int = 1) -> t
 
     done, errors, todo = set(), [], []
     for task in tasks:
-        (done.add(task.id) if load_cached_record(output_dir, task) is not None else todo.append(task))
+        (done.add(task.id) if load_cached_record(output_dir, task, radiometry) is not None else todo.append(task))
     logger.info("%d patches cached, %d to process with %d process(es)", len(done), len(todo), num_proc)
     if todo:
         import processing.sentinel2_io  # noqa: F401  (imported once, before workers fork)
 
-        jobs = [(task, output_dir) for task in todo]
+        jobs = [(task, output_dir, radiometry) for task in todo]
         with tqdm(total=len(jobs), desc="patches", unit="patch") as progress:
             if num_proc > 1:
                 with _pool_context().Pool(num_proc, initializer=_init_worker) as pool:

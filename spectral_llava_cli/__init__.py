@@ -24,6 +24,8 @@ COMMAND_MODULES = [
     "spectral_llava_cli.train",
     "spectral_llava_cli.evaluate",
     "spectral_llava_cli.caption",
+    "spectral_llava_cli.map",
+    "spectral_llava_cli.app",
     "spectral_llava_cli.push",
     "spectral_llava_cli.render_card",
     "spectral_llava_cli.quickstart",

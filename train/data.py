@@ -7,18 +7,42 @@ roots that resolve its `image` paths).
 - `SpectralLlavaCollator` pads a list of records into `input_ids`, `attention_mask`, `labels` and either
   `pixel_values` (images read and normalised by the processor) or `vision_features` (read from a
   `train.feature_cache.FeatureCache`).
+- `processor_for_dataset(processor, dataset_dir)` reads the images with the explicit radiometric handling the
+  dataset's build recorded.
 """
 
 from __future__ import annotations
 
+import copy
+import logging
+
 import torch
 
-from spectral_inst.dataset import resolve_image_path
+from spectral_inst.dataset import load_build_info, resolve_image_path
 
 from .feature_cache import FeatureCache
 
+logger = logging.getLogger(__name__)
+
 IGNORE_INDEX = -100
 ROLES = {"human": "user", "gpt": "assistant", "system": "system", "user": "user", "assistant": "assistant"}
+
+
+def processor_for_dataset(processor, dataset_dir):
+    """`processor`, or a copy whose image processor reads images with the explicit radiometric handling
+    (`input_offset`, `input_scale`, `strict`) that `build_info.json` records for the dataset's build, so training
+    sees the pixels the captions were computed from. The original (exported with the model) is left untouched."""
+    recorded = load_build_info(dataset_dir).get("radiometry") or {}
+    settings = {key: recorded.get(key) for key in ("input_offset", "input_scale") if recorded.get(key) is not None}
+    if not settings:
+        return processor
+    image_processor = copy.deepcopy(processor.image_processor)
+    for key, value in {**settings, "strict": bool(recorded.get("strict"))}.items():
+        setattr(image_processor, key, value)
+    configured = copy.copy(processor)
+    configured.image_processor = image_processor
+    logger.info("images of %s are read with its build's radiometry %s", dataset_dir, settings)
+    return configured
 
 
 def chat_messages(conversations) -> list[dict]:

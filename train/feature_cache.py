@@ -3,8 +3,8 @@
 Training stores the raw tower output (T*h*w, D) per patch (`--cache-features`; `tower_encoder`) and feeds it as
 `vision_features`; evaluation stores pooled rows derived from the tower (`evaluation.features`) in the same kind of
 cache. A cache lives in `ROOT/shard-NNNNN.safetensors` indexed by `ROOT/index.json`; `ROOT/fingerprint.json`
-records what produced it (tower weights and config, feature layer, image-processor config and whatever the encoder
-adds) and `build` discards every shard when it differs.
+records what produced it (tower weights and config, feature layer, image-processor config, radiometric handling and
+whatever the encoder adds) and `build` discards every shard when it differs.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from modeling_spectral_llava.fileio import atomic_write_json, write_file_atomically
+from processing.radiometry import radiometry_settings
 
 logger = logging.getLogger(__name__)
 
@@ -29,13 +30,18 @@ Encoder = Callable[[Sequence[str], Sequence[str]], torch.Tensor]
 
 
 def feature_fingerprint(model, image_processor) -> str:
-    """sha256 over the tower weights, tower config, feature layer and image-processor config."""
+    """sha256 over the tower weights, tower config, feature layer, image-processor config and radiometric handling
+    (`radiometry_settings`: the rules version and the processor's input offset and scale; `strict` changes no
+    value and is left out)."""
     digest = hashlib.sha256()
     tower = model.vision_tower
     digest.update(tower.config.to_json_string(use_diff=False).encode())
     digest.update(f"vision_feature_layer={model.config.vision_feature_layer}".encode())
     processing = json.loads(image_processor.to_json_string())
-    processing.pop("processor_class", None)
+    for key in ("processor_class", "strict"):
+        processing.pop(key, None)
+    processing["radiometry"] = radiometry_settings(getattr(image_processor, "input_offset", None),
+                                                   getattr(image_processor, "input_scale", None))
     digest.update(json.dumps(processing, sort_keys=True).encode())
     for name, tensor in sorted(tower.state_dict().items()):
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())

@@ -32,7 +32,7 @@ from modeling_spectral_llava.model_card import read_provenance
 from modeling_spectral_llava.options import prefer_hyphens
 from spectral_inst.dataset import load_build_info, load_split, resolve_image_path
 
-from .data import SpectralLlavaCollator
+from .data import SpectralLlavaCollator, processor_for_dataset
 from .feature_cache import FeatureCache, feature_fingerprint, tower_encoder
 from .options import StagePaths, TrainOptions
 from .quantization import fsdp_enabled, quantization_config
@@ -243,7 +243,8 @@ def run_stage(stage: Stage, model_dir, dataset_dir, output_dir, options: TrainOp
     model, processor = load_training_model(model_dir, quantization)
     model.freeze_vision_tower()
     model.multi_modal_projector.float()  # trained in both stages: float32 whatever dtype the dir is stored in
-    feature_cache = cache_tower_features(records, image_roots, model, processor, options, args)
+    data_processor = processor_for_dataset(processor, dataset_dir)
+    feature_cache = cache_tower_features(records, image_roots, model, data_processor, options, args)
     if quantization is not None:
         from peft import prepare_model_for_kbit_training
 
@@ -255,7 +256,7 @@ def run_stage(stage: Stage, model_dir, dataset_dir, output_dir, options: TrainOp
         model=model,
         args=args,
         train_dataset=records,
-        data_collator=SpectralLlavaCollator(processor, image_roots, feature_cache),
+        data_collator=SpectralLlavaCollator(data_processor, image_roots, feature_cache),
         callbacks=[LossLogger(output_dir, hyperparameters)],
     )
     resume = checkpoint_to_resume(output_dir, options.resume)

@@ -18,7 +18,7 @@ TIF = os.path.join(EUROSAT, "River", "River_1.tif")
 FOLDER = os.path.join(DATA, "bigearthnet-v1", "S2A_MSIL2A_20170613T101031_87_48")
 COMMANDS = [["build"], ["convert-spectralgpt"], ["build-dataset"], ["train", "align"], ["train", "finetune"],
             ["evaluate", "linear-probe"], ["evaluate", "tsne"], ["evaluate", "classify"], ["evaluate", "quality"],
-            ["classify"], ["caption"], ["push"], ["render-card"], ["quickstart"]]
+            ["classify"], ["caption"], ["map"], ["app"], ["push"], ["render-card"], ["quickstart"]]
 
 
 def run_cli(*args) -> tuple[int, str, str]:
@@ -71,18 +71,21 @@ def test_build_dataset_builds_and_plans_the_hub_upload(tmp_path):
 
 
 def test_classify_prints_one_json_line_per_image(tiny_model_dir):
-    code, out, _ = run_cli("classify", "--model", tiny_model_dir, TIF, FOLDER, "--max-new-tokens", "6")
+    # the tiny model sees 32 px: the 120 px BigEarthNet folder is 3.75x its footprint
+    code, out, _ = run_cli("classify", "--model", tiny_model_dir, TIF, FOLDER, "--max-new-tokens", "6",
+                           "--resize-whole-image")
     assert code == 0
     lines = [json.loads(line) for line in out.splitlines()]
     assert [line["image"] for line in lines] == [TIF, FOLDER]
     vocabulary = set(EUROSAT_CLASSES) | set(BEN19_LABELS)
-    assert all(set(line) == {"image", "labels"} and set(line["labels"]) <= vocabulary for line in lines)
+    assert all(set(line) == {"image", "labels", "radiometry"} and set(line["labels"]) <= vocabulary for line in lines)
 
 
 def test_caption_equals_the_saved_dirs_own_pipeline(tiny_model_dir):
     from transformers import pipeline
 
-    code, out, _ = run_cli("caption", "--model", tiny_model_dir, TIF, FOLDER, "--max-new-tokens", "4")
+    code, out, _ = run_cli("caption", "--model", tiny_model_dir, TIF, FOLDER, "--max-new-tokens", "4",
+                           "--resize-whole-image")
     assert code == 0
     lines = [json.loads(line) for line in out.splitlines()]
     assert [line["image"] for line in lines] == [TIF, FOLDER]

@@ -33,3 +33,5 @@ for f in sorted(glob.glob(f"{src}/{mt}/*.tif")):
         with rasterio.open(f"{dst}/{mt}/{os.path.basename(f)}", "w", **prof) as out:
             out.write(data)
             out.descriptions = ds.descriptions
+os.makedirs(f"{dst}/sentinel2-safe-metadata", exist_ok=True)
+shutil.copy2(f"{src}/sentinel2-safe-metadata/MTD_MSIL2A.xml", f"{dst}/sentinel2-safe-metadata/MTD_MSIL2A.xml")

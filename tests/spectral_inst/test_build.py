@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from rasterio.warp import transform as warp_transform
 from spectral_inst import (COUNTRY_BOUNDS, BuildConfig, TemplateCaptioner, build_dataset, format_labels,
                            make_captioner, metadata_prompt, parse_labels, push_dataset, resolve_image_path)
 from spectral_inst import patches
+from spectral_inst.builder import discover
 
 DATA = Path(__file__).parents[1] / "data"
 REBEN = DATA / "bigearthnet-v2"
@@ -184,11 +186,11 @@ def test_interrupted_build_resumes(tmp_path, monkeypatch):
     real = patches.process_patch
     calls = []
 
-    def interrupt_after_four(task, output_dir):
+    def interrupt_after_four(task, output_dir, radiometry=None):
         if len(calls) == 4:
             raise KeyboardInterrupt("simulated Ctrl-C mid-build")
         calls.append(task.id)
-        return real(task, output_dir)
+        return real(task, output_dir, radiometry)
 
     monkeypatch.setattr(patches, "process_patch", interrupt_after_four)
     with pytest.raises(KeyboardInterrupt):
@@ -283,3 +285,26 @@ def test_metadata_added_later_overrides_cached_v1_labels(tmp_path):
             assert metadata.loc[name, "country"] in row["caption"]
         else:
             assert row["label_source"] == "bigearthnet-v1-43-to-19"
+
+
+def test_radiometry_is_recorded_and_a_change_reprocesses_the_records(tmp_path):
+    from processing.radiometry import RULES_VERSION
+
+    build_dataset(_small_config(tmp_path, max_patches=2))
+    info = json.loads((tmp_path / "build_info.json").read_text())["radiometry"]
+    assert (info["rules_version"], info["input_offset"], info["input_scale"], info["strict"]) == (
+        RULES_VERSION, None, None, False)
+    records = [json.loads(p.read_text()) for p in (tmp_path / ".work" / "records").glob("*/*.json")]
+    assert [(r["radiometry"]["offset"], r["radiometry"]["scale"]) for r in records] == [(0.0, 1.0)] * 2
+    cached = _record_mtimes(tmp_path)
+    build_dataset(_small_config(tmp_path, max_patches=2, input_scale=1.0))
+    assert all(_record_mtimes(tmp_path)[name] != mtime for name, mtime in cached.items())  # rebuilt
+    assert json.loads((tmp_path / "build_info.json").read_text())["radiometry"]["input_scale"] == 1.0
+    records = [json.loads(p.read_text()) for p in (tmp_path / ".work" / "records").glob("*/*.json")]
+    assert {r["radiometry"]["source"] for r in records} == {"explicit"}
+    # a wrong offset with strict: every patch is refused, naming its folder and band
+    tasks, _, _ = discover(_small_config(tmp_path, max_patches=2))
+    ready, errors = patches.process_all(tasks, str(tmp_path / "strict"), 1, {"input_offset": -1000.0, "strict": True})
+    assert ready == [] and len(errors) == 2
+    assert all(re.search(re.escape(item["path"]) + r".*band B\d\d: .*negative reflectance", item["reason"])
+               for item in errors)

@@ -1,10 +1,13 @@
-"""The collator (chat template, <image> expansion, answer-only labels) and the frozen-tower feature cache."""
+"""The collator (chat template, <image> expansion, answer-only labels), the frozen-tower feature cache and the
+build's radiometry in training."""
+
+import json
 
 import pytest
 import torch
 
 from spectral_inst import load_split, resolve_image_path
-from train.data import IGNORE_INDEX, SpectralLlavaCollator
+from train.data import IGNORE_INDEX, SpectralLlavaCollator, processor_for_dataset
 from train.feature_cache import FeatureCache, feature_fingerprint, tower_encoder
 
 
@@ -69,3 +72,26 @@ def test_feature_cache_matches_tower_and_is_invalidated(model_and_processor, dat
     finally:
         with torch.no_grad():
             layer_norm.sub_(1.0)
+
+
+def test_training_reads_images_with_the_builds_explicit_radiometry(model_and_processor, tmp_path):
+    _, processor = model_and_processor
+    (tmp_path / "build_info.json").write_text(json.dumps({"radiometry": {"input_offset": None, "input_scale": None}}))
+    assert processor_for_dataset(processor, tmp_path) is processor
+    (tmp_path / "build_info.json").write_text(json.dumps({"radiometry": {"input_offset": -1000.0, "strict": True}}))
+    configured = processor_for_dataset(processor, tmp_path)
+    assert (configured.image_processor.input_offset, configured.image_processor.strict) == (-1000.0, True)
+    assert configured.tokenizer is processor.tokenizer
+    assert (processor.image_processor.input_offset, processor.image_processor.strict) == (None, False)
+
+
+def test_feature_cache_fingerprint_follows_the_radiometry(tiny_model_dir):
+    from modeling_spectral_llava.loading import load_model_and_processor
+
+    model, processor = load_model_and_processor(tiny_model_dir, device="cpu")
+    image_processor = processor.image_processor
+    default = feature_fingerprint(model, image_processor)
+    image_processor.strict = True
+    assert feature_fingerprint(model, image_processor) == default  # strict changes no value
+    image_processor.input_offset = -1000
+    assert feature_fingerprint(model, image_processor) != default

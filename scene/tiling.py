@@ -1,0 +1,67 @@
+"""The tile grid of a scene.
+
+Rule for edges: tiles are `tile_size` x `tile_size` pixels of the 10 m grid, `stride` apart, starting at the top-left
+corner. Where the last step leaves part of the scene uncovered, one more tile is placed flush with the right (bottom)
+edge: it is shifted inward and overlaps its neighbour, so every tile is full size (the model sees 10 m pixels,
+never a stretched or padded tile) and every pixel is covered. A scene smaller than one tile in either direction is
+refused. Grid indices (`row`, `col`) count tiles, the shifted edge tile taking the next index.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Tile:
+    index: int  # position in row-major order of the grid
+    row: int
+    col: int
+    y: int  # top pixel row on the 10 m grid
+    x: int  # left pixel column
+    size: int
+    shifted: bool  # an edge tile moved inward to stay full size
+
+
+def _offsets(length: int, tile_size: int, stride: int) -> tuple[list[int], bool]:
+    offsets = list(range(0, length - tile_size + 1, stride))
+    shifted = offsets[-1] + tile_size < length
+    if shifted:
+        offsets.append(length - tile_size)
+    return offsets, shifted
+
+
+def plan_tiles(height: int, width: int, tile_size: int, stride: int, where: str = "the scene") -> list[Tile]:
+    """Tiles covering a height x width scene (see the module's edge rule), in row-major order."""
+    if tile_size < 1 or stride < 1:
+        raise ValueError(f"tile size and stride must be positive, got tile_size={tile_size}, stride={stride}")
+    if height < tile_size or width < tile_size:
+        raise ValueError(f"{where} is {height}x{width} pixels, smaller than one {tile_size}x{tile_size} tile; "
+                         "pass a smaller --tile-size (the model resizes tiles to its image size)")
+    rows, last_row_shifted = _offsets(height, tile_size, stride)
+    cols, last_col_shifted = _offsets(width, tile_size, stride)
+    tiles = []
+    for row, y in enumerate(rows):
+        for col, x in enumerate(cols):
+            shifted = (last_row_shifted and row == len(rows) - 1) or (last_col_shifted and col == len(cols) - 1)
+            tiles.append(Tile(len(tiles), row, col, y, x, tile_size, shifted))
+    return tiles
+
+
+def tile_id(product: str, tile_size: int, stride: int, row: int, col: int) -> str:
+    """Stable id of a tile: the same product, tile size, stride and grid position give the same id in every run
+    and engine."""
+    return f"{product}_t{tile_size}s{stride}_r{row}_c{col}"
+
+
+def processing_order(tiles: list[Tile], block_pixels: int = 1024) -> list[Tile]:
+    """Tiles grouped in horizontal strips about `block_pixels` tall, column by column inside a strip: consecutive
+    tiles then share the internal blocks of tiled GeoTIFFs / JPEG2000s (1024 px in Sentinel-2 products), so each
+    block is decoded about once instead of once per tile row."""
+    return sorted(tiles, key=lambda tile: (tile.y // block_pixels, tile.x, tile.y))
+
+
+def batches_of(tiles: list[Tile], batch_size: int) -> list[list[int]]:
+    """Tile indices in processing order, cut into batches of `batch_size` (the last may be shorter)."""
+    order = [tile.index for tile in processing_order(tiles)]
+    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]

@@ -1,0 +1,54 @@
+"""The tile plan: full-size tiles, the inward-shifted edge rule, stable ids, block-friendly processing order."""
+
+import numpy as np
+import pytest
+
+from scene.tiling import batches_of, plan_tiles, processing_order, tile_id
+
+
+def test_edge_tiles_are_shifted_inward_and_cover_the_scene():
+    tiles = plan_tiles(120, 100, 32, 32)
+    assert sorted({tile.y for tile in tiles}) == [0, 32, 64, 88]
+    assert sorted({tile.x for tile in tiles}) == [0, 32, 64, 68]
+    assert len(tiles) == 16 and all(tile.size == 32 for tile in tiles)
+    assert sum(tile.shifted for tile in tiles) == 7  # last row (4) + last column (4) - the shared corner
+    covered = np.zeros((120, 100), dtype=int)
+    for tile in tiles:
+        assert 0 <= tile.y <= 120 - 32 and 0 <= tile.x <= 100 - 32
+        covered[tile.y:tile.y + 32, tile.x:tile.x + 32] += 1
+    assert covered.min() >= 1
+    assert [(tile.row, tile.col) for tile in tiles[:5]] == [(0, 0), (0, 1), (0, 2), (0, 3), (1, 0)]
+
+
+def test_exact_fit_and_overlapping_stride():
+    tiles = plan_tiles(128, 128, 64, 64)
+    assert len(tiles) == 4 and not any(tile.shifted for tile in tiles)
+    overlapping = plan_tiles(1068, 1068, 128, 64)
+    offsets = sorted({tile.x for tile in overlapping})
+    assert offsets[:3] == [0, 64, 128] and offsets[-1] == 1068 - 128 and len(offsets) == 16
+
+
+def test_scene_smaller_than_one_tile_is_refused():
+    with pytest.raises(ValueError, match=r"scene.tif is 64x64 pixels, smaller than one 128x128 tile"):
+        plan_tiles(64, 64, 128, 128, where="scene.tif")
+    with pytest.raises(ValueError, match="positive"):
+        plan_tiles(64, 64, 32, 0)
+
+
+def test_tile_ids_are_stable_and_unique():
+    tiles = plan_tiles(300, 300, 128, 100)
+    ids = [tile_id("S2A_X", 128, 100, tile.row, tile.col) for tile in tiles]
+    assert len(set(ids)) == len(ids)
+    assert ids[0] == "S2A_X_t128s100_r0_c0"
+    assert ids == [tile_id("S2A_X", 128, 100, tile.row, tile.col) for tile in plan_tiles(300, 300, 128, 100)]
+
+
+def test_processing_order_walks_strips_column_by_column():
+    tiles = plan_tiles(2048, 2048, 128, 128)
+    order = processing_order(tiles)
+    assert sorted(tile.index for tile in order) == list(range(len(tiles)))
+    assert [(tile.row, tile.col) for tile in order[:9]] == [(r, 0) for r in range(8)] + [(0, 1)]
+    assert order[8 * 16].row == 8  # the second 1024-px strip starts after the first one's 8 x 16 tiles
+    batches = batches_of(tiles, 6)
+    assert [len(batch) for batch in batches] == [6] * 42 + [4]
+    assert [index for batch in batches for index in batch] == [tile.index for tile in order]

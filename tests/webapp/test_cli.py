@@ -1,0 +1,56 @@
+"""`spectral-llava app`: its arguments, and the real command serving the page on 127.0.0.1."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from spectral_llava_cli import build_parser
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_app_arguments_and_defaults():
+    args = build_parser().parse_args(["app", "--model", "m"])
+    assert (args.model, args.host, args.port, args.concurrency) == ("m", "127.0.0.1", 7860, 1)
+    args = build_parser().parse_args(["app", "--model", "m", "--host", "0.0.0.0", "--port", "9000",
+                                      "--max-scene-pixels", "1000000"])
+    assert (args.host, args.port, args.max_scene_pixels) == ("0.0.0.0", 9000, 1_000_000)
+
+
+def _get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return response.read()
+
+
+@pytest.mark.slow
+def test_command_serves_the_page_and_the_api(app_model_dir):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    server = subprocess.Popen([sys.executable, "-m", "spectral_llava_cli", "app", "--model", app_model_dir,
+                               "--port", str(port)], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                page = _get(f"http://127.0.0.1:{port}/").decode()
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"the app did not start:\n{server.stdout.read()}")
+                time.sleep(1)
+        assert "<title>Spectral-LLaVA</title>" in page or "Spectral-LLaVA" in page
+        config = json.loads(_get(f"http://127.0.0.1:{port}/config"))
+        public = sorted(d["api_name"] for d in config["dependencies"] if d.get("api_visibility") == "public")
+        assert public == ["caption", "classify", "map"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -1,0 +1,151 @@
+"""The mapped tiles on an interactive Leaflet map (folium), working without internet access.
+
+folium links Leaflet, jQuery, Bootstrap and Font Awesome from CDNs. Here the map uses none of those: Leaflet 1.9.4
+(BSD-2-Clause, `static/leaflet/LICENSE`), vendored from its npm package, is inlined into the map document, and
+there is no basemap: the scene's own true-colour quicklook, warped to Web Mercator, lies under the tiles. The
+document is shown in an `<iframe srcdoc>`, so the page makes no request for the map at all.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+
+import folium
+import numpy as np
+from branca.element import Element, MacroElement
+from jinja2 import Template
+from PIL import Image
+from rasterio.transform import Affine
+from rasterio.warp import Resampling, calculate_default_transform, reproject, transform_bounds
+
+LEAFLET_DIR = Path(__file__).resolve().parent / "static" / "leaflet"
+# Colour-blind-friendly qualitative palette (Okabe-Ito, then Tableau 10 for more labels).
+PALETTE = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#4E79A7", "#F28E2B",
+           "#E15759", "#76B7B2", "#59A14F", "#EDC948", "#B07AA1", "#FF9DA7", "#9C755F", "#BAB0AC")
+NO_LABEL = "(no label)"
+
+
+class OfflineMap(folium.Map):
+    """folium.Map whose only script and stylesheet is the vendored Leaflet, inlined."""
+
+    default_js: list = []
+    default_css: list = []
+
+    def render(self, **kwargs):
+        header = self.get_root().header
+        css = (LEAFLET_DIR / "leaflet.css").read_text(encoding="utf-8")
+        js = (LEAFLET_DIR / "leaflet.js").read_text(encoding="utf-8")
+        header.add_child(Element(f"<style>{css}</style>"), name="leaflet_css")
+        header.add_child(Element(f"<script>{js}</script>"), name="leaflet")
+        super().render(**kwargs)
+
+
+class RefitWhenShown(MacroElement):
+    """Leaflet measures its container once: a map document laid out while hidden (a tab not shown yet, an iframe
+    still at zero size) would draw every tile at one point. This resizes the map whenever its container does, and
+    fits the tiles the first time the container has a size."""
+
+    _template = Template("""
+        {% macro script(this, kwargs) %}
+        (function () {
+            var map = {{ this._parent.get_name() }}, layer = {{ this.layer.get_name() }};
+            var container = map.getContainer(), fitted = container.clientWidth > 0;
+            new ResizeObserver(function () {
+                map.invalidateSize();
+                if (!fitted && container.clientWidth > 0) { map.fitBounds(layer.getBounds()); fitted = true; }
+            }).observe(container);
+        })();
+        {% endmacro %}
+    """)
+
+    def __init__(self, layer):
+        super().__init__()
+        self._name = "RefitWhenShown"
+        self.layer = layer
+
+
+def label_colours(features: list[dict]) -> dict[str, str]:
+    """One colour per first label, most frequent label first."""
+    counts: dict[str, int] = {}
+    for feature in features:
+        label = first_label(feature)
+        counts[label] = counts.get(label, 0) + 1
+    ordered = sorted(counts, key=lambda label: (-counts[label], label))
+    return {label: PALETTE[index % len(PALETTE)] if label != NO_LABEL else "#777777"
+            for index, label in enumerate(ordered)}
+
+
+def first_label(feature: dict) -> str:
+    labels = feature.get("properties", {}).get("labels") or []
+    if isinstance(labels, str):
+        labels = json.loads(labels) if labels.startswith("[") else [labels]
+    return labels[0] if labels else NO_LABEL
+
+
+def mercator_overlay(rgb: np.ndarray, transform: Affine, crs) -> tuple[str, list[list[float]]]:
+    """Warp an (H, W, 3) uint8 rendering on `transform`/`crs` to EPSG:3857; (PNG data URL, [[S, W], [N, E]])."""
+    height, width = rgb.shape[:2]
+    dst_transform, dst_width, dst_height = calculate_default_transform(
+        crs, "EPSG:3857", width, height, *_bounds(transform, width, height))
+    source = np.concatenate([np.moveaxis(rgb, -1, 0), np.full((1, height, width), 255, np.uint8)])
+    warped = np.zeros((4, dst_height, dst_width), dtype=np.uint8)
+    reproject(source, warped, src_transform=transform, src_crs=crs, dst_transform=dst_transform,
+              dst_crs="EPSG:3857", resampling=Resampling.nearest, dst_nodata=0)
+    buffer = io.BytesIO()
+    Image.fromarray(np.moveaxis(warped, 0, -1), mode="RGBA").save(buffer, format="PNG")
+    west, south, east, north = transform_bounds(
+        "EPSG:3857", "EPSG:4326", *_bounds(dst_transform, dst_width, dst_height))
+    url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return url, [[south, west], [north, east]]
+
+
+def _bounds(transform: Affine, width: int, height: int) -> tuple[float, float, float, float]:
+    left, top = transform @ (0, 0)
+    right, bottom = transform @ (width, height)
+    return min(left, right), min(top, bottom), max(left, right), max(top, bottom)
+
+
+def map_document(geojson: dict, quicklook: tuple[np.ndarray, Affine, object] | None = None,
+                 height_px: int = 520) -> str:
+    """A complete HTML document: the tiles of a WGS84 GeoJSON FeatureCollection coloured by first label, a
+    legend, tooltips with each tile's labels (and caption), over the optional quicklook (rgb, transform, crs)."""
+    features = geojson.get("features", [])
+    colours = label_colours(features)
+    for feature in features:
+        properties = feature.setdefault("properties", {})
+        labels = properties.get("labels") or []
+        properties["label_text"] = "; ".join(labels) if isinstance(labels, list) else str(labels)
+        properties["colour"] = colours[first_label(feature)]
+    fmap = OfflineMap(location=[0, 0], zoom_start=2, tiles=None, height=height_px, control_scale=True)
+    if quicklook is not None:
+        url, bounds = mercator_overlay(*quicklook)
+        folium.raster_layers.ImageOverlay(url, bounds=bounds, name="true colour", opacity=1.0).add_to(fmap)
+    fields = ["tile_id", "label_text"] + (["caption"] if any("caption" in f["properties"] for f in features) else [])
+    aliases = ["tile", "labels", "caption"][:len(fields)]
+    layer = folium.GeoJson(
+        geojson, name="tiles",
+        style_function=lambda feature: {"color": feature["properties"]["colour"], "weight": 1,
+                                        "fillColor": feature["properties"]["colour"], "fillOpacity": 0.45},
+        highlight_function=lambda feature: {"weight": 3, "fillOpacity": 0.7},
+        tooltip=folium.GeoJsonTooltip(fields=fields, aliases=aliases, sticky=True),
+    ).add_to(fmap)
+    folium.LayerControl(collapsed=False).add_to(fmap)
+    fmap.fit_bounds(layer.get_bounds())
+    RefitWhenShown(layer).add_to(fmap)
+    legend = "".join(
+        f'<div><span style="display:inline-block;width:12px;height:12px;margin-right:6px;background:{colour}">'
+        f"</span>{html.escape(label)}</div>" for label, colour in colours.items())
+    fmap.get_root().html.add_child(Element(
+        '<div class="tile-legend" style="position:absolute;bottom:28px;right:10px;z-index:1000;background:white;'
+        f'padding:6px 8px;font:12px sans-serif;border-radius:4px;opacity:0.9">{legend}</div>'))
+    return fmap.get_root().render()
+
+
+def map_iframe(document: str, height_px: int = 540) -> str:
+    """The document inside an `<iframe srcdoc>` (its scripts run in the frame, nothing is fetched)."""
+    return (f'<iframe class="tile-map" title="tile map" srcdoc="{html.escape(document, quote=True)}" '
+            f'style="width:100%;height:{height_px}px;border:0" sandbox="allow-scripts"></iframe>')
