@@ -230,6 +230,26 @@ def assemble(tasks: list[PatchTask], captioner, config: BuildConfig) -> tuple[di
     return sizes, filtered
 
 
+def describe_build(config: BuildConfig, captioner: str, roots: dict[str, str], sizes: dict) -> dict:
+    """OUTPUT/build_info.json: the image roots that resolve `image_path`, and how every field was made."""
+    return {
+        "image_roots": roots,
+        "image_path": "'<source>/<path under image_roots[source]>'; resolve with resolve_image_path()",
+        "rgb_root": "the folder of this file (rgb_path is relative to it)",
+        "rgb_stretch": f"B04/B03/B02, one joint {RGB_PERCENTILES[0]:g}-{RGB_PERCENTILES[1]:g} percentile stretch "
+                       "over the valid pixels of the patch, no-data black",
+        "label_format": "format_labels(): 'Labels: ' + '; '.join(sorted(labels))",
+        "indices": INDEX_DEFINITIONS,
+        "thresholds": THRESHOLDS,
+        "captioner": captioner,
+        "seed": config.seed,
+        "hub_repo_id": config.push_to_hub,
+        "filters": {"splits": config.splits, "countries": config.countries, "max_patches": config.max_patches,
+                    "skip_snow": config.skip_snow, "skip_cloud": config.skip_cloud},
+        "sizes": sizes,
+    }
+
+
 def build_dataset(config: BuildConfig) -> dict:
     """Run the whole build (resumable) and return the report that is also written to OUTPUT/report.json."""
     output = Path(config.output)
@@ -260,22 +280,7 @@ def build_dataset(config: BuildConfig) -> dict:
     sizes, filtered = assemble(ready, captioner, config)
     report.update({"filtered_after_processing": filtered, "sizes": sizes,
                    "total_seconds": round(time.perf_counter() - started, 3)})
-    build_info = {
-        "image_roots": roots,
-        "image_path": "'<source>/<path under image_roots[source]>'; resolve with resolve_image_path()",
-        "rgb_root": "the folder of this file (rgb_path is relative to it)",
-        "rgb_stretch": f"B04/B03/B02, one joint {RGB_PERCENTILES[0]:g}-{RGB_PERCENTILES[1]:g} percentile stretch "
-                       "over the valid pixels of the patch, no-data black",
-        "label_format": "format_labels(): 'Labels: ' + '; '.join(sorted(labels))",
-        "indices": INDEX_DEFINITIONS,
-        "thresholds": THRESHOLDS,
-        "captioner": captioner.name,
-        "seed": config.seed,
-        "hub_repo_id": config.push_to_hub,
-        "filters": {"splits": config.splits, "countries": config.countries, "max_patches": config.max_patches,
-                    "skip_snow": config.skip_snow, "skip_cloud": config.skip_cloud},
-        "sizes": sizes,
-    }
+    build_info = describe_build(config, captioner.name, roots, sizes)
     atomic_write_json(output / "build_info.json", build_info)
     atomic_write_text(output / "README.md", dataset_card(build_info, report))
     atomic_write_json(output / "report.json", report)
