@@ -21,6 +21,7 @@ from pathlib import Path
 
 from modeling_spectral_llava.fileio import atomic_write_json, atomic_write_text, replace_dir
 from processing.options import RadiometryOptions
+from processing.radiometry import radiometry_settings
 
 from .captioners import caption_all, caption_of, make_captioner
 from .card import dataset_card
@@ -234,10 +235,30 @@ def assemble(tasks: list[PatchTask], captioner, config: BuildConfig) -> tuple[di
     return sizes, filtered
 
 
+def describe_build(config: BuildConfig, captioner: str, roots: dict[str, str], sizes: dict) -> dict:
+    """OUTPUT/build_info.json: the image roots that resolve `image_path`, and how every field was made."""
+    return {
+        "image_roots": roots,
+        "image_path": "'<source>/<path under image_roots[source]>'; resolve with resolve_image_path()",
+        "rgb_root": "the folder of this file (rgb_path is relative to it)",
+        "rgb_stretch": f"B04/B03/B02, one joint {RGB_PERCENTILES[0]:g}-{RGB_PERCENTILES[1]:g} percentile stretch "
+                       "over the valid pixels of the patch, no-data black",
+        "label_format": "format_labels(): 'Labels: ' + '; '.join(sorted(labels))",
+        "indices": INDEX_DEFINITIONS,
+        "thresholds": THRESHOLDS,
+        "radiometry": {**radiometry_settings(config.input_offset, config.input_scale), "strict": config.strict,
+                       "rules": "processing/radiometry.py; each record's `radiometry` says what was applied"},
+        "captioner": captioner,
+        "seed": config.seed,
+        "hub_repo_id": config.push_to_hub,
+        "filters": {"splits": config.splits, "countries": config.countries, "max_patches": config.max_patches,
+                    "skip_snow": config.skip_snow, "skip_cloud": config.skip_cloud},
+        "sizes": sizes,
+    }
+
+
 def build_dataset(config: BuildConfig) -> dict:
     """Run the whole build (resumable) and return the report that is also written to OUTPUT/report.json."""
-    from processing.radiometry import radiometry_settings
-
     output = Path(config.output)
     (output / ".work").mkdir(parents=True, exist_ok=True)
     captioner = make_captioner(config.captioner, config.seed, config.max_new_tokens)
@@ -266,24 +287,7 @@ def build_dataset(config: BuildConfig) -> dict:
     sizes, filtered = assemble(ready, captioner, config)
     report.update({"filtered_after_processing": filtered, "sizes": sizes,
                    "total_seconds": round(time.perf_counter() - started, 3)})
-    build_info = {
-        "image_roots": roots,
-        "image_path": "'<source>/<path under image_roots[source]>'; resolve with resolve_image_path()",
-        "rgb_root": "the folder of this file (rgb_path is relative to it)",
-        "rgb_stretch": f"B04/B03/B02, one joint {RGB_PERCENTILES[0]:g}-{RGB_PERCENTILES[1]:g} percentile stretch "
-                       "over the valid pixels of the patch, no-data black",
-        "label_format": "format_labels(): 'Labels: ' + '; '.join(sorted(labels))",
-        "indices": INDEX_DEFINITIONS,
-        "thresholds": THRESHOLDS,
-        "radiometry": {**radiometry_settings(config.input_offset, config.input_scale), "strict": config.strict,
-                       "rules": "processing/radiometry.py; each record's `radiometry` says what was applied"},
-        "captioner": captioner.name,
-        "seed": config.seed,
-        "hub_repo_id": config.push_to_hub,
-        "filters": {"splits": config.splits, "countries": config.countries, "max_patches": config.max_patches,
-                    "skip_snow": config.skip_snow, "skip_cloud": config.skip_cloud},
-        "sizes": sizes,
-    }
+    build_info = describe_build(config, captioner.name, roots, sizes)
     atomic_write_json(output / "build_info.json", build_info)
     atomic_write_text(output / "README.md", dataset_card(build_info, report))
     atomic_write_json(output / "report.json", report)
