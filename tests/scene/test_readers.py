@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from conftest import (DATA, L2A_GRANULE, L2A_PRODUCT, MAJOR_TOM, SHARED, copy_band, write_safe_l1c,
+from scene_data import (DATA, L2A_GRANULE, L2A_PRODUCT, MAJOR_TOM, SHARED, copy_band, write_safe_l1c,
                       write_safe_l2a)
 from processing.scene_reader import SceneReader
 from processing.sentinel2_io import product_id, read_image, safe_band_files

@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from conftest import DATA, REPO
+from scene_data import DATA, REPO
 from scene import map_scene, read_tiles
 from scene.outputs import Checkpoints
 
