@@ -23,7 +23,7 @@ from typing import Callable
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import HfArgumentParser, Trainer, TrainerCallback, TrainingArguments
+from transformers import HfArgumentParser, Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from modeling_spectral_llava.fileio import atomic_write_json, write_file_atomically
@@ -250,6 +250,7 @@ def run_stage(stage: Stage, model_dir, dataset_dir, output_dir, options: TrainOp
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=options.gradient_checkpointing,
                                                 gradient_checkpointing_kwargs={"use_reentrant": False})
+    set_seed(options.seed)  # the stage's new weights (LoRA) are drawn from --seed, not from what ran before
     model = stage.prepare(model, options)
     hyperparameters = run_hyperparameters(stage, model, model_dir, dataset_dir, len(records), options, args)
     trainer = SpectralLlavaTrainer(
