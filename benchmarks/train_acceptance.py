@@ -104,10 +104,11 @@ def main(argv=None):
 
     cache = os.path.join(out, "feature-cache")
     align = run_alignment(base, dataset_dir, os.path.join(out, "align"), text=args.align_text,
-                          epochs=args.align_epochs, lr=args.align_lr, batch_size=args.batch_size, grad_accum=1, cache_features=cache, save_steps=1000)
+                          epochs=args.align_epochs, lr=args.align_lr, batch_size=args.batch_size, grad_accum=1,
+                          cache_features=cache, save_steps=1000, overwrite=True)
     finetune = run_finetune(align["outputs"]["model"], dataset_dir, os.path.join(out, "finetune"),
                             epochs=args.finetune_epochs, batch_size=args.batch_size, grad_accum=1,
-                            lr=args.finetune_lr, cache_features=cache, save_steps=1000)
+                            lr=args.finetune_lr, cache_features=cache, save_steps=1000, overwrite=True)
     times["align_s"], times["finetune_s"] = align["seconds"], finetune["seconds"]
 
     start = time.time()
