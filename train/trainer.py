@@ -91,6 +91,18 @@ class SpectralLlavaTrainer(Trainer):
                              f"missing {sorted(expected - set(weights))[:3]}, extra {sorted(set(weights) - expected)[:3]}")
         model.load_state_dict(weights, strict=False)
 
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        """Restore optimizer and scheduler, then set the learning rate that THIS run's schedule gives at the
+        checkpoint's step: the cosine schedule is built for this run's total (a resumed run with a larger
+        --max-steps extends it), while the optimizer state still holds the old schedule's last rate (0.0 at its end)."""
+        super()._load_optimizer_and_scheduler(checkpoint)
+        scheduler = self.lr_scheduler
+        if checkpoint is None or not isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+            return
+        for group, base_lr, lr_lambda in zip(self.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+            group["lr"] = base_lr * lr_lambda(scheduler.last_epoch)
+        scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+
 
 class LossLogger(TrainerCallback):
     """Loss to `logs/loss.csv` and TensorBoard; the hyper-parameters JSON into every checkpoint."""

@@ -37,3 +37,19 @@ def test_a_rerun_into_an_earlier_run_needs_resume_or_overwrite(tiny_model_dir, d
     assert result["steps"] == 1 and len(logged(out)) == 1
     assert [p.name for p in out.glob("checkpoint-*")] == ["checkpoint-1"]  # no stale checkpoint-2/3 to resume
     assert json.load(open(out / "checkpoint-1" / "trainer_state.json"))["max_steps"] == 1
+
+
+def test_resume_with_more_steps_extends_the_cosine_schedule(tiny_model_dir, dataset_dir, tmp_path):
+    import math
+
+    from train.align import run_alignment
+
+    out = tmp_path / "run"
+    run_alignment(tiny_model_dir, dataset_dir, out, max_steps=2, **STAGE1_ON_10)
+    result = run_alignment(tiny_model_dir, dataset_dir, out, max_steps=4, resume=True, **STAGE1_ON_10)
+    assert result["resumed_from"] == str(out / "checkpoint-2") and result["steps"] == 4
+    rates = [row["learning_rate"] for row in logged(out)]
+    # steps 1-2 ran on the 2-step cosine; steps 3-4 on the 4-step cosine at their position (not at 0.0, where the
+    # 2-step schedule ended)
+    cosine = [1e-2 * (1 + math.cos(math.pi * step / 4)) / 2 for step in (2, 3)]
+    assert rates == pytest.approx([1e-2, 5e-3, *cosine]) and min(rates) > 0
