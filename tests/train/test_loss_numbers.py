@@ -86,15 +86,17 @@ def test_stage2_logged_loss_does_not_depend_on_grad_accum(tiny_model_dir, datase
 
 @pytest.mark.slow
 def test_two_process_ddp_equals_one_process(full_batch_run, tiny_model_dir, dataset_dir, tmp_path):
-    """2 gloo processes of 5 records each log the loss and reach the weights of one process with all 10."""
+    """2 gloo processes of 5 records each log the loss and reach the weights of one process with all 10; launched
+    with the shipped CPU DDP config, which leaves accelerate nothing to default (and warn about)."""
     accelerate = os.path.join(os.path.dirname(sys.executable), "accelerate")
-    command = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-               "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "train.align",
+    config = os.path.join("train", "configs", "cpu_ddp.yaml")
+    command = [accelerate, "launch", "--config_file", config, "-m", "train.align",
                "--model", tiny_model_dir, "--dataset", dataset_dir, "--output", str(tmp_path / "ddp"),
                "--batch-size", "5", "--grad-accum", "1", "--split", "validation", "--text", "class-labels",
                "--max-steps", "2", "--warmup-ratio", "0", "--lr", "1e-2"]
     done = subprocess.run(command, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "had defaults used instead" not in done.stderr
     hyper = json.load(open(tmp_path / "ddp" / "hyperparameters.json"))
     assert hyper["world_size"] == 2 and hyper["effective_batch_size"] == 10
     assert_same_run(str(tmp_path / "ddp"), full_batch_run)
