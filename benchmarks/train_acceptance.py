@@ -7,10 +7,12 @@
    `--layout spectral_mean --spatial-pool 4` (16 visual tokens) so that it trains on two CPU cores;
 3. stage 1 (`train.align`, class-label text by default) and stage 2 (`train.finetune`, LoRA r=128), both from the
    feature cache;
-4. `[classification]` accuracy of OUTPUT/finetune/merged on the held-out test split (greedy generation through the
-   processor from the GeoTIFFs, answers read with `parse_labels`), against the majority-class baseline.
+4. `[classification]` accuracy of OUTPUT/finetune/merged on the held-out test and validation splits (greedy
+   generation through the processor from the GeoTIFFs, answers read with `parse_labels`), each against the
+   majority-class baseline.
 
-Prints and writes OUTPUT/acceptance.json: the losses of both stages, the accuracy, the baseline and the run times.
+Prints and writes OUTPUT/acceptance.json: the losses of both stages (first/final step, and the means of the first and
+last 5 logged steps, or of all of them when a stage logged fewer), the accuracies, the baselines and the run times.
 """
 
 import argparse
@@ -61,14 +63,16 @@ def majority_baseline(dataset_dir, split="test"):
 
 
 def loss_summary(result, window=5):
-    """First/final step loss and the mean of the first and last `window` logged losses of a stage."""
+    """First/final step loss and the mean of the first and last `window` logged losses of a stage (of all logged
+    losses when there are fewer)."""
     import csv
 
     with open(result["outputs"]["loss_csv"]) as f:
         losses = [float(row["loss"]) for row in csv.DictReader(f)]
-    return {"first_loss": losses[0], "final_loss": losses[-1], "first_mean": sum(losses[:window]) / window,
-            "last_mean": sum(losses[-window:]) / window, "steps": result["steps"], "records": result["records"],
-            "seconds": result["seconds"]}
+    window = min(window, len(losses))
+    return {"first_loss": losses[0], "final_loss": losses[-1], "mean_window": window,
+            "first_mean": sum(losses[:window]) / window, "last_mean": sum(losses[-window:]) / window,
+            "steps": result["steps"], "records": result["records"], "seconds": result["seconds"]}
 
 
 def main(argv=None):
@@ -104,26 +108,31 @@ def main(argv=None):
 
     cache = os.path.join(out, "feature-cache")
     align = run_alignment(base, dataset_dir, os.path.join(out, "align"), text=args.align_text,
-                          epochs=args.align_epochs, lr=args.align_lr, batch_size=args.batch_size, grad_accum=1, cache_features=cache, save_steps=1000)
+                          epochs=args.align_epochs, lr=args.align_lr, batch_size=args.batch_size, grad_accum=1,
+                          cache_features=cache, save_steps=1000, overwrite=True)
     finetune = run_finetune(align["outputs"]["model"], dataset_dir, os.path.join(out, "finetune"),
                             epochs=args.finetune_epochs, batch_size=args.batch_size, grad_accum=1,
-                            lr=args.finetune_lr, cache_features=cache, save_steps=1000)
+                            lr=args.finetune_lr, cache_features=cache, save_steps=1000, overwrite=True)
     times["align_s"], times["finetune_s"] = align["seconds"], finetune["seconds"]
 
     start = time.time()
     accuracy, answers = classification_accuracy(finetune["outputs"]["merged"], dataset_dir)
     times["evaluate_s"] = round(time.time() - start, 1)
+    validation_accuracy, validation_answers = classification_accuracy(finetune["outputs"]["merged"], dataset_dir,
+                                                                      split="validation")
     baseline, majority = majority_baseline(dataset_dir)
+    validation_baseline, _ = majority_baseline(dataset_dir, split="validation")
     stages = {"align": loss_summary(align), "finetune": loss_summary(finetune)}
     report = {
         **stages,
         "test_accuracy": accuracy, "majority_baseline": baseline, "majority_labels": majority,
         "beats_baseline": accuracy > baseline,
+        "validation_accuracy": validation_accuracy, "validation_majority_baseline": validation_baseline,
         "losses_decrease": all(stage["last_mean"] < stage["first_mean"] for stage in stages.values()),
-        "seconds": times, "answers": answers,
+        "seconds": times, "answers": answers, "validation_answers": validation_answers,
     }
     atomic_write_json(os.path.join(out, "acceptance.json"), report)
-    print(json.dumps({key: value for key, value in report.items() if key != "answers"}, indent=1))
+    print(json.dumps({key: value for key, value in report.items() if not key.endswith("answers")}, indent=1))
     return report
 
 

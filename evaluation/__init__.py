@@ -27,8 +27,8 @@ _EXPORTS = {
     "classify_images": "generation", "generate_answers": "generation", "rank_labels": "generation",
     "refuse_squashed_inputs": "generation",
     # .judge
-    "judge_pairs": "judge", "judge_prompt": "judge", "load_judge": "judge", "parse_judge_scores": "judge",
-    "patch_facts": "judge", "relative_score": "judge",
+    "judge_pairs": "judge", "judge_prompt": "judge", "judge_summary": "judge", "load_judge": "judge",
+    "parse_judge_scores": "judge", "patch_facts": "judge", "relative_score": "judge",
     # .model_card
     "collect_results": "model_card", "evaluation_table": "model_card", "render_card": "model_card",
     # .options

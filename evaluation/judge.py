@@ -3,6 +3,7 @@ judge LLM ("smollm2", a local model dir or "hf:ID")."""
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -12,6 +13,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+logger = logging.getLogger(__name__)
 
 JUDGE_SYSTEM = "You are a strict, fair reviewer of descriptions of satellite images."
 JUDGE_TEMPLATE = """You cannot see the image. These facts about it are certain:
@@ -38,28 +40,36 @@ def _score(value: str) -> float | None:
     return number if 1 <= number <= 10 else None
 
 
+_NUMBER = r"(\d+(?:\.\d+)?)"
+# the first line holds the two scores and nothing else: "8 6", "8, 6", "Scores: 8/10 and 6/10."
+_SCORE_LINE = re.compile(rf"^\W*(?:scores?\W*)?{_NUMBER}\s*(?:,|;|and|\s)\s*{_NUMBER}\W*$", re.IGNORECASE)
+
+
+def _labelled(text: str, assistant: int) -> str | None:
+    """The number written right after "Assistant N" on its line ("Assistant 1: 8", "Assistant 2 receives 4")."""
+    match = re.search(rf"assistant\s*{assistant}\b[^\d\n\]\[]{{0,30}}?{_NUMBER}", text, re.IGNORECASE)
+    return match.group(1) if match else None
+
+
 def parse_judge_scores(text: str) -> tuple[float, float] | None:
     """(score of assistant 1, score of assistant 2) from a judge's reply, or None when unreadable.
 
-    Tried in order: the first non-empty line's first two numbers ("8 6", "8, 6", "8/10 6/10"); then
-    "Assistant 1 ... N" / "Assistant 2 ... N" anywhere; then the first two numbers in the text. Scores must lie
-    in [1, 10].
+    Read only where the rubric asks for them: a first line holding just the two numbers ("8 6", "8, 6",
+    "8/10 6/10"), or each number written right after its "Assistant 1" / "Assistant 2" label. Numbers elsewhere
+    (pixel percentages, index values, echoed rubric text) are no scores. Scores must lie in [1, 10].
     """
-    number = r"(\d+(?:\.\d+)?)"
     cleaned = re.sub(r"\s*/\s*10\b", "", text or "")
     lines = [line for line in cleaned.splitlines() if line.strip()]
     candidates = []
-    if lines:
-        candidates.append(re.findall(number, re.sub(r"assistant\s*[12]", "", lines[0], flags=re.IGNORECASE)))
-    labelled = [re.search(rf"assistant\s*{k}\b\D{{0,30}}?{number}", cleaned, re.IGNORECASE) for k in (1, 2)]
+    if lines and (match := _SCORE_LINE.match(lines[0].strip())):
+        candidates.append(match.groups())
+    labelled = (_labelled(cleaned, 1), _labelled(cleaned, 2))
     if all(labelled):
-        candidates.append([m.group(1) for m in labelled])
-    candidates.append(re.findall(number, re.sub(r"assistant\s*[12]", "", cleaned, flags=re.IGNORECASE)))
+        candidates.append(labelled)
     for values in candidates:
-        if len(values) >= 2:
-            first, second = _score(values[0]), _score(values[1])
-            if first is not None and second is not None:
-                return first, second
+        first, second = _score(values[0]), _score(values[1])
+        if first is not None and second is not None:
+            return first, second
     return None
 
 
@@ -113,15 +123,27 @@ def judge_pairs(judge, items: Sequence[dict], max_new_tokens: int = 64) -> list[
 
 def relative_score(judged: Sequence[dict]) -> dict:
     """LLaVA-Bench's relative score: 100 x (sum of model scores) / (sum of reference scores) over the pairs
-    whose scores parsed, with the means and the number of unparsed replies."""
-    parsed = [j for j in judged if j["model_score"] is not None]
+    whose scores parsed; unreadable replies are dropped from the score and counted (`parse_failures`), and with
+    no readable reply the score is NaN."""
+    parsed = [j for j in judged if j["model_score"] is not None and j["reference_score"] is not None]
     reference = sum(j["reference_score"] for j in parsed)
+    failures = len(judged) - len(parsed)
+    if failures:
+        logger.warning("judge: %d of %d replies hold no readable pair of scores and are left out of the relative "
+                       "score (the replies are in captions.jsonl)", failures, len(judged))
     return {
         "relative_score": 100.0 * sum(j["model_score"] for j in parsed) / reference if reference else math.nan,
         "model_mean": float(np.mean([j["model_score"] for j in parsed])) if parsed else math.nan,
         "reference_mean": float(np.mean([j["reference_score"] for j in parsed])) if parsed else math.nan,
-        "num_judged": len(judged), "parse_failures": len(judged) - len(parsed),
+        "num_judged": len(judged), "num_scored": len(parsed), "parse_failures": failures,
     }
+
+
+def judge_summary(judge: dict) -> str:
+    """The judged score in words, with how many replies were dropped: for reports and the model card."""
+    score = "n/a" if math.isnan(judge["relative_score"]) else f"{judge['relative_score']:.1f}% of the reference"
+    return (f"{score} over {judge['num_judged'] - judge['parse_failures']} scored pairs ({judge['parse_failures']} of "
+            f"{judge['num_judged']} judge replies unreadable, left out)")
 
 
 def patch_facts(row: dict) -> str:

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+from .judge import judge_summary
 from .plots import FEATURE_TITLES
 
 
@@ -67,9 +68,7 @@ def evaluation_table(results: dict) -> str:
                      f"{_cell(model['false_claims'])}"))
         judge = quality.get("judge")
         if judge:
-            rows.append((f"judged caption score ({judge['judge']})", setting,
-                         f"{judge['relative_score']:.1f}% of the reference ({judge['parse_failures']} of "
-                         f"{judge['num_judged']} judge replies unreadable)"))
+            rows.append((f"judged caption score ({judge['judge']})", setting, judge_summary(judge)))
     lines = ["| evaluation | data | result |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
     return "\n".join(lines)

@@ -2,7 +2,12 @@
 
 The official format is `torch.save({"model": state_dict})` (or a bare state dict) holding the MAE encoder and
 decoder. Only the encoder is kept; its shape (patch size, bands per group, groups, image size, width, depth) is
-read off the tensors. The number of heads is not stored and defaults to width / 64 (ViT-B: 12).
+read off the tensors. The number of heads is not stored: it defaults to width / 64 (ViT-B: 12, the published
+checkpoints), announced in the log, and `--num-heads` overrides it.
+
+The published checkpoints are the SpectralGPT authors' release (https://github.com/danfenghong/IEEE_TPAMI_SpectralGPT,
+weights on Zenodo, record 8412455): `SpectralGPT.pth` (pretrained 200 epochs on fMoW-Sentinel, 96x96 input) and
+`SpectralGPT+.pth` (continually pretrained 100 more epochs on BigEarthNet, 128x128; the encoder the paper uses).
 """
 
 import logging
@@ -79,6 +84,12 @@ def infer_config(state_dict, num_heads=None, source="checkpoint"):
         raise ValueError(f"{source}: pos_embed_spatial has {state_dict['pos_embed_spatial'].shape[1]} positions, "
                          "not a square grid")
     depth = 1 + max((int(m.group(1)) for k in state_dict if (m := re.match(r"blocks\.(\d+)\.", k))), default=-1)
+    if num_heads is None:
+        num_heads = max(1, width // 64)
+        logger.warning("%s: a checkpoint does not store its number of attention heads; assuming width / 64 = %d / 64 "
+                       "= %d (head size 64, as in the published ViT-B checkpoints). If it was trained with another "
+                       "count, pass it: `spectral-llava convert-spectralgpt CHECKPOINT DIR --num-heads N` (then "
+                       "`spectral-llava build --vision DIR`).", source, width, num_heads)
     hidden = state_dict["blocks.0.mlp.fc1.weight"].shape[0] if depth else 4 * width
     num_channels = groups * bands_per_group
     return SpectralGPTConfig(
@@ -88,7 +99,7 @@ def infer_config(state_dict, num_heads=None, source="checkpoint"):
         bands_per_group=bands_per_group,
         hidden_size=width,
         num_hidden_layers=depth,
-        num_attention_heads=num_heads or max(1, width // 64),
+        num_attention_heads=num_heads,
         mlp_ratio=hidden / width,
         qkv_bias="blocks.0.attn.q.bias" in state_dict or depth == 0,
         band_names=SPECTRALGPT_BANDS if num_channels == 12 else [f"band_{i}" for i in range(num_channels)],

@@ -31,7 +31,8 @@ class BuildOptions:
 
 @dataclass
 class ConvertOptions:
-    num_heads: int | None = field(default=None, metadata={"help": "attention heads (default: width / 64)"})
+    num_heads: int | None = field(default=None, metadata={
+        "help": "attention heads, not stored in checkpoints (default: width / 64, 12 for ViT-B)"})
 
 
 def prefer_hyphens(parser):

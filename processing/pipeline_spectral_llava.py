@@ -19,6 +19,8 @@ from transformers.utils.chat_template_utils import Chat
 
 TASK = "image-text-to-text"
 IMAGE_TOKEN = "<image>"
+# processor arguments `pipe(...)` takes directly; they travel to the processor as its `processor_kwargs`
+PROCESSOR_ARGUMENTS = ("band_names",)
 
 
 def _is_chat(value) -> bool:
@@ -60,6 +62,13 @@ class SpectralImageTextToTextPipeline(ImageTextToTextPipeline):
                 and text.count(IMAGE_TOKEN) == 1:
             return Pipeline.__call__(self, [{"images": image, "text": text} for image in images], **kwargs)
         return Pipeline.__call__(self, {"images": images, "text": text}, **kwargs)
+
+    def _sanitize_parameters(self, processor_kwargs=None, **kwargs):
+        processor_kwargs = dict(processor_kwargs or {})
+        for name in PROCESSOR_ARGUMENTS:
+            if kwargs.get(name) is not None:
+                processor_kwargs[name] = kwargs.pop(name)
+        return super()._sanitize_parameters(processor_kwargs=processor_kwargs or None, **kwargs)
 
     def _default_chats(self, images):
         if isinstance(images, (list, tuple)):

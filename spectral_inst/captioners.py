@@ -1,6 +1,7 @@
 """Captioners: ``template`` (deterministic), ``llm:smollm2|DIR`` (a text LLM), ``hf:MODEL`` (image-text-to-text).
 
-Model captions are cached in ``OUTPUT/.work/captions/<captioner>/<hh>/<id>.json`` together with their prompt.
+Model captions are cached in ``OUTPUT/.work/captions/<key>/<hh>/<id>.json`` (key: ``llm-<spec>-<sha1[:8]>`` or
+``hf-...``) together with their prompt; template captions are computed during assembly.
 """
 
 from __future__ import annotations

@@ -62,7 +62,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         args.func(args)
-    except (FileNotFoundError, ValueError) as error:  # bad input: the message names the file or the flag
+    except (FileNotFoundError, FileExistsError, ValueError) as error:  # bad input: the message names file or flag
         print(f"spectral-llava {args.command}: error: {error}", file=sys.stderr)
         return 2
     except RuntimeError as error:  # an external service failed, e.g. the Hub

@@ -168,7 +168,7 @@ class Quickstart:
 
         config = self.config
         common = {"batch_size": config.batch_size, "grad_accum": 1, "seed": config.seed,
-                  "cache_features": self.tower_cache, "save_steps": 10**6}
+                  "cache_features": self.tower_cache, "save_steps": 10**6, "overwrite": True}
         self.results["align"] = run_alignment(self.work / "base", self.dataset_dir, self.work / "align",
                                               max_steps=config.align_steps, lr=config.lr_align,
                                               text=config.align_text, **common)
@@ -181,7 +181,8 @@ class Quickstart:
         result = run_finetune(self.results["align"]["outputs"]["model"], self.dataset_dir, self.work / "finetune",
                               max_steps=config.finetune_steps, batch_size=config.batch_size, grad_accum=1,
                               lr=config.lr_finetune, seed=config.seed, lora_r=config.lora_r,
-                              lora_alpha=config.lora_alpha, cache_features=self.tower_cache, save_steps=10**6)
+                              lora_alpha=config.lora_alpha, cache_features=self.tower_cache, save_steps=10**6,
+                              overwrite=True)
         self.results["finetune"] = result
         copy_dir_atomically(result["outputs"]["merged"], self.output / "model")
 

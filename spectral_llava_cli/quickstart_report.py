@@ -78,6 +78,8 @@ def _classification_section(metrics: dict) -> list[str]:
 
 
 def _captions_section(metrics: dict, captions: list[dict]) -> list[str]:
+    from evaluation.judge import judge_summary
+
     quality = metrics["caption_quality"]
     consistency = quality["label_consistency"]
     lines = ["## Captions", "",
@@ -88,8 +90,7 @@ def _captions_section(metrics: dict, captions: list[dict]) -> list[str]:
              f"{_percent(consistency['reference']['false_claims'])}."]
     if "judge" in quality:
         judge = quality["judge"]
-        lines.append(f"Judged score ({judge['judge']}): {judge['relative_score']:.1f}% of the reference "
-                     f"({judge['parse_failures']} of {judge['num_judged']} judge replies unreadable).")
+        lines.append(f"Judged score ({judge['judge']}): {judge_summary(judge)}.")
     lines.append("")
     for item in captions:
         lines += [f"**{item['id']}** (labels: {'; '.join(item['labels'])})", "",

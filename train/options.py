@@ -34,7 +34,10 @@ class TrainOptions:
     lr: float = field(default=1e-3, metadata={"help": "peak learning rate (Adam, cosine decay)"})
     save_steps: int = field(default=500, metadata={"help": "checkpoint every N optimizer steps"})
     seed: int = field(default=0, metadata={"help": "model init of new parts, data order, dropout"})
-    resume: bool = field(default=False, metadata={"help": "continue from the last checkpoint in --output"})
+    resume: bool = field(default=False, metadata={
+        "help": "continue from the last checkpoint in --output (a larger --max-steps extends the run)"})
+    overwrite: bool = field(default=False, metadata={
+        "help": "delete the earlier run in --output (checkpoints, logs, models) and start again"})
     bf16: bool = field(default=False, metadata={"help": "bfloat16 mixed precision"})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute LLM activations"})
     cache_features: str | None = field(default=None, metadata={
@@ -50,6 +53,8 @@ class TrainOptions:
                 raise ValueError(f"--{name.replace('_', '-')} {value}: expected a positive integer")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"--warmup-ratio {self.warmup_ratio}: expected a fraction in [0, 1)")
+        if self.resume and self.overwrite:
+            raise ValueError("--resume continues the run in --output, --overwrite deletes it: pass one of them")
 
 
 @dataclass

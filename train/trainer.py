@@ -16,6 +16,8 @@ import json
 import logging
 import math
 import os
+import re
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +25,7 @@ from typing import Callable
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import HfArgumentParser, Trainer, TrainerCallback, TrainingArguments
+from transformers import HfArgumentParser, Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from modeling_spectral_llava.fileio import atomic_write_json, write_file_atomically
@@ -41,6 +43,8 @@ logger = logging.getLogger(__name__)
 
 TRAINABLE_WEIGHTS = "trainable.safetensors"
 HYPERPARAMETERS = "hyperparameters.json"
+# what a run writes into --output besides its checkpoint-N folders
+RUN_OUTPUTS = ("logs", "model", "adapter", "merged", HYPERPARAMETERS, "train_summary.json")
 
 
 @dataclass
@@ -86,6 +90,18 @@ class SpectralLlavaTrainer(Trainer):
             raise ValueError(f"{path} holds other weights than the trainable ones of this stage: "
                              f"missing {sorted(expected - set(weights))[:3]}, extra {sorted(set(weights) - expected)[:3]}")
         model.load_state_dict(weights, strict=False)
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        """Restore optimizer and scheduler, then set the learning rate that THIS run's schedule gives at the
+        checkpoint's step: the cosine schedule is built for this run's total (a resumed run with a larger
+        --max-steps extends it), while the optimizer state still holds the old schedule's last rate (0.0 at its end)."""
+        super()._load_optimizer_and_scheduler(checkpoint)
+        scheduler = self.lr_scheduler
+        if checkpoint is None or not isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+            return
+        for group, base_lr, lr_lambda in zip(self.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+            group["lr"] = base_lr * lr_lambda(scheduler.last_epoch)
+        scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
 
 class LossLogger(TrainerCallback):
@@ -230,16 +246,47 @@ def checkpoint_to_resume(output_dir: str, resume: bool) -> str | None:
     return checkpoint
 
 
+def previous_run_outputs(output_dir) -> list[str]:
+    """The names of what an earlier training run left in `output_dir` (checkpoint-N, logs, models, summaries)."""
+    if not os.path.isdir(output_dir):
+        return []
+    return sorted(name for name in os.listdir(output_dir)
+                  if name in RUN_OUTPUTS or re.fullmatch(r"checkpoint-\d+", name))
+
+
+def check_output_dir(output_dir: str, options: TrainOptions) -> list[str]:
+    """Refuse to mix a new run with an earlier one in `output_dir`: its stale checkpoints would be what a later
+    --resume continues. Returns what --overwrite deletes."""
+    previous = previous_run_outputs(output_dir)
+    if previous and not (options.resume or options.overwrite):
+        raise FileExistsError(f"--output {output_dir} holds an earlier run ({', '.join(previous)}): pass --resume to "
+                              "continue it from its last checkpoint, or --overwrite to delete it and start again")
+    return previous if options.overwrite else []
+
+
+def delete_run_outputs(output_dir: str, names: list[str], args) -> None:
+    """Delete an earlier run's outputs on the main process while the others wait."""
+    with args.main_process_first(desc="deleting the earlier run", local=False):
+        if args.process_index == 0:
+            for name in names:
+                path = os.path.join(output_dir, name)
+                shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+            logger.info("--overwrite: deleted the earlier run's %s from %s", ", ".join(names), output_dir)
+
+
 def run_stage(stage: Stage, model_dir, dataset_dir, output_dir, options: TrainOptions) -> dict:
     """Train one stage and export its result; returns losses, steps, seconds and output paths."""
     started = time.time()
     quantization = quantization_config(options)
     model_dir, dataset_dir, output_dir = (os.path.abspath(os.fspath(p)) for p in (model_dir, dataset_dir, output_dir))
+    earlier_run = check_output_dir(output_dir, options)
     records, image_roots = load_split(dataset_dir, stage.subset, options.split)
     records = stage.select(records, options)
     if len(records) == 0:
         raise ValueError(f"{dataset_dir}/{stage.subset}[{options.split}] has no records for stage {stage.name}")
     args = training_arguments(options, output_dir)
+    if earlier_run:
+        delete_run_outputs(output_dir, earlier_run, args)
     model, processor = load_training_model(model_dir, quantization)
     model.freeze_vision_tower()
     model.multi_modal_projector.float()  # trained in both stages: float32 whatever dtype the dir is stored in
@@ -250,6 +297,7 @@ def run_stage(stage: Stage, model_dir, dataset_dir, output_dir, options: TrainOp
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=options.gradient_checkpointing,
                                                 gradient_checkpointing_kwargs={"use_reentrant": False})
+    set_seed(options.seed)  # the stage's new weights (LoRA) are drawn from --seed, not from what ran before
     model = stage.prepare(model, options)
     hyperparameters = run_hyperparameters(stage, model, model_dir, dataset_dir, len(records), options, args)
     trainer = SpectralLlavaTrainer(
@@ -350,7 +398,10 @@ def main(stage: Stage, argv=None) -> int:
         paths, options = parser.parse_args_into_dataclasses(argv, look_for_args_file=False)
     except ValueError as error:  # a value the options dataclass refuses, e.g. --batch-size 0
         parser.error(str(error))
-    summary = run_stage(stage, paths.model, paths.dataset, paths.output, options)
+    try:
+        summary = run_stage(stage, paths.model, paths.dataset, paths.output, options)
+    except (FileNotFoundError, FileExistsError, ValueError) as error:  # bad input: the message names file or flag
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
     if summary:
         print(json.dumps(summary, indent=1))
     return 0

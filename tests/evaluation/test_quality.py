@@ -1,12 +1,15 @@
 """Caption quality: label consistency and the LLaVA-Bench-style judge."""
 
 import json
+import math
+import os
 
 import pytest
 
 from evaluation import (judge_prompt, label_consistency, mentioned_classes, parse_judge_scores, relative_score,
                         run_quality)
 from spectral_inst import BEN19_LABELS, EUROSAT_CLASSES, TemplateCaptioner
+from testing_utils import DATA
 
 
 def test_template_captions_mention_exactly_their_classes():
@@ -39,6 +42,10 @@ def test_class_matching_rules():
 
 @pytest.mark.parametrize("reply, scores", [
     ("8 6\nAssistant 1 is more detailed.", (8.0, 6.0)),
+    ("Scores: 9/10 and 4/10.\nAssistant 2 invents a river.", (9.0, 4.0)),
+    ("The scene has 2 rivers and 4 fields.", None),  # numbers in prose are no scores
+    ("Vegetation is sparse (mean NDVI 0.20, 24% above 0.3), 3 of 5 pixels built-up.", None),
+    ("[End of Assistant 1]\n\n[End of Assistant 2] 5 stars, 6 points", None),
     ("7, 9.5", (7.0, 9.5)),
     ("Assistant 1: 8/10\nAssistant 2: 5/10", (8.0, 5.0)),
     ("Assistant 1 receives 7 and Assistant 2 receives 4.", (7.0, 4.0)),
@@ -56,7 +63,38 @@ def test_relative_score_counts_parse_failures():
     result = relative_score(judged)
     assert result["relative_score"] == pytest.approx(100 * 12 / 12)
     assert result["model_mean"] == 6.0 and result["reference_mean"] == 6.0
-    assert result["num_judged"] == 3 and result["parse_failures"] == 1
+    assert result["num_judged"] == 3 and result["num_scored"] == 2 and result["parse_failures"] == 1
+
+
+def test_real_smollm2_judge_replies_are_dropped_not_scored():
+    """The embedded SmolLM2 judge's real replies (tests/data/judge) hold no scores in the asked format; numbers in
+    their prose ("The land cover classes of 1.0 ... of 2.0") must not become a 1 vs 2 score (a relative score of
+    200%). Unreadable replies stay out of the score, and the card row says how many were dropped."""
+    from evaluation import evaluation_table
+
+    path = os.path.join(DATA, "judge", "smollm2_replies.jsonl")
+    replies = [json.loads(line)["reply"] for line in open(path, encoding="utf-8")]
+    assert len(replies) == 18 and any("classes of 1.0" in reply for reply in replies)
+    judged = [{"reply": reply, "reference_score": None, "model_score": None} for reply in replies]
+    for item in judged:
+        scores = parse_judge_scores(item["reply"])
+        if scores:
+            item["reference_score"], item["model_score"] = scores
+    # two replies in the format the rubric asks for, next to the real ones
+    judged += [{"reply": reply, **dict(zip(("reference_score", "model_score"), parse_judge_scores(reply)))}
+               for reply in ("8 6\nAssistant 1 names the classes.", "Assistant 1: 7/10\nAssistant 2: 7/10")]
+
+    result = relative_score(judged)
+    assert result["num_judged"] == 20 and result["num_scored"] == 2 and result["parse_failures"] == 18
+    assert result["relative_score"] == pytest.approx(100 * (6 + 7) / (8 + 7))
+    alone = relative_score(judged[:18])
+    assert math.isnan(alone["relative_score"]) and alone["num_scored"] == 0
+
+    quality = {"split": "validation,test", "num_images": 18, "label_consistency": {"model": {"recall": 0.5,
+               "false_claims": 0.1}}, "judge": {"judge": "smollm2", **alone}}
+    table = evaluation_table({"quality": quality})
+    assert "| judged caption score (smollm2) | Spectral-Inst validation,test, 18 patches | n/a over 0 scored pairs " \
+           "(18 of 18 judge replies unreadable, left out) |" in table
 
 
 def test_quality_with_a_judge(tiny_model, tiny_model_dir, tiny_llm_dir, small_dataset, tmp_path):

@@ -1,5 +1,6 @@
 import glob
 import json
+import logging
 import os
 import pickle
 import subprocess
@@ -98,6 +99,26 @@ def test_converter_refuses_missing_unexpected_and_misshaped_keys(tmp_path):
     bare = tmp_path / "bare.pth"
     torch.save(state_dict, bare)  # a bare state dict is accepted too
     assert load_spectralgpt_checkpoint(bare, num_heads=4).config.num_hidden_layers == 2
+
+
+def test_converter_announces_its_head_count_assumption(tmp_path, caplog):
+    """The tiny reference checkpoint has 4 heads of width 16: the width / 64 default (1 head) is announced with the
+    flag that overrides it, and the flag silences it."""
+    from spectral_llava_cli import main
+
+    checkpoint = os.path.join(LOCAL_REFERENCE, "spectralgpt_mae_tiny.pth")
+    with caplog.at_level(logging.WARNING):
+        assert main(["convert-spectralgpt", checkpoint, str(tmp_path / "assumed")]) == 0
+    message = " ".join(record.getMessage() for record in caplog.records)
+    assert "does not store its number of attention heads; assuming width / 64 = 64 / 64 = 1" in message
+    assert "convert-spectralgpt CHECKPOINT DIR --num-heads N" in message and checkpoint in message
+    assert json.load(open(tmp_path / "assumed" / "config.json"))["num_attention_heads"] == 1
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert main(["convert-spectralgpt", checkpoint, str(tmp_path / "given"), "--num-heads", "4"]) == 0
+    assert not [record for record in caplog.records if "attention heads" in record.getMessage()]
+    assert json.load(open(tmp_path / "given" / "config.json"))["num_attention_heads"] == 4
 
 
 def test_converter_clear_errors_for_bad_files(tmp_path):

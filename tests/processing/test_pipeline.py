@@ -1,5 +1,6 @@
 """pipeline("image-text-to-text", model=DIR, trust_remote_code=True) on Sentinel-2 inputs, and the caption CLI."""
 
+import contextlib
 import json
 import os
 
@@ -113,6 +114,43 @@ def test_register_pipeline_needs_a_saved_model(tmp_path):
     register_pipeline_in_model_dir(str(tmp_path))
     assert json.loads((tmp_path / "config.json").read_text())["custom_pipelines"] == CUSTOM_PIPELINES
     assert (tmp_path / "pipeline_spectral_llava.py").is_file()
+
+
+def test_band_names_reach_the_processor_without_a_warning(pipe, direct):
+    """`band_names=` is a pipeline argument of its own: no "Kwargs ... have to be in `processor_kwargs`" warning,
+    with chat input (the default caption prompt) or with text."""
+    from transformers.utils import logging as transformers_logging
+
+    generate, processor = direct
+    image = read_image(TIF)
+    array = image.data
+    reordered, order = array[::-1].copy(), image.band_names[::-1]  # another order, named: the names must be used
+    transformers_logging.enable_propagation()
+    try:
+        with capture_transformers_warnings() as warnings_seen:
+            default = pipe(images=reordered, band_names=order, return_full_text=False, **GREEDY)
+            prompted = pipe(images=reordered, band_names=order, text="<image>\n[caption] Describe.",
+                            return_full_text=False, **GREEDY)
+    finally:
+        transformers_logging.disable_propagation()
+    assert not [w for w in warnings_seen if "processor_kwargs" in w], warnings_seen
+    assert default[0]["generated_text"] == generate(array, processor.build_prompt("caption"))
+    assert prompted[0]["generated_text"] == generate(array, "<image>\n[caption] Describe.")
+
+
+@contextlib.contextmanager
+def capture_transformers_warnings():
+    import logging
+
+    seen = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: seen.append(record.getMessage())
+    logger = logging.getLogger("transformers")
+    logger.addHandler(handler)
+    try:
+        yield seen
+    finally:
+        logger.removeHandler(handler)
 
 
 def test_unnamed_array_error_reaches_the_user(pipe):

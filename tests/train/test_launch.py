@@ -78,8 +78,8 @@ def test_accelerate_configs_load():
     from accelerate.commands.config.config_args import load_config_from_file
 
     configs = os.path.join(REPO, "train", "configs")
-    expected = {"single_gpu_bf16": "NO", "multi_gpu_ddp": "MULTI_GPU", "fsdp": "FSDP",
-                "deepspeed_zero2": "DEEPSPEED", "deepspeed_zero3": "DEEPSPEED"}
+    expected = {"cpu": "NO", "cpu_ddp": "MULTI_GPU", "single_gpu_bf16": "NO", "multi_gpu_ddp": "MULTI_GPU",
+                "fsdp": "FSDP", "deepspeed_zero2": "DEEPSPEED", "deepspeed_zero3": "DEEPSPEED"}
     for name, kind in expected.items():
         config = load_config_from_file(os.path.join(configs, f"{name}.yaml"))
         assert str(config.distributed_type).endswith(kind), name
