@@ -74,18 +74,24 @@ def evaluation_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+RANDOM_TOWER_CAVEAT = ("The SpectralGPT tower of this checkpoint is random (untrained): these numbers show that the "
+                       "system runs end to end, not the method's quality.")
+
+
 def render_card(model_dir, result_dirs: Sequence, vision_source: str | None = None, llm_source: str | None = None,
                 note: str | None = None) -> str:
     """The Hub model card of `model_dir` (its config and stored `provenance.json`) with the evaluation table of
     `result_dirs` (see `evaluation_table`); `vision_source` / `llm_source` override what the provenance names."""
     from modeling_spectral_llava.configuration_spectral_llava import SpectralLlavaConfig
     from modeling_spectral_llava.loading import check_model_dir
-    from modeling_spectral_llava.model_card import read_provenance, render_model_card
+    from modeling_spectral_llava.model_card import RANDOM_TOWER, read_provenance, render_model_card
 
     config = SpectralLlavaConfig.from_pretrained(check_model_dir(model_dir))
     provenance = read_provenance(model_dir)
     provenance.update({key: value for key, value in (("vision_tower", vision_source), ("language_model", llm_source))
                        if value})
+    if provenance.get("vision_tower") == RANDOM_TOWER:
+        note = " ".join(filter(None, [note, RANDOM_TOWER_CAVEAT]))
     evaluation = (f"{note}\n\n" if note else "") + evaluation_table(collect_results(result_dirs)) + (
         "\n\nReproduce with `spectral-llava evaluate linear-probe|tsne|classify|quality`; the table is rendered by "
         "`spectral-llava render-card`.")

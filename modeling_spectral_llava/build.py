@@ -18,6 +18,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 from .configuration_spectral_llava import SpectralGPTConfig, SpectralLlavaConfig, num_visual_tokens
 from .convert_spectralgpt import load_spectralgpt_checkpoint
 from .fileio import write_dir_atomically
+from .model_card import RANDOM_TOWER
 from .modeling_spectral_llava import SpectralLlavaForConditionalGeneration
 from .modeling_spectralgpt import SpectralGPTVisionModel
 from .options import BuildOptions
@@ -330,7 +331,7 @@ def build_model(output_dir, vision_overrides=None, **options):
     model = compose(tower, llm_model, tokenizer, options.layout, options.spatial_pool, options.projector, seed)
     processor = build_processor(model, tokenizer)
     provenance = {
-        "vision_tower": "random (untrained)" if vision == "random" else _source_name(vision, options.vision_revision),
+        "vision_tower": RANDOM_TOWER if vision == "random" else _source_name(vision, options.vision_revision),
         "language_model": SMOLLM2_ID if llm == "smollm2" else _source_name(llm, options.revision),
         "training": [],
     }

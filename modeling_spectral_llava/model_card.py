@@ -6,9 +6,14 @@ holds what the parts are and what data trained them:
     {"vision_tower": "random (untrained)" | checkpoint name | Hub id, "language_model": Hub id or dir name (a Hub id
      built at a `--revision` as ORG/NAME@REVISION),
      "training": [{"stage": "align" | "finetune", "base_model": DIR, "dataset": DIR, "dataset_hub_id": ID | null,
-                   "sources": ["eurosat", ...], "split": "train", "records": N, "steps": N}, ...]}
+                   "captioner": "template" | ..., "sources": ["eurosat", ...], "patches": {"eurosat": N, ...},
+                   "split": "train", "records": N, "steps": N, "epochs": E, "batch_size": B, "grad_accum": K,
+                   "world_size": P, "effective_batch_size": B*K*P, "optimizer": ..., "lr": LR,
+                   "lr_scheduler": "cosine", "warmup_ratio": R, "seed": S,
+                   "stage_options": {"text": ...} | {"lora_r": ..., "lora_alpha": ..., "lora_dropout": ...}}, ...]}
 
-The card's `datasets:` metadata lists only the Hub datasets of `training`, i.e. the data this model was trained on.
+The card's training recipe is rendered from `training` (what each stage really ran with), and its `datasets:`
+metadata lists only the Hub datasets of `training`, i.e. the data this model was trained on.
 """
 
 import json
@@ -18,6 +23,7 @@ from .configuration_spectral_llava import num_visual_tokens
 
 TEMPLATE_PATH = os.path.join(os.path.dirname(__file__), "model_card_template.md")
 PROVENANCE_FILE = "provenance.json"
+RANDOM_TOWER = "random (untrained)"  # the provenance's vision_tower of a randomly initialised tower
 SOURCE_NAMES = {"reben": "reBEN (BigEarthNet v2)", "bigearthnet-v1": "BigEarthNet v1", "eurosat": "EuroSAT"}
 
 
@@ -34,18 +40,60 @@ def _is_hub_id(name: str) -> bool:
     return name.count("/") == 1 and not os.path.exists(name)
 
 
-def training_summary(training: list) -> str:
-    """One sentence per training stage of the provenance, or a note that the checkpoint is untrained."""
-    if not training:
-        return "This checkpoint has not been trained: it was composed by `spectral-llava build`."
-    lines = []
-    for stage in training:
+ALIGNMENT_TEXT = {"class-labels": "class-label text", "scene-description": "scene descriptions"}
+PAPER_RECIPE = ("The paper's recipe is one epoch per stage at effective batch 8 (stage 1) and 64 (stage 2) on "
+                "Spectral-Inst built from BigEarthNet; the project repository trains with `accelerate launch -m "
+                "train.align` and `-m train.finetune`.")
+
+
+def _plural(count, noun: str, plural: str | None = None) -> str:
+    return f"{count:g} {noun if count == 1 else plural or noun + 's'}"
+
+
+def _stage_description(stage: dict) -> str:
+    options = stage.get("stage_options", {})
+    if stage["stage"] == "align":
+        text = ALIGNMENT_TEXT.get(options.get("text"), "class-label text or scene descriptions")
+        return ("Stage 1, alignment (`align`): tower and LLM frozen, the projector learned to map SpectralGPT "
+                f"features onto the LLM's word embeddings from {text}")
+    if stage["stage"] == "finetune":
+        lora = (f"LoRA (r={options['lora_r']}, alpha {options['lora_alpha']}, dropout {options['lora_dropout']})"
+                if "lora_r" in options else "LoRA")
+        return (f"Stage 2, instruction tuning (`finetune`): the projector and {lora} on the LLM's attention and MLP "
+                "layers learned from conversations with the task tokens `[caption]` and `[classification]`")
+    return f"`{stage['stage']}`"
+
+
+def _stage_recipe(stage: dict) -> str:
+    """What one stage of the provenance ran with: steps, batch, optimizer, schedule and data."""
+    dataset = stage.get("dataset_hub_id") or "a local Spectral-Inst build"
+    if "patches" in stage:
+        per_source = ", ".join(f"{SOURCE_NAMES.get(source, source)} {count}"
+                               for source, count in stage["patches"].items())
+        patches = _plural(sum(stage["patches"].values()), "patch", "patches")
+        data = (f"{_plural(stage['records'], 'record')} of {patches} ({per_source}; {stage['captioner']} captions) "
+                f"from the `{stage['split']}` split of {dataset}")
+    else:  # a provenance written before the hyper-parameters were stored
         sources = ", ".join(SOURCE_NAMES.get(source, source) for source in stage.get("sources", []))
-        dataset = stage.get("dataset_hub_id") or "a local Spectral-Inst build"
-        steps = f"{stage['steps']} step" + ("s" if stage["steps"] != 1 else "")
-        lines.append(f"- `{stage['stage']}`: {steps} on {stage['records']} records of the "
-                     f"`{stage['split']}` split of {dataset} (patches from {sources or 'unknown sources'}).")
-    return "\n".join(lines)
+        data = (f"{_plural(stage['records'], 'record')} of the `{stage['split']}` split of {dataset} (patches from "
+                f"{sources or 'unknown sources'})")
+    if "effective_batch_size" not in stage:
+        return f"- {_stage_description(stage)}: {_plural(stage['steps'], 'step')} on {data}."
+    return (f"- {_stage_description(stage)}: {_plural(stage['steps'], 'optimizer step')} "
+            f"({_plural(stage['epochs'], 'epoch')}) of effective batch {stage['effective_batch_size']} "
+            f"({stage['batch_size']} per process x {_plural(stage['grad_accum'], 'accumulation step')} x "
+            f"{_plural(stage['world_size'], 'process', 'processes')}), Adam without weight decay, peak learning rate "
+            f"{stage['lr']:g} with cosine decay after {stage['warmup_ratio']:.0%} warm-up, seed {stage['seed']}; "
+            f"on {data}.")
+
+
+def training_summary(training: list) -> str:
+    """The training recipe of this checkpoint, one paragraph per stage of the provenance, or a note that it is
+    untrained."""
+    if not training:
+        return ("This checkpoint has not been trained: it was composed by `spectral-llava build`, and its projector "
+                "is freshly initialised. " + PAPER_RECIPE)
+    return "\n".join(_stage_recipe(stage) for stage in training) + "\n\n" + PAPER_RECIPE
 
 
 def render_model_card(config, provenance=None, evaluation=None):

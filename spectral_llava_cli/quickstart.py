@@ -241,10 +241,8 @@ class Quickstart:
             curve = Path(self.results[stage]["outputs"]["loss_curve"])
             if curve.is_file():
                 copy_file_atomically(curve, self.output / f"loss_{stage}.png")
-        card = render_card(
-            self.output / "model", [self.output, self.evaluation_dir],
-            note="Numbers from `spectral-llava quickstart` (the repository's sample patches, a few training "
-                 "steps): they show the system runs end to end, not the method's quality.")
+        card = render_card(self.output / "model", [self.output, self.evaluation_dir],
+                           note="Numbers from `spectral-llava quickstart` on the repository's sample patches.")
         atomic_write_text(self.output / "model" / "README.md", card)
 
     def metrics(self) -> dict:

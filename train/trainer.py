@@ -10,6 +10,7 @@ Outputs in OUTPUT_DIR: `checkpoint-N/` (trainable weights only, optimizer, sched
 
 from __future__ import annotations
 
+import collections
 import csv
 import dataclasses
 import json
@@ -313,7 +314,7 @@ def run_stage(stage: Stage, model_dir, dataset_dir, output_dir, options: TrainOp
     summary = {}
     if trainer.is_world_process_zero():
         atomic_write_json(Path(output_dir) / HYPERPARAMETERS, hyperparameters)
-        provenance = stage_provenance(stage, model_dir, dataset_dir, options, len(records), trainer.state.global_step)
+        provenance = stage_provenance(stage, model_dir, dataset_dir, options, records, trainer.state, args.world_size)
         outputs = stage.export(export_model, processor, output_dir, options, provenance)
         summary = write_summary(stage, trainer, result, output_dir, options, outputs,
                                 {"records": len(records), "seconds": round(time.time() - started, 2),
@@ -379,13 +380,26 @@ def exportable_model(trainer, stage: Stage, model_dir: str, options: TrainOption
     return fresh
 
 
-def stage_provenance(stage: Stage, model_dir: str, dataset_dir: str, options: TrainOptions, records: int,
-                     steps: int) -> dict:
-    """The provenance of the starting model with this stage appended (see `modeling_spectral_llava.model_card`)."""
+def stage_provenance(stage: Stage, model_dir: str, dataset_dir: str, options: TrainOptions, records, state,
+                     world_size: int) -> dict:
+    """The provenance of the starting model with this stage appended (see `modeling_spectral_llava.model_card`):
+    the data it saw (records, patches per source, captioner) and the hyper-parameters it ran with."""
     provenance = read_provenance(model_dir)
     build_info = load_build_info(dataset_dir)
-    entry = {"stage": stage.name, "base_model": model_dir, "dataset": dataset_dir, "dataset_hub_id": build_info.get("hub_repo_id"),
-             "sources": sorted(build_info["image_roots"]), "split": options.split, "records": records, "steps": steps}
+    images = dict(zip(records["patch_id"], records["image"]))  # image paths start with their source
+    patches = collections.Counter(image.split("/", 1)[0] for image in images.values())
+    common = {field.name for field in dataclasses.fields(TrainOptions)}
+    entry = {
+        "stage": stage.name, "base_model": model_dir, "dataset": dataset_dir,
+        "dataset_hub_id": build_info.get("hub_repo_id"), "captioner": build_info.get("captioner"),
+        "sources": sorted(patches), "patches": dict(sorted(patches.items())), "split": options.split,
+        "records": len(records), "steps": state.global_step, "epochs": round(state.epoch, 2),
+        "batch_size": options.batch_size, "grad_accum": options.grad_accum, "world_size": world_size,
+        "effective_batch_size": options.batch_size * options.grad_accum * world_size,
+        "optimizer": "Adam (torch AdamW, weight_decay=0)", "lr": options.lr, "lr_scheduler": "cosine",
+        "warmup_ratio": options.warmup_ratio, "seed": options.seed,
+        "stage_options": {name: value for name, value in dataclasses.asdict(options).items() if name not in common},
+    }
     return {**provenance, "training": [*provenance.get("training", []), entry]}
 
 

@@ -57,10 +57,17 @@ def test_quickstart_tiny_end_to_end(small_data, tiny_llm_dir, tmp_path, capsys):
     assert "SpectralGPT (random (untrained))" in card and "| evaluation | data | result |" in card
     # the card's provenance is the stored one: both stages on the local build, so no Hub dataset is claimed
     assert "datasets:" not in card.split("---")[1]
-    assert "- `align`: 1 step on " in card and "- `finetune`: 1 step on " in card
     provenance = json.loads((output / "model" / "provenance.json").read_text())
-    assert [stage["stage"] for stage in provenance["training"]] == ["align", "finetune"]
-    assert provenance["training"][0]["sources"] == ["bigearthnet-v1", "eurosat"]
+    align, finetune = provenance["training"]
+    assert [align["stage"], finetune["stage"]] == ["align", "finetune"]
+    # what each stage ran with, stored by the stage and rendered as the card's training recipe
+    assert (align["steps"], align["effective_batch_size"], align["world_size"]) == (1, 2, 1)
+    assert align["lr"] == config.lr_align
+    assert align["stage_options"] == {"text": "class-labels"} and finetune["stage_options"]["lora_r"] == 2
+    assert sum(align["patches"].values()) == align["records"] and set(align["patches"]) <= {"bigearthnet-v1", "eurosat"}
+    assert ("from class-label text: 1 optimizer step (" in card
+            and "of effective batch 2 (2 per process x 1 accumulation step x 1 process)" in card)
+    assert f"peak learning rate {config.lr_finetune:g} with cosine decay" in card
 
     printed = capsys.readouterr().out
     assert "phase" in printed and "stage 2 (instruction tuning)" in printed and "total" in printed

@@ -99,4 +99,6 @@ def test_two_process_ddp_equals_one_process(full_batch_run, tiny_model_dir, data
     assert "had defaults used instead" not in done.stderr
     hyper = json.load(open(tmp_path / "ddp" / "hyperparameters.json"))
     assert hyper["world_size"] == 2 and hyper["effective_batch_size"] == 10
+    recipe = json.load(open(tmp_path / "ddp" / "model" / "provenance.json"))["training"][-1]  # what the card renders
+    assert [recipe[key] for key in ("batch_size", "grad_accum", "world_size", "effective_batch_size")] == [5, 1, 2, 10]
     assert_same_run(str(tmp_path / "ddp"), full_batch_run)
