@@ -18,18 +18,7 @@ from spectral_inst import (COUNTRY_BOUNDS, BuildConfig, TemplateCaptioner, build
                            make_captioner, metadata_prompt, parse_labels, push_dataset, resolve_image_path)
 from spectral_inst import patches
 from spectral_inst.builder import discover
-
-DATA = Path(__file__).parents[1] / "data"
-REBEN = DATA / "bigearthnet-v2"
-PARQUET = REBEN / "metadata.parquet"
-V1 = DATA / "bigearthnet-v1"
-EUROSAT = DATA / "eurosat-ms"
-SNOWY_V1 = "S2B_MSIL2A_20180204T94161_57_38"  # no reBEN row: labels from the 43->19 mapping
-
-
-def _all_rows(path):
-    dataset = load_from_disk(str(path))
-    return {split: dataset[split].to_list() for split in dataset}
+from spectral_inst_data import REBEN, PARQUET, V1, EUROSAT, SNOWY_V1, all_rows
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +27,7 @@ def full_build(tmp_path_factory):
     config = BuildConfig(output=str(output), bigearthnet=str(REBEN), metadata=str(PARQUET), bigearthnet_v1=str(V1),
                          eurosat=str(EUROSAT), num_proc=2, seed=0)
     report = build_dataset(config)
-    patches = [row for rows in _all_rows(output / "patches").values() for row in rows]
+    patches = [row for rows in all_rows(output / "patches").values() for row in rows]
     return output, report, {row["id"]: row for row in patches}
 
 
@@ -108,8 +97,8 @@ def test_dates_seasons_spectral_summary_and_renderings(full_build):
 
 def test_records_are_llava_conversations_with_task_tokens(full_build):
     output, _, patches = full_build
-    instructions = _all_rows(output / "instructions")
-    alignment = _all_rows(output / "alignment")
+    instructions = all_rows(output / "instructions")
+    alignment = all_rows(output / "alignment")
     for split, rows in instructions.items():
         assert len(rows) == 2 * sum(p["split"] == split for p in patches.values())
         for record in rows:
@@ -176,9 +165,9 @@ def test_max_patches_then_full_build_resumes_without_duplicates(tmp_path):
     assert second["patches_ok"] == 8
     after = _record_mtimes(tmp_path)
     assert all(after[name] == mtime for name, mtime in cached.items())  # cached records were not redone
-    ids = [row["id"] for rows in _all_rows(tmp_path / "patches").values() for row in rows]
+    ids = [row["id"] for rows in all_rows(tmp_path / "patches").values() for row in rows]
     assert len(ids) == len(set(ids)) == 8
-    instruction_ids = [r["id"] for rows in _all_rows(tmp_path / "instructions").values() for r in rows]
+    instruction_ids = [r["id"] for rows in all_rows(tmp_path / "instructions").values() for r in rows]
     assert len(instruction_ids) == len(set(instruction_ids)) == 16
 
 
@@ -202,7 +191,7 @@ def test_interrupted_build_resumes(tmp_path, monkeypatch):
     report = build_dataset(_small_config(tmp_path))
     assert report["patches_ok"] == 8 and report["skipped"] == []
     assert all(_record_mtimes(tmp_path)[name] == mtime for name, mtime in cached.items())
-    ids = [row["id"] for rows in _all_rows(tmp_path / "patches").values() for row in rows]
+    ids = [row["id"] for rows in all_rows(tmp_path / "patches").values() for row in rows]
     assert sorted(ids) == sorted(set(ids)) and len(ids) == 8
     assert not list(tmp_path.rglob("*.tmp"))
 
@@ -225,12 +214,12 @@ def test_corrupt_patches_are_skipped_and_reported(tmp_path):
     assert reasons["Forest_2"]["path"].endswith("Forest_2.tif") and "Forest_2.tif" in reasons["Forest_2"]["reason"]
     assert reasons[SNOWY_V1]["path"].endswith(SNOWY_V1) and f"{SNOWY_V1}_B04.tif" in reasons[SNOWY_V1]["reason"]
     assert json.loads((output / "report.json").read_text())["skipped"] == report["skipped"]
-    assert [row["id"] for rows in _all_rows(output / "patches").values() for row in rows] == ["Forest_1"]
+    assert [row["id"] for rows in all_rows(output / "patches").values() for row in rows] == ["Forest_1"]
 
 
 def test_filters_countries_snow_split(tmp_path):
     report = build_dataset(_small_config(tmp_path / "a", countries=["Ireland", "Finland"], skip_snow=True))
-    ids = {row["id"]: row for rows in _all_rows(tmp_path / "a" / "patches").values() for row in rows}
+    ids = {row["id"]: row for rows in all_rows(tmp_path / "a" / "patches").values() for row in rows}
     assert {row["country"] for row in ids.values()} == {"Ireland", "Finland"}
     assert SNOWY_V1 not in ids and len(ids) == 3
     assert report["filtered_after_processing"] == {"snow": 1}
@@ -270,11 +259,11 @@ def test_sharded_build_then_assembly(tmp_path):
 
 def test_metadata_added_later_overrides_cached_v1_labels(tmp_path):
     build_dataset(BuildConfig(output=str(tmp_path), bigearthnet_v1=str(V1)))
-    before = {r["id"]: r for rows in _all_rows(tmp_path / "patches").values() for r in rows}
+    before = {r["id"]: r for rows in all_rows(tmp_path / "patches").values() for r in rows}
     assert {r["label_source"] for r in before.values()} == {"bigearthnet-v1-43-to-19"}
     cached = _record_mtimes(tmp_path)
     build_dataset(BuildConfig(output=str(tmp_path), bigearthnet_v1=str(V1), metadata=str(PARQUET)))
-    after = {r["id"]: r for rows in _all_rows(tmp_path / "patches").values() for r in rows}
+    after = {r["id"]: r for rows in all_rows(tmp_path / "patches").values() for r in rows}
     assert _record_mtimes(tmp_path) == cached  # no patch re-read
     metadata = pd.read_parquet(PARQUET).set_index("s2v1_name")
     for name, row in after.items():

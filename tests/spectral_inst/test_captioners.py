@@ -2,25 +2,12 @@
 image-text-to-text model (a tiny random Llava)."""
 
 import json
-from pathlib import Path
 
 import pytest
-from datasets import load_from_disk
 from testing_utils import save_tiny_llama
 
 from spectral_inst import BuildConfig, build_dataset, metadata_facts, metadata_prompt
-
-DATA = Path(__file__).parents[1] / "data"
-REBEN = DATA / "bigearthnet-v2"
-PARQUET = REBEN / "metadata.parquet"
-V1 = DATA / "bigearthnet-v1"
-EUROSAT = DATA / "eurosat-ms"
-SNOWY_V1 = "S2B_MSIL2A_20180204T94161_57_38"  # no reBEN row: labels from the 43->19 mapping
-
-
-def _all_rows(path):
-    dataset = load_from_disk(str(path))
-    return {split: dataset[split].to_list() for split in dataset}
+from spectral_inst_data import PARQUET, REBEN, all_rows
 
 
 @pytest.fixture
@@ -38,7 +25,7 @@ def llm_caption_build(output, spec, max_new_tokens):
     config = BuildConfig(output=str(output), bigearthnet=str(REBEN), metadata=str(PARQUET), captioner=f"llm:{spec}",
                          max_new_tokens=max_new_tokens, max_patches=1)
     build_dataset(config)
-    rows = [row for rows in _all_rows(output / "patches").values() for row in rows]
+    rows = [row for rows in all_rows(output / "patches").values() for row in rows]
     assert len(rows) == 1 and rows[0]["captioner"] == f"llm:{spec}"
     return config, rows[0]
 
@@ -60,7 +47,7 @@ def test_llm_captioner_prompts_caches_and_reuses_captions(tmp_path, tokenizer, o
     entry = json.loads(cached[0].read_text())
     cached[0].write_text(json.dumps(dict(entry, caption=entry["caption"] + " (cached)")))
     build_dataset(config)
-    again = [r for rows in _all_rows(output / "patches").values() for r in rows]
+    again = [r for rows in all_rows(output / "patches").values() for r in rows]
     assert [r["caption"] for r in again] == [row["caption"] + " (cached)"]
 
 
@@ -116,7 +103,7 @@ def test_hf_image_text_captioner_route(tmp_path, tiny_llava_dir):
     config = BuildConfig(output=str(output), bigearthnet=str(REBEN), metadata=str(PARQUET),
                          captioner=f"hf:{tiny_llava_dir}", max_new_tokens=8)
     build_dataset(config)
-    rows = [row for rows in _all_rows(output / "patches").values() for row in rows]
+    rows = [row for rows in all_rows(output / "patches").values() for row in rows]
     assert len(rows) == 2
     for row in rows:
         assert row["captioner"] == f"hf:{tiny_llava_dir}" and row["caption"].strip()

@@ -1,20 +1,12 @@
 """The label contract, dates, seasons, the 43 -> 19 class mapping and the seeded splits."""
 
-from pathlib import Path
-
 import pandas as pd
 import pytest
 
 from spectral_inst import (BEN19_LABELS, format_labels, load_reben_metadata, parse_acquisition_date, parse_labels,
                            season_of, stratified_split, trim_to_sentence)
 from spectral_inst import sources
-
-DATA = Path(__file__).parents[1] / "data"
-REBEN = DATA / "bigearthnet-v2"
-PARQUET = REBEN / "metadata.parquet"
-V1 = DATA / "bigearthnet-v1"
-EUROSAT = DATA / "eurosat-ms"
-SNOWY_V1 = "S2B_MSIL2A_20180204T94161_57_38"  # no reBEN row: labels from the 43->19 mapping
+from spectral_inst_data import PARQUET, V1
 
 
 def test_format_and_parse_labels_round_trip_with_commas_in_names():
