@@ -199,7 +199,7 @@ class SpectralApp:
         missing = [row["band"] for row in report.bands if row["status"] in ("missing", "no data")]
         if missing:
             gr.Warning(f"{source.name}: band(s) {', '.join(missing)} missing or entirely no-data; filled with the "
-                       "dataset mean and masked (see the band table)")
+                       "dataset mean and masked (see the band table)", duration=None)  # stays until dismissed
         state = {"source": str(source)}
         can_map = report.larger_than_one_tile and report.crs is not None
         map_note = ("Map the input tile by tile; each tile is coloured by its first label."
