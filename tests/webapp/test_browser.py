@@ -86,6 +86,7 @@ def test_errors_show_in_the_page_and_the_server_keeps_serving(app_server, data, 
         page.locator("#upload input[type=file]").set_input_files(str(corrupt))
         page.get_by_text("cannot read the pixels of broken.tif: the file is truncated or corrupt").first.wait_for(
             timeout=120_000)
+        page.locator("#upload").get_by_text("broken.tif").wait_for(state="detached", timeout=120_000)
         page.locator("#upload input[type=file]").set_input_files([str(p) for p in three])
         page.get_by_text("B01, B05, B06, B07, B08, B8A, B09, B11, B12 missing").first.wait_for(timeout=120_000)
         page.locator("#sample input").click()
