@@ -93,6 +93,38 @@ def tiny_random_llava(tokenizer, seed=0):
         return compose(tower, llm, tokenizer, layout="tokens", seed=seed).eval()
 
 
+# the tower of `save_image_dependent_model`: large random weights so that the generated text depends on the image
+IMAGE_DEPENDENT_TOWER = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, initializer_range=1.0)
+
+
+def save_image_dependent_model(out, image_size: int, seed: int = 0) -> str:
+    """A saved model dir whose answers depend on the image (scene mapping, web app): random tower
+    (`IMAGE_DEPENDENT_TOWER`, spectral_mean layout, pool 2) + a 2-layer random Llama (initializer range 1.0) on
+    SmolLM2's tokenizer, ending turns at `<|im_end|>`; returns `out` as a string."""
+    import warnings
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from modeling_spectral_llava.build import build_processor, compose, load_vision_tower, save_model_dir
+
+    tokenizer = smollm2_tokenizer()
+    end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    torch.manual_seed(seed)
+    llm = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
+                                       num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                       tie_word_embeddings=True, initializer_range=1.0, eos_token_id=end_of_turn,
+                                       pad_token_id=tokenizer.pad_token_id))
+    llm.generation_config.eos_token_id = end_of_turn
+    llm.generation_config.pad_token_id = tokenizer.pad_token_id
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tower = load_vision_tower("random", image_size=image_size, seed=seed, overrides=IMAGE_DEPENDENT_TOWER)
+    model = compose(tower, llm, tokenizer, layout="spectral_mean", spatial_pool=2, seed=seed)
+    save_model_dir(model, build_processor(model, tokenizer), out)
+    return str(out)
+
+
 def eurosat_subset(root, classes=("Forest", "River", "SeaLake"), per_class=4):
     """`root/<Class>/<Class>_k.tif` symlinks to the first `per_class` samples of `classes`; returns `root`."""
     for name in classes:

@@ -2,12 +2,12 @@
 
 import os
 import socket
-import warnings
 import zipfile
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from testing_utils import save_image_dependent_model
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "tests" / "data"
@@ -18,36 +18,7 @@ MAJOR_TOM = DATA / "major-tom-s2l2a" / "0U" / "0U_199R" / "S2A_MSIL2A_20220706T0
 ARTIFACTS = Path(os.environ.get("SPECTRAL_LLAVA_TEST_ARTIFACTS", REPO / "tests" / "artifacts"))
 # tile of 64 px: a 64 px EuroSAT patch is one tile, a 120 px BigEarthNet patch 2 x 2 tiles (1.9x the footprint)
 IMAGE_SIZE = 64
-TINY_VISION = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, initializer_range=1.0)
 MAX_NEW_TOKENS = 12
-
-
-def build_app_model(out: Path, seed: int = 0) -> str:
-    """A saved model dir: tiny random tower (64 px) + a 2-layer random Llama on SmolLM2's tokenizer."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from modeling_spectral_llava.build import (build_processor, cache_dir, compose, load_llm, load_vision_tower,
-                                               save_model_dir)
-
-    tokenizer_dir = os.path.join(cache_dir(), "smollm2-135m-instruct")
-    if not os.path.isfile(os.path.join(tokenizer_dir, "tokenizer.json")):
-        load_llm("smollm2")  # dequantises the GGUF once into the cache
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    torch.manual_seed(seed)
-    llm = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
-                                       num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                       tie_word_embeddings=True, initializer_range=1.0, eos_token_id=end_of_turn,
-                                       pad_token_id=tokenizer.pad_token_id))
-    llm.generation_config.eos_token_id = end_of_turn
-    llm.generation_config.pad_token_id = tokenizer.pad_token_id
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        tower = load_vision_tower("random", image_size=IMAGE_SIZE, seed=seed, overrides=TINY_VISION)
-    model = compose(tower, llm, tokenizer, layout="spectral_mean", spatial_pool=2, seed=seed)
-    save_model_dir(model, build_processor(model, tokenizer), out)
-    return str(out)
 
 
 def free_port() -> int:
@@ -68,7 +39,7 @@ def zip_folder(folder: Path, archive: Path, prefix: str | None = None) -> Path:
 
 @pytest.fixture(scope="session")
 def app_model_dir(tmp_path_factory):
-    return build_app_model(tmp_path_factory.mktemp("models") / "tiny-app")
+    return save_image_dependent_model(tmp_path_factory.mktemp("models") / "tiny-app", image_size=IMAGE_SIZE)
 
 
 @pytest.fixture(scope="session")
