@@ -131,10 +131,27 @@ def test_push_fails_cleanly_offline(tiny_model_dir):
     assert "Traceback" not in done.stderr
 
 
-def test_render_card_script_writes_the_card_and_the_readme(tiny_model_dir, tmp_path, monkeypatch):
-    """`python scripts/render_model_card.py`, README's command after `make demo`: the card of quickstart-output/model
-    from the evaluate outputs there, into model_card.md (and, with --readme, the model's README.md)."""
+def run_render_script(monkeypatch, *argv) -> int:
     import runpy
+
+    script = os.path.join(REPO, "scripts", "render_model_card.py")
+    monkeypatch.setattr(sys, "argv", [script, *argv])
+    with pytest.raises(SystemExit) as done:
+        runpy.run_path(script, run_name="__main__")
+    return done.value.code
+
+
+def test_render_card_script_reproduces_the_committed_model_card(tmp_path, monkeypatch):
+    """`python scripts/render_model_card.py` as README shows it renders model_card.md from the stored inputs of the
+    demo run it describes (docs/model_card_inputs): byte for byte what is committed."""
+    assert run_render_script(monkeypatch, "--output", str(tmp_path / "model_card.md")) == 0
+    with open(os.path.join(REPO, "model_card.md"), encoding="utf-8") as committed:
+        assert (tmp_path / "model_card.md").read_text(encoding="utf-8") == committed.read()
+
+
+def test_render_card_script_writes_the_card_and_the_readme(tiny_model_dir, tmp_path, monkeypatch):
+    """The script with a quickstart's paths: the card of quickstart-output/model from the evaluate outputs there,
+    into model_card.md (and, with --readme, the model's README.md)."""
     import shutil
 
     from evaluation import render_card
@@ -143,12 +160,9 @@ def test_render_card_script_writes_the_card_and_the_readme(tiny_model_dir, tmp_p
     model = shutil.copytree(tiny_model_dir, quickstart / "model")
     (quickstart / "classification.json").write_text(json.dumps(
         {"eurosat_classification": {"accuracy": 0.25, "num_images": 20}}))
-    script = os.path.join(REPO, "scripts", "render_model_card.py")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", [script, "--note", "A test.", "--readme"])
-    with pytest.raises(SystemExit) as done:
-        runpy.run_path(script, run_name="__main__")
-    assert done.value.code == 0
+    assert run_render_script(monkeypatch, "--model", "quickstart-output/model", "--results", "quickstart-output",
+                             "--output", "model_card.md", "--note", "A test.", "--readme") == 0
     card = (tmp_path / "model_card.md").read_text()
     assert card == (model / "README.md").read_text() == render_card(model, [quickstart], note="A test.")
     assert "accuracy 25.0%" in card
