@@ -36,18 +36,16 @@ test-integration: setup
 
 # `make test` with line coverage of every package (in-process code; subprocesses are not measured)
 coverage: setup
-	$(PY) -m pytest tests -q -m "not integration" --cov=modeling_spectral_llava --cov=processing \
-		--cov=spectral_inst --cov=train --cov=evaluation --cov=scene --cov=webapp --cov=spectral_llava_cli \
-		--cov-report=term
+	$(PY) -m pytest tests -q -m "not integration" --cov=spectral_llava --cov-report=term
 
 demo: setup
-	$(PY) -m spectral_llava_cli quickstart --output quickstart-output
+	$(PY) -m spectral_llava.cli quickstart --output quickstart-output
 
 # The web app on the quickstart's model (APP_MODEL=DIR for another model dir).
 APP_MODEL ?= quickstart-output/model
 app: setup
 	@test -f $(APP_MODEL)/config.json || { echo "no model at $(APP_MODEL): run 'make demo' first (or make app APP_MODEL=DIR)"; exit 2; }
-	$(PY) -m spectral_llava_cli app --model $(APP_MODEL)
+	$(PY) -m spectral_llava.cli app --model $(APP_MODEL)
 
 bench: setup
 	$(PY) benchmarks/encoder.py

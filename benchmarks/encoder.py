@@ -17,8 +17,8 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from modeling_spectral_llava.configuration_spectral_llava import SpectralGPTConfig  # noqa: E402
-from modeling_spectral_llava.modeling_spectralgpt import SpectralGPTVisionModel  # noqa: E402
+from spectral_llava.modeling_spectral_llava.configuration_spectral_llava import SpectralGPTConfig  # noqa: E402
+from spectral_llava.modeling_spectral_llava.modeling_spectralgpt import SpectralGPTVisionModel  # noqa: E402
 
 
 def encoder_flops(config, batch):

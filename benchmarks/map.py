@@ -46,7 +46,7 @@ def cut_out_tiles(scene: str, tiles, folder: str) -> list[str]:
     from rasterio.windows import Window
     from rasterio.windows import transform as window_transform
 
-    from processing.sentinel2_io import read_image
+    from spectral_llava.processing.sentinel2_io import read_image
 
     image = read_image(scene)
     os.makedirs(folder, exist_ok=True)
@@ -79,15 +79,15 @@ def main():
     import torch
     from transformers import pipeline
 
-    from processing.scene_reader import SceneReader
-    from scene import map_scene
-    from scene.inference import native_bf16
-    from scene.tiling import plan_tiles
+    from spectral_llava.processing.scene_reader import SceneReader
+    from spectral_llava.scene import map_scene
+    from spectral_llava.scene.inference import native_bf16
+    from spectral_llava.scene.tiling import plan_tiles
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = args.model
         if model_dir is None:
-            from modeling_spectral_llava.build import build_model
+            from spectral_llava.modeling_spectral_llava.tools.build import build_model
 
             model_dir = os.path.join(tmp, "model")
             build_model(model_dir, image_size=128, layout="spectral_mean", spatial_pool=4)

@@ -38,11 +38,11 @@ def rss_mib() -> float:
 def child(mode: str, source: str) -> None:
     import tracemalloc
 
-    from processing.image_processing_spectral_llava import SpectralImageProcessor
-    from processing.scene_reader import SceneReader
-    from processing.sentinel2_io import read_image
-    from scene.reading import TileBatches
-    from scene.tiling import batches_of, plan_tiles
+    from spectral_llava.processing.image_processing_spectral_llava import SpectralImageProcessor
+    from spectral_llava.processing.scene_reader import SceneReader
+    from spectral_llava.processing.sentinel2_io import read_image
+    from spectral_llava.scene.reading import TileBatches
+    from spectral_llava.scene.tiling import batches_of, plan_tiles
 
     processor = SpectralImageProcessor(image_size=128)
     base = rss_mib()

@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, SequentialSampler
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from processing.image_processing_spectral_llava import SpectralImageProcessor  # noqa: E402
+from spectral_llava.processing.image_processing_spectral_llava import SpectralImageProcessor  # noqa: E402
 
 
 class PatchFolders(Dataset):

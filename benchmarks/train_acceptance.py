@@ -5,7 +5,7 @@
 1. `spectral-llava build-dataset --eurosat tests/data/eurosat-ms` (template captioner; 80/10/10 patches);
 2. the default model (`build_model`: random ViT-B/8 128x128 tower + SmolLM2-135M-Instruct), here with
    `--layout spectral_mean --spatial-pool 4` (16 visual tokens) so that it trains on two CPU cores;
-3. stage 1 (`train.align`, class-label text by default) and stage 2 (`train.finetune`, LoRA r=128), both from the
+3. stage 1 (`spectral_llava.train.align`, class-label text by default) and stage 2 (`spectral_llava.train.finetune`, LoRA r=128), both from the
    feature cache;
 4. `[classification]` accuracy of OUTPUT/finetune/merged on the held-out test and validation splits (greedy
    generation through the processor from the GeoTIFFs, answers read with `parse_labels`), each against the
@@ -29,9 +29,9 @@ import torch
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from modeling_spectral_llava.fileio import atomic_write_json  # noqa: E402
-from modeling_spectral_llava.loading import load_model_and_processor  # noqa: E402
-from spectral_inst import EUROSAT_CLASSES, load_split, parse_labels, resolve_image_path  # noqa: E402
+from spectral_llava.utils.fileio import atomic_write_json  # noqa: E402
+from spectral_llava.modeling_spectral_llava.tools.loading import load_model_and_processor  # noqa: E402
+from spectral_llava.spectral_inst import EUROSAT_CLASSES, load_split, parse_labels, resolve_image_path  # noqa: E402
 
 
 def classification_accuracy(model_dir, dataset_dir, split="test", batch_size=5):
@@ -88,10 +88,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     warnings.simplefilter("ignore")
-    from modeling_spectral_llava.build import build_model
-    from train.align import run_alignment
-    from train.finetune import run_finetune
-    from spectral_inst import BuildConfig, build_dataset
+    from spectral_llava.modeling_spectral_llava.tools.build import build_model
+    from spectral_llava.train.align import run_alignment
+    from spectral_llava.train.finetune import run_finetune
+    from spectral_llava.spectral_inst import BuildConfig, build_dataset
 
     out = os.path.abspath(args.output)
     times = {}

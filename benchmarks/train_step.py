@@ -24,12 +24,12 @@ import torch
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from modeling_spectral_llava.loading import load_model_and_processor  # noqa: E402
-from spectral_inst import EUROSAT_CLASSES, format_labels  # noqa: E402
-from train.align import ALIGN  # noqa: E402
-from train.data import SpectralLlavaCollator  # noqa: E402
-from train.feature_cache import FeatureCache, feature_fingerprint, tower_encoder  # noqa: E402
-from train.finetune import FINETUNE  # noqa: E402
+from spectral_llava.modeling_spectral_llava.tools.loading import load_model_and_processor  # noqa: E402
+from spectral_llava.spectral_inst import EUROSAT_CLASSES, format_labels  # noqa: E402
+from spectral_llava.train.align import ALIGN  # noqa: E402
+from spectral_llava.train.data import SpectralLlavaCollator  # noqa: E402
+from spectral_llava.train.feature_cache import FeatureCache, feature_fingerprint, tower_encoder  # noqa: E402
+from spectral_llava.train.finetune import FINETUNE  # noqa: E402
 
 EUROSAT = os.path.join(REPO, "tests", "data", "eurosat-ms")
 
@@ -85,7 +85,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as scratch:
         model_dir = args.model
         if model_dir is None:
-            from modeling_spectral_llava.build import build_model
+            from spectral_llava.modeling_spectral_llava.tools.build import build_model
 
             model_dir = os.path.join(scratch, "model")
             build_model(model_dir, layout=args.layout, spatial_pool=args.spatial_pool)

@@ -17,9 +17,9 @@ sys.path.insert(0, REPO)
 
 from PIL import Image  # noqa: E402
 
-from modeling_spectral_llava.fileio import write_file_atomically  # noqa: E402
-from webapp import AppConfig, launch  # noqa: E402
-from webapp.browser import browser_page, upload_and_caption  # noqa: E402
+from spectral_llava.utils.fileio import write_file_atomically  # noqa: E402
+from spectral_llava.webapp import AppConfig, launch  # noqa: E402
+from spectral_llava.webapp.browser import browser_page, upload_and_caption  # noqa: E402
 
 def free_port() -> int:
     with socket.socket() as probe:

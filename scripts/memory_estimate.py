@@ -19,8 +19,8 @@ import torch
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from modeling_spectral_llava.configuration_spectral_llava import SpectralGPTConfig  # noqa: E402
-from modeling_spectral_llava.modeling_spectralgpt import SpectralGPTVisionModel  # noqa: E402
+from spectral_llava.modeling_spectral_llava.configuration_spectral_llava import SpectralGPTConfig  # noqa: E402
+from spectral_llava.modeling_spectral_llava.modeling_spectralgpt import SpectralGPTVisionModel  # noqa: E402
 
 # meta-llama/Meta-Llama-3-8B-Instruct's config.json
 LLAMA3_8B = dict(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,

@@ -11,7 +11,7 @@ overrides them.
 import os
 import sys
 
-from spectral_llava_cli import main
+from spectral_llava.cli import main
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STORED_INPUTS = os.path.join(REPO, "docs", "model_card_inputs")

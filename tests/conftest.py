@@ -23,7 +23,7 @@ def tiny_llm_dir(tmp_path_factory, tokenizer):
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, tiny_llm_dir):
     """A complete saved model dir: tiny random tower (32x32) + tiny random Llama, spectral_mean layout (16 tokens)."""
-    from modeling_spectral_llava.build import build_model
+    from spectral_llava.modeling_spectral_llava.tools.build import build_model
 
     out = tmp_path_factory.mktemp("models") / "tiny"
     with warnings.catch_warnings():
@@ -35,7 +35,7 @@ def tiny_model_dir(tmp_path_factory, tiny_llm_dir):
 @pytest.fixture(scope="session")
 def tiny_model(tiny_model_dir):
     """(model, processor) of `tiny_model_dir` through the repository's loader, on CPU; tests must not modify them."""
-    from modeling_spectral_llava.loading import load_model_and_processor
+    from spectral_llava.modeling_spectral_llava.tools.loading import load_model_and_processor
 
     return load_model_and_processor(tiny_model_dir, device="cpu")
 
@@ -51,7 +51,7 @@ def small_dataset(tmp_path_factory, small_eurosat):
     """Spectral-Inst from `small_eurosat` and one BigEarthNet v1 patch (template captions)."""
     import shutil
 
-    from spectral_inst import BuildConfig, build_dataset
+    from spectral_llava.spectral_inst import BuildConfig, build_dataset
 
     root = tmp_path_factory.mktemp("dataset") / "inst"
     ben = tmp_path_factory.mktemp("ben")
@@ -65,7 +65,7 @@ def small_dataset(tmp_path_factory, small_eurosat):
 @pytest.fixture(scope="session")
 def smollm2():
     """(LlamaForCausalLM, tokenizer) of the embedded SmolLM2, loaded once; integration tests must not modify them."""
-    from modeling_spectral_llava.build import load_llm
+    from spectral_llava.modeling_spectral_llava.tools.build import load_llm
 
     return load_llm("smollm2")
 
@@ -81,7 +81,7 @@ def llama3_llm_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def llama3_model_dir(llama3_llm_dir, tmp_path_factory):
     """`spectral-llava build --llm DIR` around the tiny Llama-3 LLM, tiny official-format tower, 16 visual tokens."""
-    from spectral_llava_cli import main
+    from spectral_llava.cli import main
 
     out = tmp_path_factory.mktemp("models") / "llama3"
     assert main(["build", str(out), "--llm", llama3_llm_dir, "--vision", TINY_CHECKPOINT, "--image-size", "32",

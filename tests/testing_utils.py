@@ -36,7 +36,7 @@ def smollm2_tokenizer(special_tokens: bool = False):
     with `special_tokens` also the builder's `<image>`, `[caption]` and `[classification]`."""
     from transformers import AutoTokenizer
 
-    from modeling_spectral_llava.build import SPECIAL_TOKENS, cache_dir, smollm2_gguf_path
+    from spectral_llava.modeling_spectral_llava.tools.build import SPECIAL_TOKENS, cache_dir, smollm2_gguf_path
 
     cached = os.path.join(cache_dir(), "smollm2-135m-instruct")
     if os.path.isfile(os.path.join(cached, "tokenizer.json")):
@@ -76,9 +76,9 @@ def tiny_random_llava(tokenizer, seed=0):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from modeling_spectral_llava.build import compose
-    from modeling_spectral_llava.configuration_spectral_llava import SpectralGPTConfig
-    from modeling_spectral_llava.modeling_spectralgpt import SpectralGPTVisionModel
+    from spectral_llava.modeling_spectral_llava.tools.build import compose
+    from spectral_llava.modeling_spectral_llava.configuration_spectral_llava import SpectralGPTConfig
+    from spectral_llava.modeling_spectral_llava.modeling_spectralgpt import SpectralGPTVisionModel
 
     torch.manual_seed(seed)
     llm = LlamaForCausalLM(LlamaConfig(
@@ -106,7 +106,7 @@ def save_image_dependent_model(out, image_size: int, seed: int = 0) -> str:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from modeling_spectral_llava.build import build_processor, compose, load_vision_tower, save_model_dir
+    from spectral_llava.modeling_spectral_llava.tools.build import build_processor, compose, load_vision_tower, save_model_dir
 
     tokenizer = smollm2_tokenizer()
     end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")

@@ -18,7 +18,7 @@ import logging
 
 import torch
 
-from spectral_inst.dataset import load_build_info, resolve_image_path
+from spectral_llava.spectral_inst.dataset import load_build_info, resolve_image_path
 
 from .feature_cache import FeatureCache
 

@@ -20,8 +20,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from modeling_spectral_llava.fileio import atomic_write_json, write_file_atomically
-from processing.radiometry import radiometry_settings
+from spectral_llava.utils.fileio import atomic_write_json, write_file_atomically
+from spectral_llava.processing.radiometry import radiometry_settings
 
 logger = logging.getLogger(__name__)
 

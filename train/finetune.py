@@ -1,6 +1,6 @@
 """Stage 2, instruction tuning: LoRA on the LLM plus the projector, tower frozen (paper section V-A-2).
 
-    accelerate launch -m train.finetune --model STAGE1/model --dataset DIR --output DIR [--lora-r 128 ...]
+    accelerate launch -m spectral_llava.train.finetune --model STAGE1/model --dataset DIR --output DIR [--lora-r 128 ...]
 
 Trains on the `instructions` records (`[caption]` and `[classification]` task-token prompts). Exports
 OUTPUT/adapter (a peft adapter that also carries the trained projector) and OUTPUT/merged (a complete model dir
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import os
 
-from modeling_spectral_llava.build import save_model_dir
-from modeling_spectral_llava.fileio import write_dir_atomically
+from spectral_llava.modeling_spectral_llava.tools.build import save_model_dir
+from spectral_llava.utils.fileio import write_dir_atomically
 
 from .options import FinetuneOptions
 from .trainer import Stage, main, run_stage

@@ -1,6 +1,6 @@
 """The options of both training stages, defined once: dataclasses whose field metadata holds the help text, parsed
-by transformers' `HfArgumentParser` (`--max-steps` and `--max_steps` both work) for `python -m train.align`,
-`accelerate launch -m train.finetune` and `spectral-llava train align|finetune`, and built directly by the Python API
+by transformers' `HfArgumentParser` (`--max-steps` and `--max_steps` both work) for `python -m spectral_llava.train.align`,
+`accelerate launch -m spectral_llava.train.finetune` and `spectral-llava train align|finetune`, and built directly by the Python API
 (`run_alignment(model, dataset, output, max_steps=10)`).
 """
 

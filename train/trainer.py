@@ -1,4 +1,4 @@
-"""The training loop shared by stage 1 (`train.align`) and stage 2 (`train.finetune`).
+"""The training loop shared by stage 1 (`spectral_llava.train.align`) and stage 2 (`spectral_llava.train.finetune`).
 
 One `transformers.Trainer` setup; a `Stage` supplies what differs: which records, which parameters train, and what
 is exported at the end. Runs under `accelerate launch` (CPU, one or many GPUs, FSDP, DeepSpeed) or in-process.
@@ -29,11 +29,11 @@ from safetensors.torch import load_file, save_file
 from transformers import HfArgumentParser, Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
-from modeling_spectral_llava.fileio import atomic_write_json, write_file_atomically
-from modeling_spectral_llava.loading import load_model_and_processor
-from modeling_spectral_llava.model_card import read_provenance
-from modeling_spectral_llava.options import prefer_hyphens
-from spectral_inst.dataset import load_build_info, load_split, resolve_image_path
+from spectral_llava.utils.fileio import atomic_write_json, write_file_atomically
+from spectral_llava.modeling_spectral_llava.tools.loading import load_model_and_processor
+from spectral_llava.modeling_spectral_llava.tools.model_card import read_provenance
+from spectral_llava.modeling_spectral_llava.tools.options import prefer_hyphens
+from spectral_llava.spectral_inst.dataset import load_build_info, load_split, resolve_image_path
 
 from .data import SpectralLlavaCollator, processor_for_dataset
 from .feature_cache import FeatureCache, feature_fingerprint, tower_encoder
@@ -406,7 +406,7 @@ def stage_provenance(stage: Stage, model_dir: str, dataset_dir: str, options: Tr
 def main(stage: Stage, argv=None) -> int:
     """`python -m train.<stage>` / `accelerate launch -m train.<stage>`."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    parser = prefer_hyphens(HfArgumentParser((StagePaths, stage.options), prog=f"train.{stage.name}",
+    parser = prefer_hyphens(HfArgumentParser((StagePaths, stage.options), prog=f"spectral_llava.train.{stage.name}",
                                              description=stage.options.__doc__))
     try:
         paths, options = parser.parse_args_into_dataclasses(argv, look_for_args_file=False)

@@ -10,8 +10,8 @@ import sys
 import pytest
 from testing_utils import DATA, REPO
 
-from spectral_inst import BEN19_LABELS, EUROSAT_CLASSES
-from spectral_llava_cli import build_parser, main
+from spectral_llava.spectral_inst import BEN19_LABELS, EUROSAT_CLASSES
+from spectral_llava.cli import build_parser, main
 
 EUROSAT = os.path.join(DATA, "eurosat-ms")
 TIF = os.path.join(EUROSAT, "River", "River_1.tif")
@@ -124,7 +124,7 @@ def test_push_dry_run_lists_the_files(tiny_model_dir, tmp_path):
 
 def test_push_fails_cleanly_offline(tiny_model_dir):
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=REPO)
-    done = subprocess.run([sys.executable, "-m", "spectral_llava_cli", "push", "--model", tiny_model_dir, "--repo-id",
+    done = subprocess.run([sys.executable, "-m", "spectral_llava.cli", "push", "--model", tiny_model_dir, "--repo-id",
                            "someone/spectral-llava"], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 1
     assert "spectral-llava push: error:" in done.stderr and "someone/spectral-llava" in done.stderr
@@ -154,7 +154,7 @@ def test_render_card_script_writes_the_card_and_the_readme(tiny_model_dir, tmp_p
     into model_card.md (and, with --readme, the model's README.md)."""
     import shutil
 
-    from evaluation import render_card
+    from spectral_llava.evaluation import render_card
 
     quickstart = tmp_path / "quickstart-output"
     model = shutil.copytree(tiny_model_dir, quickstart / "model")
@@ -171,9 +171,9 @@ def test_render_card_script_writes_the_card_and_the_readme(tiny_model_dir, tmp_p
 
 
 def test_train_commands_run_both_stages(tiny_model_dir, small_dataset, tmp_path, capsys):
-    """`spectral-llava train align` and `python -m train.finetune` (its `main`) parse the same options."""
-    from train.finetune import FINETUNE
-    from train.trainer import main as stage_main
+    """`spectral-llava train align` and `python -m spectral_llava.train.finetune` (its `main`) parse the same options."""
+    from spectral_llava.train.finetune import FINETUNE
+    from spectral_llava.train.trainer import main as stage_main
 
     common = ["--dataset", small_dataset, "--max-steps", "1", "--batch-size", "2", "--warmup-ratio", "0"]
     code, out, _ = run_cli("train", "align", "--model", tiny_model_dir, "--output", str(tmp_path / "align"),

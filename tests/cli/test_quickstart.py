@@ -24,7 +24,7 @@ def small_data(tmp_path_factory):
 def test_quickstart_tiny_end_to_end(small_data, tiny_llm_dir, tmp_path, capsys):
     from transformers import pipeline
 
-    from spectral_llava_cli.quickstart import QuickstartConfig, run_quickstart
+    from spectral_llava.cli.quickstart import QuickstartConfig, run_quickstart
 
     output = tmp_path / "qs"
     config = QuickstartConfig(output=str(output), data=small_data, llm=tiny_llm_dir, image_size=32, spatial_pool=1,
@@ -80,7 +80,7 @@ def test_quickstart_tiny_end_to_end(small_data, tiny_llm_dir, tmp_path, capsys):
 
 
 def test_quickstart_needs_the_sample_data(tmp_path, monkeypatch):
-    from spectral_llava_cli import quickstart
+    from spectral_llava.cli import quickstart
 
     with pytest.raises(FileNotFoundError, match="eurosat-ms"):
         quickstart.run_quickstart(quickstart.QuickstartConfig(output=str(tmp_path / "out"), data=str(tmp_path)))
@@ -91,7 +91,7 @@ def test_quickstart_needs_the_sample_data(tmp_path, monkeypatch):
 
 
 def test_timing_table_lists_every_phase():
-    from spectral_llava_cli.quickstart_report import timing_table
+    from spectral_llava.cli.quickstart_report import timing_table
 
     table = timing_table({"build dataset": 1.24, "stage 1 (alignment)": 100.0, "total": 101.24}).splitlines()
     assert table[0].split() == ["phase", "seconds"]

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from evaluation import render_card
-from modeling_spectral_llava.configuration_spectral_llava import SpectralLlavaConfig
-from modeling_spectral_llava.model_card import read_provenance, render_model_card
+from spectral_llava.evaluation import render_card
+from spectral_llava.modeling_spectral_llava.configuration_spectral_llava import SpectralLlavaConfig
+from spectral_llava.modeling_spectral_llava.tools.model_card import read_provenance, render_model_card
 
 
 def write_results(folder):

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from evaluation import (eurosat_samples, fold_splits, linear_probe, load_judge, probe_features, run_linear_probe,
+from spectral_llava.evaluation import (eurosat_samples, fold_splits, linear_probe, load_judge, probe_features, run_linear_probe,
                         run_tsne, tower_features, train_linear_probes)
-from modeling_spectral_llava.loading import load_model_and_processor
+from spectral_llava.modeling_spectral_llava.tools.loading import load_model_and_processor
 
 
 def test_fold_splits_at_80_percent_are_stratified_five_fold_cv():

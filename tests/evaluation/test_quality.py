@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from evaluation import (judge_prompt, label_consistency, mentioned_classes, parse_judge_scores, relative_score,
+from spectral_llava.evaluation import (judge_prompt, label_consistency, mentioned_classes, parse_judge_scores, relative_score,
                         run_quality)
-from spectral_inst import BEN19_LABELS, EUROSAT_CLASSES, TemplateCaptioner
+from spectral_llava.spectral_inst import BEN19_LABELS, EUROSAT_CLASSES, TemplateCaptioner
 from testing_utils import DATA
 
 
@@ -70,7 +70,7 @@ def test_real_smollm2_judge_replies_are_dropped_not_scored():
     """The embedded SmolLM2 judge's real replies (tests/data/judge) hold no scores in the asked format; numbers in
     their prose ("The land cover classes of 1.0 ... of 2.0") must not become a 1 vs 2 score (a relative score of
     200%). Unreadable replies stay out of the score, and the card row says how many were dropped."""
-    from evaluation import evaluation_table
+    from spectral_llava.evaluation import evaluation_table
 
     path = os.path.join(DATA, "judge", "smollm2_replies.jsonl")
     replies = [json.loads(line)["reply"] for line in open(path, encoding="utf-8")]
@@ -98,7 +98,7 @@ def test_real_smollm2_judge_replies_are_dropped_not_scored():
 
 
 def test_quality_with_a_judge(tiny_model, tiny_model_dir, tiny_llm_dir, small_dataset, tmp_path):
-    from modeling_spectral_llava.build import load_llm
+    from spectral_llava.modeling_spectral_llava.tools.build import load_llm
 
     model, processor = tiny_model
     result = run_quality(tiny_model_dir, small_dataset, tmp_path, split=None, max_samples=2,

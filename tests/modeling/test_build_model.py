@@ -7,9 +7,9 @@ import torch
 from safetensors.torch import load_file
 from testing_utils import TINY_CHECKPOINT, TINY_VISION
 
-from modeling_spectral_llava.build import load_vision_tower
-from modeling_spectral_llava.configuration_spectral_llava import SpectralLlavaConfig, num_visual_tokens
-from spectral_llava_cli import main
+from spectral_llava.modeling_spectral_llava.tools.build import load_vision_tower
+from spectral_llava.modeling_spectral_llava.configuration_spectral_llava import SpectralLlavaConfig, num_visual_tokens
+from spectral_llava.cli import main
 
 
 def test_random_tower_is_announced_as_untrained():
@@ -24,7 +24,7 @@ def built_from_checkpoint(tmp_path_factory, tiny_llm_dir):
     records = []
     handler = logging.Handler()
     handler.emit = records.append
-    logger = logging.getLogger("modeling_spectral_llava")
+    logger = logging.getLogger("spectral_llava.modeling_spectral_llava")
     level = logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
@@ -89,7 +89,7 @@ def test_build_refuses_unknown_sources(tmp_path, capsys):
 def test_smollm2_is_dequantised_once_into_a_plain_llama_cache(tmp_path, monkeypatch):
     from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
-    from modeling_spectral_llava.build import load_llm, smollm2_gguf_path
+    from spectral_llava.modeling_spectral_llava.tools.build import load_llm, smollm2_gguf_path
 
     monkeypatch.setenv("SPECTRAL_LLAVA_CACHE", str(tmp_path))
     model, tokenizer = load_llm("smollm2")

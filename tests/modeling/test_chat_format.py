@@ -11,8 +11,8 @@ import torch
 from testing_utils import DATA, SMOLLM2_SYSTEM, TINY_VISION
 from transformers import AutoModelForImageTextToText, AutoProcessor, pipeline
 
-from processing.processing_spectral_llava import DEFAULT_CHAT_TEMPLATE
-from train.data import IGNORE_INDEX, encode_conversation
+from spectral_llava.processing.processing_spectral_llava import DEFAULT_CHAT_TEMPLATE
+from spectral_llava.train.data import IGNORE_INDEX, encode_conversation
 
 TIF = os.path.join(DATA, "eurosat-ms", "Forest", "Forest_1.tif")
 CAPTION = "[caption] Describe this multispectral satellite image."
@@ -83,7 +83,7 @@ def test_smollm2_model_dirs_built_before_answer_the_same(legacy_model_dir, tmp_p
 
 
 def test_llm_without_template_falls_back_to_chatml(llama3_llm_dir):
-    from modeling_spectral_llava.build import build_processor, compose, load_llm, load_vision_tower
+    from spectral_llava.modeling_spectral_llava.tools.build import build_processor, compose, load_llm, load_vision_tower
 
     llm, tokenizer = load_llm(llama3_llm_dir, dtype="fp32")
     tokenizer.chat_template = None

@@ -18,7 +18,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.processing_utils import Unpack
 from transformers.utils import TransformersKwargs
 
-from modeling_spectral_llava.modeling_spectral_llava import (
+from spectral_llava.modeling_spectral_llava.modeling_spectral_llava import (
     CACHE_FIELD,
     SpectralLlavaForConditionalGeneration,
     SpectralLlavaModel,

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from modeling_spectral_llava.fileio import (atomic_write_json, atomic_write_text, copy_dir_atomically,
+from spectral_llava.utils.fileio import (atomic_write_json, atomic_write_text, copy_dir_atomically,
                                             copy_file_atomically, write_dir_atomically, write_file_atomically)
 
 

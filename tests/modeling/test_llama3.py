@@ -16,7 +16,7 @@ from safetensors import safe_open
 from testing_utils import DATA, REPO, TINY_CHECKPOINT, subprocess_env
 from transformers import AutoModelForImageTextToText, AutoProcessor, pipeline
 
-from processing.processing_spectral_llava import FLATTEN_CONTENT
+from spectral_llava.processing.processing_spectral_llava import FLATTEN_CONTENT
 
 TIF = os.path.join(DATA, "eurosat-ms", "Forest", "Forest_1.tif")
 CAPTION = "[caption] Describe this multispectral satellite image."
@@ -34,7 +34,7 @@ def model_fp32(llama3_model_dir):
 
 
 def run_cli(*args, **env):
-    return subprocess.run([sys.executable, "-m", "spectral_llava_cli", *map(str, args)], cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "spectral_llava.cli", *map(str, args)], cwd=REPO,
                           env=subprocess_env(**env), capture_output=True, text=True, timeout=600)
 
 
@@ -107,7 +107,7 @@ def test_batches_are_left_padded_and_generate_as_single_prompts(processor, model
 def test_pipeline_answers_and_stops_at_eot(llama3_model_dir, processor, tmp_path):
     """The random LLM's head is edited so that `<|eot_id|>` wins the 3rd greedy step: the pipeline answers with the
     first two tokens and stops there, although max_new_tokens allows more and the tokenizer's eos is another token."""
-    from processing.pipeline_spectral_llava import register_pipeline_in_model_dir
+    from spectral_llava.processing.pipeline_spectral_llava import register_pipeline_in_model_dir
 
     model = AutoModelForImageTextToText.from_pretrained(llama3_model_dir, trust_remote_code=True,
                                                         dtype=torch.float32).eval()
@@ -146,7 +146,7 @@ def test_pipeline_answers_and_stops_at_eot(llama3_model_dir, processor, tmp_path
 def hub_home(llama3_llm_dir, tmp_path_factory):
     """HF_HOME holding tiny-org/llama3-tiny (the Llama-3-format LLM) and tiny-org/spectralgpt-tiny (a converted
     tower), laid out as huggingface_hub's cache."""
-    from modeling_spectral_llava.convert_spectralgpt import convert
+    from spectral_llava.modeling_spectral_llava.tools.convert_spectralgpt import convert
 
     home = tmp_path_factory.mktemp("hf-home")
     tower = tmp_path_factory.mktemp("tower") / "spectralgpt-tiny"
@@ -182,7 +182,7 @@ def build_errors(output, cases, **env):
     """Run `spectral-llava build OUTPUT --llm REPO [--revision REV]` for each (REPO, REV) in one process; the error
     line each printed. Each must fail with exit status 2."""
     script = (
-        "import sys\nfrom spectral_llava_cli import main\n"
+        "import sys\nfrom spectral_llava.cli import main\n"
         f"for repo, revision in {cases!r}:\n"
         "    print('===', file=sys.stderr, flush=True)\n"
         f"    code = main(['build', {str(output)!r}, '--llm', repo] + (['--revision', revision] if revision else []))\n"

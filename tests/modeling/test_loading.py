@@ -12,10 +12,10 @@ def remote_modules():
 
 
 def test_loader_uses_the_repository_classes_only(tiny_model_dir, tmp_path):
-    from modeling_spectral_llava.loading import load_model_and_processor
-    from modeling_spectral_llava.modeling_spectral_llava import SpectralLlavaForConditionalGeneration
-    from processing.image_processing_spectral_llava import SpectralImageProcessor
-    from processing.processing_spectral_llava import SpectralLlavaProcessor
+    from spectral_llava.modeling_spectral_llava.tools.loading import load_model_and_processor
+    from spectral_llava.modeling_spectral_llava.modeling_spectral_llava import SpectralLlavaForConditionalGeneration
+    from spectral_llava.processing.image_processing_spectral_llava import SpectralImageProcessor
+    from spectral_llava.processing.processing_spectral_llava import SpectralLlavaProcessor
 
     copy = shutil.copytree(tiny_model_dir, tmp_path / "never-loaded-before")  # its remote code has no module yet
     before = remote_modules()
@@ -30,7 +30,7 @@ def test_loader_uses_the_repository_classes_only(tiny_model_dir, tmp_path):
 
 
 def test_loader_names_a_dir_without_config(tmp_path):
-    from modeling_spectral_llava.loading import load_model_and_processor
+    from spectral_llava.modeling_spectral_llava.tools.loading import load_model_and_processor
 
     with pytest.raises(FileNotFoundError, match=f"--model {tmp_path}: .*no config.json"):
         load_model_and_processor(tmp_path)

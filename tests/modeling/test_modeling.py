@@ -12,21 +12,21 @@ import torch
 from testing_utils import DATA, REFERENCE, TINY_VISION
 from safetensors.torch import load_file
 
-from modeling_spectral_llava.build import compose, load_vision_tower, resize_position_grid
-from modeling_spectral_llava.configuration_spectral_llava import (
+from spectral_llava.modeling_spectral_llava.tools.build import compose, load_vision_tower, resize_position_grid
+from spectral_llava.modeling_spectral_llava.configuration_spectral_llava import (
     SpectralGPTConfig,
     SpectralLlavaConfig,
     num_visual_tokens,
 )
-from modeling_spectral_llava.convert_spectralgpt import (
+from spectral_llava.modeling_spectral_llava.tools.convert_spectralgpt import (
     convert,
     convert_state_dict,
     infer_config,
     load_official_state_dict,
     load_spectralgpt_checkpoint,
 )
-from modeling_spectral_llava.modeling_spectral_llava import SpectralLlavaForConditionalGeneration
-from modeling_spectral_llava.modeling_spectralgpt import SpectralGPTVisionModel
+from spectral_llava.modeling_spectral_llava.modeling_spectral_llava import SpectralLlavaForConditionalGeneration
+from spectral_llava.modeling_spectral_llava.modeling_spectralgpt import SpectralGPTVisionModel
 
 LOCAL_REFERENCE = os.path.join(DATA, "spectralgpt-reference")
 
@@ -104,7 +104,7 @@ def test_converter_refuses_missing_unexpected_and_misshaped_keys(tmp_path):
 def test_converter_announces_its_head_count_assumption(tmp_path, caplog):
     """The tiny reference checkpoint has 4 heads of width 16: the width / 64 default (1 head) is announced with the
     flag that overrides it, and the flag silences it."""
-    from spectral_llava_cli import main
+    from spectral_llava.cli import main
 
     checkpoint = os.path.join(LOCAL_REFERENCE, "spectralgpt_mae_tiny.pth")
     with caplog.at_level(logging.WARNING):
@@ -142,7 +142,7 @@ def test_converter_clear_errors_for_bad_files(tmp_path):
 def test_convert_cli_writes_dir_that_automodel_loads(tmp_path, capsys):
     from transformers import AutoModel
 
-    from spectral_llava_cli import main
+    from spectral_llava.cli import main
 
     out = tmp_path / "tower"
     assert main(["convert-spectralgpt", os.path.join(LOCAL_REFERENCE, "spectralgpt_mae_tiny.pth"), str(out),
@@ -203,7 +203,7 @@ def test_bad_configs_are_refused():
 
 @pytest.fixture(scope="module")
 def tiny_llava(tiny_llm_dir):
-    from modeling_spectral_llava.build import load_llm
+    from spectral_llava.modeling_spectral_llava.tools.build import load_llm
 
     llm, tokenizer = load_llm(tiny_llm_dir)
     tower = load_vision_tower("random", image_size=32, overrides=TINY_VISION)
@@ -264,7 +264,7 @@ def test_saved_model_loads_from_its_own_files_in_a_clean_process(tiny_model_dir,
         import importlib.abc, json, sys, torch
         class Block(importlib.abc.MetaPathFinder):
             def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] in ("modeling_spectral_llava", "processing", "train", "spectral_llava_cli"):
+                if name.split(".")[0] in ("spectral_llava", "modeling_spectral_llava", "processing", "train"):
                     raise ImportError("the repository must not be importable here: " + name)
         sys.meta_path.insert(0, Block())
         from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from rasterio.warp import Resampling, reproject
 from torch.utils.data import DataLoader
 
-from processing.image_processing_spectral_llava import SpectralImageProcessor
-from processing.sentinel2_io import EUROSAT_FILE_ORDER, SPECTRALGPT_BANDS, canonical_band_name, read_image
+from spectral_llava.processing.image_processing_spectral_llava import SpectralImageProcessor
+from spectral_llava.processing.sentinel2_io import EUROSAT_FILE_ORDER, SPECTRALGPT_BANDS, canonical_band_name, read_image
 from testing_utils import DATA
 
 EUROSAT = os.path.join(DATA, "eurosat-ms")

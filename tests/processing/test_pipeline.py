@@ -9,8 +9,8 @@ import pytest
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor, pipeline
 
-from processing.sentinel2_io import read_image
-from processing.pipeline_spectral_llava import CUSTOM_PIPELINES, register_pipeline_in_model_dir
+from spectral_llava.processing.sentinel2_io import read_image
+from spectral_llava.processing.pipeline_spectral_llava import CUSTOM_PIPELINES, register_pipeline_in_model_dir
 from testing_utils import DATA
 
 TIF = os.path.join(DATA, "eurosat-ms", "Forest", "Forest_1.tif")
@@ -161,7 +161,7 @@ def test_unnamed_array_error_reaches_the_user(pipe):
 def test_the_repository_pipeline_class_answers_like_the_saved_one(pipe, tiny_model):
     """The repository's own pipeline class on the repository's model and processor (as this repository's code
     would build it) gives the saved dir's remote-code pipeline's answers."""
-    from processing.pipeline_spectral_llava import SpectralImageTextToTextPipeline
+    from spectral_llava.processing.pipeline_spectral_llava import SpectralImageTextToTextPipeline
 
     model, processor = tiny_model
     local = pipeline("image-text-to-text", model=model, processor=processor,

@@ -7,9 +7,9 @@ import pytest
 import torch
 from transformers import AutoProcessor, AutoTokenizer
 
-from processing.image_processing_spectral_llava import SpectralImageProcessor
-from processing.sentinel2_io import read_image
-from processing.processing_spectral_llava import SpectralLlavaProcessor
+from spectral_llava.processing.image_processing_spectral_llava import SpectralImageProcessor
+from spectral_llava.processing.sentinel2_io import read_image
+from spectral_llava.processing.processing_spectral_llava import SpectralLlavaProcessor
 from testing_utils import DATA, SMOLLM2_SYSTEM
 
 TIF = os.path.join(DATA, "eurosat-ms", "Forest", "Forest_1.tif")

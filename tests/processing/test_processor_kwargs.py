@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from modeling_spectral_llava.configuration_spectral_llava import (
+from spectral_llava.modeling_spectral_llava.configuration_spectral_llava import (
     SpectralGPTConfig,
     SpectralLlavaConfig,
     num_visual_tokens,
 )
-from processing.image_processing_spectral_llava import SpectralImageProcessor
-from processing.pipeline_spectral_llava import SpectralImageTextToTextPipeline
-from processing.processing_spectral_llava import SpectralLlavaProcessor, SpectralLlavaProcessorKwargs
-from processing.sentinel2_io import SPECTRALGPT_BANDS
+from spectral_llava.processing.image_processing_spectral_llava import SpectralImageProcessor
+from spectral_llava.processing.pipeline_spectral_llava import SpectralImageTextToTextPipeline
+from spectral_llava.processing.processing_spectral_llava import SpectralLlavaProcessor, SpectralLlavaProcessorKwargs
+from spectral_llava.processing.sentinel2_io import SPECTRALGPT_BANDS
 from testing_utils import DATA, smollm2_tokenizer, tiny_random_llava
 
 TIF = os.path.join(DATA, "eurosat-ms", "Forest", "Forest_1.tif")

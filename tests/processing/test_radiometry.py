@@ -19,10 +19,10 @@ import pytest
 import rasterio
 import torch
 
-from processing.image_processing_spectral_llava import SpectralImageProcessor
-from processing.radiometry import (RULES_VERSION, RadiometryWarning, find_product_metadata,
+from spectral_llava.processing.image_processing_spectral_llava import SpectralImageProcessor
+from spectral_llava.processing.radiometry import (RULES_VERSION, RadiometryWarning, find_product_metadata,
                                    product_metadata_radiometry, radiometry_settings, resolve_radiometry)
-from processing.sentinel2_io import read_image
+from spectral_llava.processing.sentinel2_io import read_image
 
 DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
 MAJOR_TOM = glob.glob(os.path.join(DATA, "major-tom-s2l2a", "0U", "0U_199R", "*_N0400_*"))[0]
@@ -292,7 +292,7 @@ def test_processor_kwargs_and_pipeline(tiny_model_dir, x1000):
 
 
 def run_cli(argv):
-    from spectral_llava_cli import main
+    from spectral_llava.cli import main
 
     stdout, stderr = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
@@ -327,7 +327,7 @@ def test_caption_and_classify_cli_flags_and_outputs(tiny_model_dir, x1000):
                                      ["build-dataset", "--output", "O"],
                                      ["map", "P", "--model", "M", "--output", "O.parquet"]])
 def test_every_image_reading_command_takes_the_flags(command):
-    from spectral_llava_cli import build_parser
+    from spectral_llava.cli import build_parser
 
     args = build_parser().parse_args(command + ["--input-offset", "-1000", "--input-scale", "1", "--strict"])
     assert (args.input_offset, args.input_scale, args.strict) == (-1000.0, 1.0, True)

@@ -3,13 +3,13 @@ files side by side and each may import only its own siblings: the copies must ag
 
 import inspect
 
-from modeling_spectral_llava import configuration_spectral_llava as configuration
-from modeling_spectral_llava.build import SPECIAL_TOKENS
-from processing import image_processing_spectral_llava as image_processing
-from processing import pipeline_spectral_llava as pipeline
-from processing import processing_spectral_llava as processing
-from processing import sentinel2_io
-from spectral_inst.records import CAPTION_QUESTIONS, CLASSIFICATION_QUESTIONS
+from spectral_llava.modeling_spectral_llava import configuration_spectral_llava as configuration
+from spectral_llava.modeling_spectral_llava.tools.build import SPECIAL_TOKENS
+from spectral_llava.processing import image_processing_spectral_llava as image_processing
+from spectral_llava.processing import pipeline_spectral_llava as pipeline
+from spectral_llava.processing import processing_spectral_llava as processing
+from spectral_llava.processing import sentinel2_io
+from spectral_llava.spectral_inst.records import CAPTION_QUESTIONS, CLASSIFICATION_QUESTIONS
 
 
 def test_band_order_is_the_same_everywhere():

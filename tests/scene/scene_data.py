@@ -23,7 +23,7 @@ def tiny_map_model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_map_model(tiny_map_model_dir):
-    from modeling_spectral_llava.loading import load_model_and_processor
+    from spectral_llava.modeling_spectral_llava.tools.loading import load_model_and_processor
 
     return load_model_and_processor(tiny_map_model_dir, device="cpu")
 

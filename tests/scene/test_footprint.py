@@ -11,7 +11,7 @@ import pytest
 from transformers import pipeline
 
 from scene_data import DATA, MAJOR_TOM
-from processing.image_processing_spectral_llava import SpectralImageProcessor, footprint_ratio
+from spectral_llava.processing.image_processing_spectral_llava import SpectralImageProcessor, footprint_ratio
 
 BEN = os.path.join(DATA, "bigearthnet-v1", "S2A_MSIL2A_20170613T101031_87_48")  # 120 px = 1.2 km
 EUROSAT = os.path.join(DATA, "eurosat-ms", "Pasture", "Pasture_1.tif")  # 64 px = 640 m
@@ -51,7 +51,7 @@ def test_pipeline_warns(tiny_map_model_dir, caplog):
 
 @pytest.mark.parametrize("command", ["caption", "classify"])
 def test_caption_and_classify_refuse_with_a_pointer_to_map(tiny_map_model_dir, command):
-    from spectral_llava_cli import main
+    from spectral_llava.cli import main
 
     stderr = io.StringIO()
     with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):

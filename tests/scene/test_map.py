@@ -16,12 +16,12 @@ from rasterio.windows import Window
 from rasterio.windows import bounds as window_bounds
 
 from scene_data import DATA, MAJOR_TOM, copy_band, write_safe_l2a
-from processing.scene_reader import SceneReader
-from processing.sentinel2_io import read_image
-from scene import map_scene, read_tiles
-from scene.mapping import scene_radiometry
-from scene.reading import TileBatches
-from scene.tiling import batches_of, plan_tiles
+from spectral_llava.processing.scene_reader import SceneReader
+from spectral_llava.processing.sentinel2_io import read_image
+from spectral_llava.scene import map_scene, read_tiles
+from spectral_llava.scene.mapping import scene_radiometry
+from spectral_llava.scene.reading import TileBatches
+from spectral_llava.scene.tiling import batches_of, plan_tiles
 
 CROP = os.path.join(DATA, "major-tom-s2l2a", "0U", "0U_199R",
                     "S2A_MSIL2A_20220706T085611_N0400_R007_T33NZA_20220706T153419")
@@ -91,7 +91,7 @@ def test_overview_png(crop_result):
 def test_overview_colours_tiles_by_first_label(tmp_path):
     from PIL import Image
 
-    from scene.overview import label_colours, write_overview
+    from spectral_llava.scene.overview import label_colours, write_overview
 
     reader = SceneReader(CROP)
     tiles = plan_tiles(120, 120, 60, 60)
@@ -258,7 +258,7 @@ def test_eurosat_and_bigearthnet_inputs(tiny_map_model, tmp_path, source, tiles)
 
 
 def test_cli_map_prints_a_summary(tiny_map_model_dir, tmp_path, capsys):
-    from spectral_llava_cli import main
+    from spectral_llava.cli import main
 
     output = tmp_path / "cli.parquet"
     code = main(["map", CROP, "--model", tiny_map_model_dir, "--output", str(output), "--tile-size", "60",
@@ -344,7 +344,7 @@ def test_corrupt_jpeg2000_mid_run_leaves_nothing(tiny_map_model, tmp_path):
 
 
 def test_resume_with_other_settings_is_refused(tiny_map_model, tmp_path):
-    from scene.outputs import Checkpoints
+    from spectral_llava.scene.outputs import Checkpoints
 
     output = tmp_path / "x.parquet"
     Checkpoints(output).start({"source": CROP, "tile_size": 60}, resume=False)

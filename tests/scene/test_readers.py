@@ -10,8 +10,8 @@ import rasterio
 
 from scene_data import (DATA, L2A_GRANULE, L2A_PRODUCT, MAJOR_TOM, SHARED, copy_band, write_safe_l1c,
                       write_safe_l2a)
-from processing.scene_reader import SceneReader
-from processing.sentinel2_io import product_id, read_image, safe_band_files
+from spectral_llava.processing.scene_reader import SceneReader
+from spectral_llava.processing.sentinel2_io import product_id, read_image, safe_band_files
 
 MAJOR_TOM_CROP = os.path.join(DATA, "major-tom-s2l2a", "0U", "0U_199R",
                               "S2A_MSIL2A_20220706T085611_N0400_R007_T33NZA_20220706T153419")

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from scene_data import DATA, REPO
-from scene import map_scene, read_tiles
-from scene.outputs import Checkpoints
+from spectral_llava.scene import map_scene, read_tiles
+from spectral_llava.scene.outputs import Checkpoints
 
 CROP = os.path.join(DATA, "major-tom-s2l2a", "0U", "0U_199R",
                     "S2A_MSIL2A_20220706T085611_N0400_R007_T33NZA_20220706T153419")
@@ -28,7 +28,7 @@ def test_resume_after_sigkill_gives_the_same_rows_once(tiny_map_model, tiny_map_
     output = tmp_path / "killed.parquet"
     work = Checkpoints(output).dir
     env = {**os.environ, "PYTHONPATH": REPO, "OMP_NUM_THREADS": str(torch.get_num_threads())}
-    command = [sys.executable, "-m", "spectral_llava_cli", "map", CROP, "--model", tiny_map_model_dir,
+    command = [sys.executable, "-m", "spectral_llava.cli", "map", CROP, "--model", tiny_map_model_dir,
                "--output", str(output), "--tile-size", "32", "--stride", "16", "--batch-size", "3", "--task", "both",
                "--max-new-tokens", "6", "--no-overview"]
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from scene.tiling import batches_of, plan_tiles, processing_order, tile_id
+from spectral_llava.scene.tiling import batches_of, plan_tiles, processing_order, tile_id
 
 
 def test_edge_tiles_are_shifted_inward_and_cover_the_scene():

@@ -14,10 +14,10 @@ from PIL import Image
 from rasterio.crs import CRS
 from rasterio.warp import transform as warp_transform
 
-from spectral_inst import (COUNTRY_BOUNDS, BuildConfig, TemplateCaptioner, build_dataset, format_labels,
+from spectral_llava.spectral_inst import (COUNTRY_BOUNDS, BuildConfig, TemplateCaptioner, build_dataset, format_labels,
                            make_captioner, metadata_prompt, parse_labels, push_dataset, resolve_image_path)
-from spectral_inst import patches
-from spectral_inst.builder import discover
+from spectral_llava.spectral_inst import patches
+from spectral_llava.spectral_inst.builder import discover
 from spectral_inst_data import REBEN, PARQUET, V1, EUROSAT, SNOWY_V1, all_rows
 
 
@@ -277,7 +277,7 @@ def test_metadata_added_later_overrides_cached_v1_labels(tmp_path):
 
 
 def test_radiometry_is_recorded_and_a_change_reprocesses_the_records(tmp_path):
-    from processing.radiometry import RULES_VERSION
+    from spectral_llava.processing.radiometry import RULES_VERSION
 
     build_dataset(_small_config(tmp_path, max_patches=2))
     info = json.loads((tmp_path / "build_info.json").read_text())["radiometry"]

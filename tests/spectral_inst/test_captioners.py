@@ -6,7 +6,7 @@ import json
 import pytest
 from testing_utils import save_tiny_llama
 
-from spectral_inst import BuildConfig, build_dataset, metadata_facts, metadata_prompt
+from spectral_llava.spectral_inst import BuildConfig, build_dataset, metadata_facts, metadata_prompt
 from spectral_inst_data import PARQUET, REBEN, all_rows
 
 

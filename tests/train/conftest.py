@@ -7,7 +7,7 @@ from testing_utils import EUROSAT, QUICK_TRAINING
 @pytest.fixture(scope="session")
 def dataset_dir(tmp_path_factory):
     """Spectral-Inst built from tests/data/eurosat-ms with the template captioner (80/10/10 patches)."""
-    from spectral_inst import BuildConfig, build_dataset
+    from spectral_llava.spectral_inst import BuildConfig, build_dataset
 
     out = tmp_path_factory.mktemp("data") / "spectral-inst"
     build_dataset(BuildConfig(output=str(out), eurosat=EUROSAT))
@@ -16,7 +16,7 @@ def dataset_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def model_and_processor(tiny_model_dir):
-    from modeling_spectral_llava.loading import load_model_and_processor
+    from spectral_llava.modeling_spectral_llava.tools.loading import load_model_and_processor
 
     return load_model_and_processor(tiny_model_dir, device="cpu")
 
@@ -24,7 +24,7 @@ def model_and_processor(tiny_model_dir):
 @pytest.fixture(scope="session")
 def aligned(tiny_model_dir, dataset_dir, tmp_path_factory):
     """Stage 1 (uncached), 2 steps on class-label text."""
-    from train.align import run_alignment
+    from spectral_llava.train.align import run_alignment
 
     out = tmp_path_factory.mktemp("align") / "uncached"
     return run_alignment(tiny_model_dir, dataset_dir, out, max_steps=2, text="class-labels", **QUICK_TRAINING)

@@ -5,7 +5,7 @@ import os
 
 from testing_utils import REPO
 
-from spectral_inst import load_split
+from spectral_llava.spectral_inst import load_split
 
 
 def load_benchmark():

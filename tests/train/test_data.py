@@ -6,9 +6,9 @@ import json
 import pytest
 import torch
 
-from spectral_inst import load_split, resolve_image_path
-from train.data import IGNORE_INDEX, SpectralLlavaCollator, processor_for_dataset
-from train.feature_cache import FeatureCache, feature_fingerprint, tower_encoder
+from spectral_llava.spectral_inst import load_split, resolve_image_path
+from spectral_llava.train.data import IGNORE_INDEX, SpectralLlavaCollator, processor_for_dataset
+from spectral_llava.train.feature_cache import FeatureCache, feature_fingerprint, tower_encoder
 
 
 def test_collator_masks_everything_but_the_answer(model_and_processor, dataset_dir):
@@ -86,7 +86,7 @@ def test_training_reads_images_with_the_builds_explicit_radiometry(model_and_pro
 
 
 def test_feature_cache_fingerprint_follows_the_radiometry(tiny_model_dir):
-    from modeling_spectral_llava.loading import load_model_and_processor
+    from spectral_llava.modeling_spectral_llava.tools.loading import load_model_and_processor
 
     model, processor = load_model_and_processor(tiny_model_dir, device="cpu")
     image_processor = processor.image_processor

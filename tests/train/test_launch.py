@@ -25,7 +25,7 @@ def test_accelerate_launch_on_cpu(tiny_model_dir, dataset_dir, tmp_path):
     """`accelerate launch --cpu --num_processes 2` trains; accelerate's launcher starts ONE process for it (its
     multi-CPU mode needs MPI), so real 2-process gloo DDP on CPU is checked through `--multi_gpu` (torchrun)."""
     accelerate = os.path.join(os.path.dirname(sys.executable), "accelerate")
-    train = ["-m", "train.align", "--model", tiny_model_dir, "--dataset", dataset_dir, "--max-steps", "2",
+    train = ["-m", "spectral_llava.train.align", "--model", tiny_model_dir, "--dataset", dataset_dir, "--max-steps", "2",
              "--batch-size", "1", "--text", "class-labels", "--warmup-ratio", "0"]
     common = ["--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
     before = weights(tiny_model_dir)
@@ -45,7 +45,7 @@ def test_accelerate_launch_on_cpu(tiny_model_dir, dataset_dir, tmp_path):
 @pytest.mark.slow
 def test_resume_after_sigkill_is_bit_exact(tiny_model_dir, dataset_dir, tmp_path):
     def command(out, *extra):
-        return [sys.executable, "-m", "train.align", "--model", tiny_model_dir, "--dataset", dataset_dir,
+        return [sys.executable, "-m", "spectral_llava.train.align", "--model", tiny_model_dir, "--dataset", dataset_dir,
                 "--output", str(out), "--max-steps", "6", "--save-steps", "2", "--batch-size", "2",
                 "--text", "class-labels", "--seed", "3", *extra]
 

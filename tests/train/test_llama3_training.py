@@ -13,8 +13,8 @@ from testing_utils import QUICK_TRAINING as QUICK
 from transformers import AutoProcessor, pipeline
 from transformers.models.llama import modeling_llama
 
-from spectral_inst.dataset import load_split
-from train.data import IGNORE_INDEX, SpectralLlavaCollator, encode_conversation
+from spectral_llava.spectral_inst.dataset import load_split
+from spectral_llava.train.data import IGNORE_INDEX, SpectralLlavaCollator, encode_conversation
 
 PROJECTOR = "model.multi_modal_projector."
 
@@ -26,7 +26,7 @@ def processor(llama3_model_dir):
 
 @pytest.fixture(scope="module")
 def aligned(llama3_model_dir, dataset_dir, tmp_path_factory):
-    from train.align import run_alignment
+    from spectral_llava.train.align import run_alignment
 
     out = tmp_path_factory.mktemp("llama3-align")
     return run_alignment(llama3_model_dir, dataset_dir, out, max_steps=1, text="class-labels", **QUICK)
@@ -85,7 +85,7 @@ def test_stage1_trains_the_projector_of_a_bf16_llama3_model(aligned, llama3_mode
 
 
 def test_stage2_runs_and_the_merged_model_answers_in_llama3_format(aligned, dataset_dir, tmp_path):
-    from train.finetune import run_finetune
+    from spectral_llava.train.finetune import run_finetune
 
     result = run_finetune(aligned["outputs"]["model"], dataset_dir, tmp_path / "ft", max_steps=1, lora_r=8,
                           lora_alpha=16, **QUICK)
@@ -101,7 +101,7 @@ def test_stage2_runs_and_the_merged_model_answers_in_llama3_format(aligned, data
 
 
 def test_gradient_checkpointing_recomputes_and_gives_the_same_step(aligned, dataset_dir, tmp_path):
-    from train.finetune import run_finetune
+    from spectral_llava.train.finetune import run_finetune
 
     mlp_calls = []  # the decoder layers' MLPs start with gradients on: once per micro-step, twice when recomputed
 
@@ -133,7 +133,7 @@ def test_gradient_checkpointing_recomputes_and_gives_the_same_step(aligned, data
                     reason="bitsandbytes can run here: the quantized path is for a CUDA machine")
 @pytest.mark.parametrize("flag", ["load_in_8bit", "load_in_4bit"])
 def test_quantized_base_weights_need_cuda_and_bitsandbytes(flag, aligned, dataset_dir, tmp_path):
-    from train.finetune import run_finetune
+    from spectral_llava.train.finetune import run_finetune
 
     with pytest.raises(ValueError) as error:
         run_finetune(aligned["outputs"]["model"], dataset_dir, tmp_path / "q", max_steps=1, **{flag: True})
@@ -145,8 +145,8 @@ def test_quantized_base_weights_need_cuda_and_bitsandbytes(flag, aligned, datase
 
 
 def test_quantization_is_refused_under_fsdp_and_configured_as_qlora(monkeypatch):
-    from train.options import FinetuneOptions
-    from train.quantization import bitsandbytes_config, quantization_config
+    from spectral_llava.train.options import FinetuneOptions
+    from spectral_llava.train.quantization import bitsandbytes_config, quantization_config
 
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
     with pytest.raises(ValueError, match="--load-in-4bit runs on one GPU or with DDP"):
@@ -160,13 +160,13 @@ def test_quantization_is_refused_under_fsdp_and_configured_as_qlora(monkeypatch)
 
 
 def test_8bit_and_4bit_exclude_each_other(capsys, tmp_path):
-    from spectral_llava_cli import build_parser, main
-    from train.finetune import FINETUNE
-    from train.trainer import main as stage_main
+    from spectral_llava.cli import build_parser, main
+    from spectral_llava.train.finetune import FINETUNE
+    from spectral_llava.train.trainer import main as stage_main
 
     paths = ["--model", str(tmp_path / "m"), "--dataset", str(tmp_path / "d"), "--output", str(tmp_path / "o")]
     both = "pass --load-in-8bit or --load-in-4bit, not both"
-    with pytest.raises(SystemExit):  # python -m train.finetune / accelerate launch
+    with pytest.raises(SystemExit):  # python -m spectral_llava.train.finetune / accelerate launch
         stage_main(FINETUNE, [*paths, "--load-in-8bit", "--load-in-4bit"])
     assert both in capsys.readouterr().err
     assert main(["train", "finetune", *paths, "--load-in-8bit", "--load-in-4bit"]) == 2

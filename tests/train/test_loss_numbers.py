@@ -13,8 +13,8 @@ import torch
 from safetensors.torch import load_file
 from testing_utils import REPO, subprocess_env
 
-from spectral_inst import load_split
-from train.data import SpectralLlavaCollator
+from spectral_llava.spectral_inst import load_split
+from spectral_llava.train.data import SpectralLlavaCollator
 
 PROJECTOR = "model.multi_modal_projector."
 # The 10 class-label records of the validation split: an optimizer step over 10 records sees all of them, in any order
@@ -42,7 +42,7 @@ def assert_same_run(got, want):
 @pytest.fixture(scope="module")
 def full_batch_run(tiny_model_dir, dataset_dir, tmp_path_factory):
     """Stage 1, 2 optimizer steps of all 10 records at once (--batch-size 10 --grad-accum 1)."""
-    from train.align import run_alignment
+    from spectral_llava.train.align import run_alignment
 
     out = tmp_path_factory.mktemp("full-batch") / "b10-ga1"
     run_alignment(tiny_model_dir, dataset_dir, out, batch_size=10, grad_accum=1, **SAME_RECORDS)
@@ -52,8 +52,8 @@ def full_batch_run(tiny_model_dir, dataset_dir, tmp_path_factory):
 def test_logged_loss_is_the_per_token_mean_whatever_the_accumulation(full_batch_run, tiny_model_dir, dataset_dir,
                                                                       tmp_path):
     """5 micro-batches of 2 give the loss, gradient and update of one batch of 10 (before: 5x the loss)."""
-    from modeling_spectral_llava.loading import load_model_and_processor
-    from train.align import run_alignment
+    from spectral_llava.modeling_spectral_llava.tools.loading import load_model_and_processor
+    from spectral_llava.train.align import run_alignment
 
     run_alignment(tiny_model_dir, dataset_dir, tmp_path / "b2-ga5", batch_size=2, grad_accum=5, **SAME_RECORDS)
     assert_same_run(str(tmp_path / "b2-ga5"), full_batch_run)
@@ -70,7 +70,7 @@ def test_logged_loss_is_the_per_token_mean_whatever_the_accumulation(full_batch_
 def test_stage2_logged_loss_does_not_depend_on_grad_accum(tiny_model_dir, dataset_dir, tmp_path):
     """The same through peft's wrapper (stage 2): 20 instruction records as one batch or as 5 micro-batches of 4.
     Both runs start from the same LoRA weights because the stage seeds them from --seed."""
-    from train.finetune import run_finetune
+    from spectral_llava.train.finetune import run_finetune
 
     # no LoRA dropout: its masks would differ between one batch and five micro-batches
     options = dict(split="validation", max_steps=1, warmup_ratio=0.0, lr=1e-3, lora_r=4, lora_alpha=8,
@@ -90,7 +90,7 @@ def test_two_process_ddp_equals_one_process(full_batch_run, tiny_model_dir, data
     with the shipped CPU DDP config, which leaves accelerate nothing to default (and warn about)."""
     accelerate = os.path.join(os.path.dirname(sys.executable), "accelerate")
     config = os.path.join("train", "configs", "cpu_ddp.yaml")
-    command = [accelerate, "launch", "--config_file", config, "-m", "train.align",
+    command = [accelerate, "launch", "--config_file", config, "-m", "spectral_llava.train.align",
                "--model", tiny_model_dir, "--dataset", dataset_dir, "--output", str(tmp_path / "ddp"),
                "--batch-size", "5", "--grad-accum", "1", "--split", "validation", "--text", "class-labels",
                "--max-steps", "2", "--warmup-ratio", "0", "--lr", "1e-2"]

@@ -15,8 +15,8 @@ def logged(output_dir) -> list[dict]:
 
 
 def test_a_rerun_into_an_earlier_run_needs_resume_or_overwrite(tiny_model_dir, dataset_dir, tmp_path, capsys):
-    from train.align import ALIGN, run_alignment
-    from train.trainer import main
+    from spectral_llava.train.align import ALIGN, run_alignment
+    from spectral_llava.train.trainer import main
 
     out = tmp_path / "run"
     run_alignment(tiny_model_dir, dataset_dir, out, max_steps=3, save_steps=1, **STAGE1_ON_10)
@@ -29,7 +29,7 @@ def test_a_rerun_into_an_earlier_run_needs_resume_or_overwrite(tiny_model_dir, d
         run_alignment(tiny_model_dir, dataset_dir, out, max_steps=1, resume=True, overwrite=True, **STAGE1_ON_10)
     with pytest.raises(SystemExit) as exit_info:  # the command line says the same, without a traceback
         main(ALIGN, ["--model", tiny_model_dir, "--dataset", dataset_dir, "--output", str(out), "--max-steps", "1"])
-    assert exit_info.value.code == 2 and "train.align: error: --output" in capsys.readouterr().err
+    assert exit_info.value.code == 2 and "spectral_llava.train.align: error: --output" in capsys.readouterr().err
     assert (out / "model" / "model.safetensors").stat().st_mtime_ns == exported and len(logged(out)) == 3
 
     result = run_alignment(tiny_model_dir, dataset_dir, out, max_steps=1, save_steps=1, overwrite=True,
@@ -42,7 +42,7 @@ def test_a_rerun_into_an_earlier_run_needs_resume_or_overwrite(tiny_model_dir, d
 def test_resume_with_more_steps_extends_the_cosine_schedule(tiny_model_dir, dataset_dir, tmp_path):
     import math
 
-    from train.align import run_alignment
+    from spectral_llava.train.align import run_alignment
 
     out = tmp_path / "run"
     run_alignment(tiny_model_dir, dataset_dir, out, max_steps=2, **STAGE1_ON_10)

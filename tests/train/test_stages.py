@@ -7,8 +7,8 @@ import torch
 from safetensors.torch import load_file
 from testing_utils import EUROSAT, QUICK_TRAINING
 
-from spectral_inst import load_split
-from train.data import SpectralLlavaCollator
+from spectral_llava.spectral_inst import load_split
+from spectral_llava.train.data import SpectralLlavaCollator
 
 PROJECTOR = "model.multi_modal_projector."
 
@@ -44,7 +44,7 @@ def test_stage1_output_is_a_complete_model_dir(aligned):
 
 
 def test_cached_features_give_the_same_loss(aligned, tiny_model_dir, dataset_dir, tmp_path):
-    from train.align import run_alignment
+    from spectral_llava.train.align import run_alignment
 
     cached = run_alignment(tiny_model_dir, dataset_dir, tmp_path / "cached", max_steps=2, text="class-labels",
                            cache_features=str(tmp_path / "features"), **QUICK_TRAINING)
@@ -60,7 +60,7 @@ def test_stage2_adapter_and_merged_load_and_agree(aligned, dataset_dir, tmp_path
     from peft import PeftModel
     from transformers import AutoModelForImageTextToText, AutoProcessor, pipeline
 
-    from train.finetune import run_finetune
+    from spectral_llava.train.finetune import run_finetune
 
     base = aligned["outputs"]["model"]
     result = run_finetune(base, dataset_dir, tmp_path / "ft", max_steps=2, lora_r=8, lora_alpha=16, **QUICK_TRAINING)

@@ -44,13 +44,13 @@ def app_model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def app_session(app_model_dir):
-    from webapp import ModelSession
+    from spectral_llava.webapp import ModelSession
 
     return ModelSession(app_model_dir, max_new_tokens=MAX_NEW_TOKENS, device="cpu")
 
 
 def _serve(session, tmp_path_factory, **limits):
-    from webapp import AppConfig, InputLimits, SpectralApp, serve
+    from spectral_llava.webapp import AppConfig, InputLimits, SpectralApp, serve
 
     config = AppConfig(model_dir=session.model_dir, port=free_port(), max_new_tokens=MAX_NEW_TOKENS,
                        limits=InputLimits(**limits), work_root=str(tmp_path_factory.mktemp("app-work")))

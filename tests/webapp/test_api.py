@@ -9,7 +9,7 @@ from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 from rasterio.warp import transform_bounds
 
-from evaluation import classify_images, generate_answers
+from spectral_llava.evaluation import classify_images, generate_answers
 
 
 def test_api_lists_exactly_the_stable_endpoints(client):
@@ -46,7 +46,7 @@ def test_caption_of_a_zipped_safe_product_equals_its_band_folder(client, app_ses
 
 
 def test_map_returns_the_geojson_of_map_scene(client, app_session, ben_zip, data, tmp_path):
-    from scene import map_scene
+    from spectral_llava.scene import map_scene
 
     path = client.predict(handle_file(str(ben_zip)), api_name="/map")
     assert path.endswith(".geojson")
@@ -143,7 +143,7 @@ def test_map_tab_reports_progress_per_tile_and_renders_the_map(app_server, data)
 def test_no_analytics_and_model_requests_share_one_queue_slot(app_session, tmp_path):
     import os
 
-    from webapp import AppConfig, SpectralApp
+    from spectral_llava.webapp import AppConfig, SpectralApp
 
     demo = SpectralApp(app_session, AppConfig(model_dir=app_session.model_dir, work_root=str(tmp_path))).build()
     assert demo.analytics_enabled is False and os.environ["GRADIO_ANALYTICS_ENABLED"] == "False"

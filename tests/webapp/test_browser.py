@@ -6,8 +6,8 @@ Every request the page makes is recorded: none may leave 127.0.0.1.
 
 import pytest
 
-from evaluation import generate_answers
-from webapp.browser import browser_page, chromium_path, click_and_read, foreign_requests, upload, upload_and_caption
+from spectral_llava.evaluation import generate_answers
+from spectral_llava.webapp.browser import browser_page, chromium_path, click_and_read, foreign_requests, upload, upload_and_caption
 
 pytestmark = pytest.mark.skipif(chromium_path() is None, reason="no chromium: `make setup` installs Debian's "
                                                                 "chromium where apt-get can run as root")
@@ -96,7 +96,7 @@ def test_errors_show_in_the_page_and_the_server_keeps_serving(app_server, data, 
 
 
 def test_map_laid_out_while_hidden_fits_its_tiles_when_shown():
-    from webapp.tile_map import map_document, map_iframe
+    from spectral_llava.webapp.tile_map import map_document, map_iframe
 
     ring = [[15.0, 45.0], [15.01, 45.0], [15.01, 45.01], [15.0, 45.01], [15.0, 45.0]]
     collection = {"type": "FeatureCollection", "features": [

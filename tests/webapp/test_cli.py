@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from spectral_llava_cli import build_parser
+from spectral_llava.cli import build_parser
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -34,7 +34,7 @@ def test_command_serves_the_page_and_the_api(app_model_dir):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    server = subprocess.Popen([sys.executable, "-m", "spectral_llava_cli", "app", "--model", app_model_dir,
+    server = subprocess.Popen([sys.executable, "-m", "spectral_llava.cli", "app", "--model", app_model_dir,
                                "--port", str(port)], cwd=REPO, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
     try:

@@ -7,9 +7,9 @@ import pytest
 import rasterio
 from rasterio.warp import transform_bounds
 
-from processing.sentinel2_io import read_image
-from webapp.app import bands_markdown, footprint_markdown, radiometry_markdown
-from webapp.describe import FALSE_COLOUR, TRUE_COLOUR, composite, describe_input, input_footprint_ratio, stretch
+from spectral_llava.processing.sentinel2_io import read_image
+from spectral_llava.webapp.app import bands_markdown, footprint_markdown, radiometry_markdown
+from spectral_llava.webapp.describe import FALSE_COLOUR, TRUE_COLOUR, composite, describe_input, input_footprint_ratio, stretch
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +95,7 @@ def test_footprint_ratio_from_headers(image_processor, data):
 
 
 def test_zipped_safe_product_is_described_from_its_jpeg2000_bands(image_processor, safe_zip, tmp_path):
-    from webapp.inputs import resolve_upload
+    from spectral_llava.webapp.inputs import resolve_upload
 
     source = resolve_upload([str(safe_zip)], tmp_path)
     assert source.name.endswith(".SAFE")

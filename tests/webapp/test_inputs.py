@@ -6,8 +6,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from processing.sentinel2_io import read_image
-from webapp.inputs import (InputError, InputLimits, available_samples, band_of, find_image, resolve_upload,
+from spectral_llava.processing.sentinel2_io import read_image
+from spectral_llava.webapp.inputs import (InputError, InputLimits, available_samples, band_of, find_image, resolve_upload,
                            safe_extract_zip)
 
 

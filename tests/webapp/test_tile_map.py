@@ -7,7 +7,7 @@ import numpy as np
 from rasterio.crs import CRS
 from rasterio.transform import from_origin
 
-from webapp.tile_map import LEAFLET_DIR, PALETTE, label_colours, map_document, map_iframe, mercator_overlay
+from spectral_llava.webapp.tile_map import LEAFLET_DIR, PALETTE, label_colours, map_document, map_iframe, mercator_overlay
 
 
 def tile(tile_id, labels, west, south, size=0.01):

@@ -1,0 +1,35 @@
+"""`spectral-llava caption --model DIR PATH...`: one JSON line `{"image": PATH, "text": ..., "radiometry": ...}` per
+image (evaluation.generate_answers with the `[caption]` or `[classification]` prompt; "radiometry" is the handling
+the image processor applied: offset, scale, source rule and its detail, per-band values, implausible bands). Inputs
+more than twice the model's footprint are refused (evaluation.refuse_squashed_inputs) unless --resize-whole-image."""
+
+import json
+
+from spectral_llava.evaluation.options import CaptionOptions, FootprintOptions
+from spectral_llava.processing.options import RadiometryOptions
+
+from . import add_command, options_of
+
+
+def run(args) -> None:
+    from spectral_llava.evaluation import generate_answers, refuse_squashed_inputs
+    from spectral_llava.modeling_spectral_llava.tools.loading import load_model_and_processor
+
+    options, radiometry = options_of(args, CaptionOptions), options_of(args, RadiometryOptions)
+    model, processor = load_model_and_processor(args.model)
+    radiometry.configure(processor.image_processor)
+    if not args.resize_whole_image:
+        refuse_squashed_inputs(args.paths, processor.image_processor, args.model)
+    answers = generate_answers(model, processor, args.paths, options.task, question=options.prompt,
+                               batch_size=options.batch_size, max_new_tokens=options.max_new_tokens)
+    for path, answer in zip(args.paths, answers):
+        print(json.dumps({"image": path, "text": answer["text"], "radiometry": answer["radiometry"]},
+                         ensure_ascii=False), flush=True)
+
+
+def add_parser(subparsers):
+    parser = add_command(subparsers, "caption", [CaptionOptions, FootprintOptions, RadiometryOptions], run,
+                         help="caption Sentinel-2 GeoTIFFs or patch folders with a model dir (greedy decoding)")
+    parser.add_argument("--model", required=True, metavar="DIR", help="Spectral-LLaVA model directory")
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="GeoTIFF files or per-band patch folders")
+    return parser

@@ -1,0 +1,56 @@
+"""Options of `spectral-llava map`, defined once: a dataclass whose field metadata holds the help text, parsed by
+transformers' `HfArgumentParser`; `MapOptions.map_kwargs()` are `map_scene`'s keyword arguments. No torch import
+here: `--help` stays fast."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from spectral_llava.processing.options import RadiometryOptions
+
+
+@dataclass(kw_only=True)
+class MapOptions(RadiometryOptions):
+    """How `map_scene` tiles a scene and runs the model on it (the input, model and output are arguments)."""
+
+    task: Literal["classification", "caption", "both"] = field(default="classification", metadata={
+        "help": "labels, captions or both for every tile"})
+    tile_size: int | None = field(default=None, metadata={
+        "help": "tile side in 10 m pixels (default: the model's image size, 128 = 1.28 km)", "metavar": "PX"})
+    stride: int | None = field(default=None, metadata={"help": "pixels between tiles (default: --tile-size)",
+                                                       "metavar": "PX"})
+    batch_size: int = field(default=8, metadata={"help": "tiles per model call"})
+    max_new_tokens: int | None = field(default=None, metadata={
+        "help": "generated tokens per answer (default 48 for labels, 64 for captions)", "metavar": "N"})
+    workers: int | None = field(default=None, metadata={
+        "help": "DataLoader workers reading tiles while the model runs (default 1; 0 reads in the main process)",
+        "metavar": "N"})
+    engine: Literal["local", "ray"] = field(default="local", metadata={"help": "run locally or on a Ray cluster"})
+    ray_address: str | None = field(default=None, metadata={
+        "help": "Ray cluster to join (e.g. auto or ray://head:10001; default: start a local instance)",
+        "metavar": "ADDR"})
+    ray_actors: int = field(default=1, metadata={"help": "model actors", "metavar": "N"})
+    ray_cpus_per_actor: float = field(default=1, metadata={"help": "CPUs per model actor", "metavar": "C"})
+    ray_gpus_per_actor: float = field(default=0, metadata={"help": "GPUs per model actor", "metavar": "G"})
+    resume: bool = field(default=False, metadata={"help": "continue a killed run from its checkpoints"})
+    overview: str | None = field(default=None, metadata={
+        "help": "overview image (default: OUT_overview.png beside OUT)", "metavar": "PNG"})
+    no_overview: bool = field(default=False, metadata={"help": "write no overview image"})
+
+    def __post_init__(self):
+        super().__post_init__()
+        for name in ("tile_size", "stride", "batch_size", "max_new_tokens", "ray_actors"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name.replace('_', '-')} {value}: expected a positive integer")
+        if self.workers is not None and self.workers < 0:
+            raise ValueError(f"--workers {self.workers}: expected 0 or more")
+
+    def map_kwargs(self) -> dict:
+        """`map_scene`'s keyword arguments."""
+        return {"task": self.task, "tile_size": self.tile_size, "stride": self.stride, "batch_size": self.batch_size,
+                "engine": self.engine, "ray_address": self.ray_address, "resume": self.resume,
+                "overview": False if self.no_overview else self.overview, **self.radiometry,
+                "max_new_tokens": self.max_new_tokens, "num_workers": self.workers, "ray_actors": self.ray_actors,
+                "ray_cpus_per_actor": self.ray_cpus_per_actor, "ray_gpus_per_actor": self.ray_gpus_per_actor}

@@ -1,0 +1,193 @@
+"""What the app shows about an input before the model runs: renderings, bands, radiometry, CRS and footprint.
+
+Everything comes from the model's own image processor (`return_metadata=True`: bands read, band mask, CRS,
+bounds and, when the processor reports it, the radiometric handling) and from the raster headers (native pixel
+size of each band file). Renderings stretch each raw band from its 2nd to its 98th percentile, so a radiometric
+offset or scale does not change them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.warp import transform_bounds
+
+from spectral_llava.processing.image_processing_spectral_llava import footprint_ratio
+from spectral_llava.processing.scene_reader import SceneReader
+from spectral_llava.processing.sentinel2_io import NOMINAL_PIXEL_SIZE_M, SPECTRALGPT_BANDS, ground_extent, read_image
+
+from .inputs import band_of, raster_files
+
+TRUE_COLOUR = ("B04", "B03", "B02")
+FALSE_COLOUR = ("B08", "B04", "B03")
+DISPLAY_MIN_PX = 256  # small patches are enlarged (nearest) so that their pixels stay visible
+DISPLAY_MAX_PX = 768  # large scenes are decimated for the page
+
+
+@dataclass
+class InputReport:
+    source: Path
+    height: int
+    width: int
+    crs: str | None
+    bounds: tuple | None  # (left, bottom, right, top) in `crs`
+    lonlat_bounds: tuple | None  # (west, south, east, north), WGS84
+    extent_m: tuple[float, float]  # (north-south, east-west) ground extent (`sentinel2_io.ground_extent`)
+    bands: list[dict]  # one row per model band: band, status, native pixel size, note
+    radiometry: dict | None
+    true_colour: np.ndarray | None
+    false_colour: np.ndarray | None
+    tile_px: int  # the model's footprint in 10 m pixels
+    quicklook: tuple | None = None  # (rgb (H, W, 3) uint8, transform, crs) at most DISPLAY_MAX_PX, for the map
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def tiles(self) -> tuple[int, int]:
+        """(rows, cols) of model-sized tiles needed to cover the input."""
+        return math.ceil(self.height / self.tile_px), math.ceil(self.width / self.tile_px)
+
+    @property
+    def larger_than_one_tile(self) -> bool:
+        return self.height > self.tile_px or self.width > self.tile_px
+
+    @property
+    def footprint_ratio(self) -> float:
+        """How many times the model's footprint the input's ground extent is, in the worse direction."""
+        return max(self.extent_m) / (self.tile_px * NOMINAL_PIXEL_SIZE_M)
+
+
+def stretch(bands: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """(3, H, W) values -> (H, W, 3) uint8, each channel stretched from its 2nd to its 98th percentile over the
+    valid pixels (no-data stays black)."""
+    rgb = np.zeros((*bands.shape[1:], 3), dtype=np.uint8)
+    if not valid.any():
+        return rgb
+    for index, band in enumerate(bands):
+        low, high = np.percentile(band[valid], [2, 98])
+        rgb[..., index] = (np.clip((band - low) / max(high - low, 1e-6), 0, 1) * 255).astype(np.uint8)
+    rgb[~valid] = 0
+    return rgb
+
+
+def for_display(rgb: np.ndarray) -> np.ndarray:
+    longest = max(rgb.shape[:2])
+    if longest < DISPLAY_MIN_PX:
+        factor = DISPLAY_MIN_PX // longest + 1
+        return np.repeat(np.repeat(rgb, factor, axis=0), factor, axis=1)
+    if longest > DISPLAY_MAX_PX:
+        step = math.ceil(longest / DISPLAY_MAX_PX)
+        return np.ascontiguousarray(rgb[::step, ::step])
+    return rgb
+
+
+def composite(image, names: tuple[str, str, str]) -> np.ndarray | None:
+    """Render three bands of a SpectralImage at its own size; None when one of them is missing."""
+    channel = {band: index for index, band in enumerate(image.band_names)}
+    if any(band not in channel for band in names):
+        return None
+    bands = np.stack([image.data[channel[band]] for band in names]).astype(np.float32)
+    valid = np.all(np.isfinite(bands) & (bands != 0), axis=0)
+    return stretch(np.nan_to_num(bands), valid)
+
+
+def quicklook(rgb: np.ndarray, transform, crs) -> tuple | None:
+    """(rgb decimated to at most DISPLAY_MAX_PX, its transform, crs) for the map's background."""
+    if transform is None or crs is None:
+        return None
+    step = max(1, math.ceil(max(rgb.shape[:2]) / DISPLAY_MAX_PX))
+    return np.ascontiguousarray(rgb[::step, ::step]), transform @ Affine.scale(step), crs
+
+
+def native_pixel_sizes(source: Path) -> dict[str, float]:
+    """Native pixel size of each band (finest when a band exists at several resolutions, as in SAFE L2A)."""
+    files = raster_files(source)
+    sizes: dict[str, float] = {}
+    if len(files) == 1 and source.is_file():
+        with rasterio.open(files[0]) as dataset:
+            return {"*": abs(dataset.transform.a)}
+    for path in files:
+        band = band_of(path.name)
+        if band is None:
+            continue
+        with rasterio.open(path) as dataset:
+            size = abs(dataset.transform.a)
+        sizes[band] = min(size, sizes.get(band, math.inf))
+    return sizes
+
+
+def _pixel_label(size: float, geographic: bool) -> str:
+    return f"{size:.3g}°" if geographic else f"{size:.3g} m"
+
+
+def band_rows(metadata: dict, model_bands, sizes: dict[str, float], geographic: bool) -> list[dict]:
+    read = set(metadata.get("band_names") or [])
+    mask = dict(zip(model_bands, metadata.get("band_mask") or []))
+    finest = min(sizes.values()) if sizes else None
+    rows = []
+    for band in model_bands:
+        size = sizes.get(band, sizes.get("*"))
+        pixel = _pixel_label(size, geographic) if size is not None else ""
+        if band not in read:
+            rows.append({"band": band, "status": "missing", "native pixel": pixel,
+                         "handling": "filled with the dataset mean, masked out"})
+        elif not mask.get(band, True):
+            rows.append({"band": band, "status": "no data", "native pixel": pixel,
+                         "handling": "every pixel no-data: filled with the dataset mean, masked out"})
+        elif size is not None and finest is not None and size > finest * 1.01:
+            rows.append({"band": band, "status": "resampled", "native pixel": pixel,
+                         "handling": f"resampled onto the {_pixel_label(finest, geographic)} grid"})
+        else:
+            rows.append({"band": band, "status": "found", "native pixel": pixel, "handling": "as read"})
+    extra = sorted(set(sizes) - set(model_bands) - {"*"})
+    extra += sorted(read - set(model_bands) - set(extra))
+    for band in extra:
+        rows.append({"band": band, "status": "not used", "native pixel": "",
+                     "handling": "not one of the model's bands (dropped)"})
+    return rows
+
+
+def describe_input(source: Path, image_processor) -> InputReport:
+    """Read `source` through the model's image processor (metadata) and the reader (renderings)."""
+    features = image_processor(str(source), return_metadata=True)
+    metadata = features["metadata"][0]
+    model_bands = list(getattr(image_processor, "band_names", SPECTRALGPT_BANDS))
+    select = None if source.is_file() else sorted(set(TRUE_COLOUR + FALSE_COLOUR))
+    image = read_image(str(source), select_bands=select)
+    crs = metadata.get("crs")
+    bounds = metadata.get("bounds")
+    height, width = image.data.shape[1:]
+    lonlat = None
+    if crs is not None and bounds is not None:
+        lonlat = tuple(transform_bounds(crs, "EPSG:4326", *bounds, densify_pts=21))
+    notes = []
+    if crs is None:
+        notes.append("no georeferencing: the footprint and the map are not available")
+    sizes = native_pixel_sizes(source)
+    true_colour, false_colour = composite(image, TRUE_COLOUR), composite(image, FALSE_COLOUR)
+    report = InputReport(
+        source=source, height=height, width=width, crs=crs.to_string() if crs is not None else None,
+        bounds=tuple(bounds) if bounds is not None else None, lonlat_bounds=lonlat,
+        extent_m=ground_extent(height, width, metadata.get("transform"), crs),
+        bands=band_rows(metadata, model_bands, sizes, bool(crs is not None and crs.is_geographic)),
+        radiometry=metadata.get("radiometry"),
+        true_colour=for_display(true_colour) if true_colour is not None else None,
+        false_colour=for_display(false_colour) if false_colour is not None else None,
+        tile_px=int(image_processor.image_size),
+        quicklook=quicklook(true_colour, metadata.get("transform"), crs) if true_colour is not None else None,
+        notes=notes)
+    for name, rendering in (("true colour (B04/B03/B02)", report.true_colour),
+                            ("false colour (B08/B04/B03)", report.false_colour)):
+        if rendering is None:
+            notes.append(f"no {name} rendering: a band it needs is missing")
+    return report
+
+
+def input_footprint_ratio(source: Path, image_processor) -> float:
+    """`footprint_ratio` of an input from its headers (no pixels read), as `spectral-llava caption` computes it."""
+    with SceneReader(str(source), select_bands=image_processor.band_names) as reader:
+        return footprint_ratio(image_processor.image_size, reader.height, reader.width, reader.transform, reader.crs)

@@ -1,0 +1,227 @@
+"""What the app accepts as one image, and how an upload becomes a path the processor reads.
+
+An upload is one GeoTIFF, several single-band files (copied into one folder, which then reads as a patch folder),
+or one zip holding a patch folder, a multi-band GeoTIFF or a SAFE product. Zips are unpacked into a fresh folder
+under the app's work dir with limits: no absolute paths or `..`, no links, at most `max_members` entries and
+`max_unpacked_bytes` in all. Before any pixel is read the input's raster sizes are checked against the
+configured pixel limit.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import stat
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import rasterio
+from rasterio.errors import RasterioError
+
+REPO_DATA = Path(__file__).resolve().parents[2] / "tests" / "data"
+IMAGE_EXTENSIONS = (".tif", ".tiff", ".jp2")
+ZIP_EXTENSION = ".zip"
+# A band file's stem ends in its band name, optionally followed by the SAFE L2A resolution suffix (`_10m`).
+BAND_STEM_RE = re.compile(r"(?:^|[_\-.])(B\d{1,2}A?)(?:_\d{2}m)?$", re.IGNORECASE)
+
+# Shipped samples (repository sample data, see tests/data/README.md): label -> path relative to tests/data.
+SAMPLES = {
+    "EuroSAT Forest (13-band GeoTIFF, 64 px)": "eurosat-ms/Forest/Forest_1.tif",
+    "EuroSAT River (13-band GeoTIFF, 64 px)": "eurosat-ms/River/River_1.tif",
+    "EuroSAT Residential (13-band GeoTIFF, 64 px)": "eurosat-ms/Residential/Residential_1.tif",
+    "EuroSAT AnnualCrop (13-band GeoTIFF, 64 px)": "eurosat-ms/AnnualCrop/AnnualCrop_1.tif",
+    "BigEarthNet v1 patch 69_24, forest and water (band folder, 120 px)":
+        "bigearthnet-v1/S2B_MSIL2A_20170924T93020_69_24",
+    "BigEarthNet v1 patch 57_38, winter snow (band folder, 120 px)": "bigearthnet-v1/S2B_MSIL2A_20180204T94161_57_38",
+    "reBEN v2 (band folder, 120 px)":
+        "bigearthnet-v2/S2A_MSIL2A_20170613T101031_N9999_R022_T33UUP/S2A_MSIL2A_20170613T101031_N9999_R022_T33UUP_75_43",
+    "Major-TOM 0U_199R crop (band folder, 120 px, offset -1000)":
+        "major-tom-s2l2a/0U/0U_199R/S2A_MSIL2A_20220706T085611_N0400_R007_T33NZA_20220706T153419",
+    "SSL4EO-S12 L2A (band folder, 264 px = 2.6 km, EPSG:4326)": "ssl4eo-s12/s2a/0000200/20200604T054639_20200604T054831_T43RCP",
+}
+
+
+class InputError(ValueError):
+    """An upload the app cannot turn into one image; the message names the file and says what to do."""
+
+
+@dataclass(frozen=True)
+class InputLimits:
+    max_scene_pixels: int = 2048 * 2048  # of the finest raster, width x height
+    max_unpacked_bytes: int = 2 * 1024 ** 3
+    max_members: int = 10_000
+
+
+def available_samples(data_root: Path = REPO_DATA) -> dict[str, Path]:
+    """The shipped samples present in this checkout (none when the package is installed without tests/data)."""
+    return {label: data_root / relative for label, relative in SAMPLES.items() if (data_root / relative).exists()}
+
+
+def band_of(filename: str) -> str | None:
+    """The band name a single-band file's name ends in (`B02`, `B8A`), or None."""
+    stem, extension = os.path.splitext(os.path.basename(filename))
+    if extension.lower() not in IMAGE_EXTENSIONS:
+        return None
+    match = BAND_STEM_RE.search(stem)
+    return match.group(1).upper() if match else None
+
+
+def new_work_dir(root: str | os.PathLike, max_age_s: float = 6 * 3600) -> Path:
+    """A fresh folder for one input under `root`; folders older than `max_age_s` are removed first."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    for old in root.iterdir():
+        if old.is_dir() and now - old.stat().st_mtime > max_age_s:
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(dir=root, prefix="input-"))
+
+
+def resolve_upload(files, work_root: str | os.PathLike, limits: InputLimits = InputLimits()) -> Path:
+    """Turn uploaded file paths into one image path (GeoTIFF file, band folder or SAFE folder) and check its size.
+
+    files: one path or a list (what gradio's File component gives). Raises InputError with a message for the page.
+    """
+    paths = [Path(f) for f in ([files] if isinstance(files, (str, os.PathLike)) else list(files or []))]
+    if not paths:
+        raise InputError("no file uploaded: drop a GeoTIFF, several band files or a zip, or pick a sample")
+    for path in paths:
+        if not path.is_file():
+            raise InputError(f"{path.name}: the upload is missing on the server; upload it again")
+    zips = [p for p in paths if p.suffix.lower() == ZIP_EXTENSION]
+    unknown = [p.name for p in paths if p.suffix.lower() not in IMAGE_EXTENSIONS + (ZIP_EXTENSION,)]
+    if unknown:
+        raise InputError(f"unknown format: {', '.join(unknown)}; expected a GeoTIFF (.tif/.tiff), JPEG2000 band "
+                         "files (.jp2) or a .zip of a patch folder or SAFE product")
+    if zips:
+        if len(paths) > 1:
+            raise InputError(f"{zips[0].name}: upload a zip on its own, not together with other files")
+        folder = new_work_dir(work_root)
+        safe_extract_zip(zips[0], folder, limits)
+        source = find_image(folder, zips[0].name)
+    elif len(paths) == 1:
+        source = paths[0]
+    else:
+        source = gather_band_files(paths, new_work_dir(work_root))
+    check_size(source, limits)
+    return source
+
+
+def gather_band_files(paths: list[Path], work_dir: Path) -> Path:
+    """Copy several single-band files into one folder, which the reader then treats as a patch folder; the folder is
+    named after the files' common prefix (`<patch>` of `<patch>_B02.tif`), else `bands`."""
+    prefixes = {BAND_STEM_RE.split(path.stem)[0].rstrip("_-.") for path in paths}
+    prefix = prefixes.pop() if len(prefixes) == 1 else ""
+    folder = work_dir / (prefix or "bands")
+    folder.mkdir()
+    seen: dict[str, str] = {}
+    for path in paths:
+        band = band_of(path.name)
+        if band is None:
+            raise InputError(f"{path.name}: several files were uploaded, so each must be one band named like "
+                             "B02.tif, <patch>_B8A.tif or T33UUU_20170216T102101_B02.jp2")
+        if band in seen:
+            raise InputError(f"band {band} uploaded twice: {seen[band]} and {path.name}")
+        seen[band] = path.name
+        shutil.copyfile(path, folder / path.name)
+    return folder
+
+
+def _size(num_bytes: int) -> str:
+    return f"{num_bytes / 1e6:.1f} MB" if num_bytes >= 100_000 else f"{num_bytes:,} bytes"
+
+
+def _member_is_link(info: zipfile.ZipInfo) -> bool:
+    return stat.S_ISLNK(info.external_attr >> 16)
+
+
+def safe_extract_zip(archive: Path, destination: Path, limits: InputLimits = InputLimits()) -> None:
+    """Unpack `archive` into `destination`, refusing anything that would land outside it or exceed the limits."""
+    try:
+        with zipfile.ZipFile(archive) as bundle:
+            members = bundle.infolist()
+            if len(members) > limits.max_members:
+                raise InputError(f"{archive.name}: {len(members)} entries, more than the limit of {limits.max_members}")
+            declared = sum(member.file_size for member in members)
+            if declared > limits.max_unpacked_bytes:
+                raise InputError(f"{archive.name}: unpacks to {_size(declared)}, over the limit of "
+                                 f"{_size(limits.max_unpacked_bytes)}")
+            root = destination.resolve()
+            written = 0
+            for member in members:
+                name = PurePosixPath(member.filename.replace("\\", "/"))
+                if name.is_absolute() or ".." in name.parts or re.match(r"^[A-Za-z]:", member.filename):
+                    raise InputError(f"{archive.name}: entry {member.filename!r} points outside the archive; refused")
+                if _member_is_link(member):
+                    raise InputError(f"{archive.name}: entry {member.filename!r} is a symbolic link; refused")
+                target = (root / Path(*name.parts)).resolve() if name.parts else root
+                if target != root and root not in target.parents:
+                    raise InputError(f"{archive.name}: entry {member.filename!r} points outside the archive; refused")
+                if member.is_dir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with bundle.open(member) as source, open(target, "xb") as out:
+                    while chunk := source.read(1 << 20):
+                        written += len(chunk)
+                        if written > limits.max_unpacked_bytes:
+                            raise InputError(f"{archive.name}: unpacks to more than the limit of "
+                                             f"{_size(limits.max_unpacked_bytes)}")
+                        out.write(chunk)
+    except (zipfile.BadZipFile, EOFError) as err:
+        raise InputError(f"{archive.name}: not a readable zip archive ({err})") from err
+    except FileExistsError as err:
+        raise InputError(f"{archive.name}: entry {os.path.basename(err.filename)!r} appears twice; refused") from err
+
+
+def find_image(folder: Path, archive_name: str) -> Path:
+    """The one image inside an unpacked zip: a SAFE product (a `.SAFE` folder or the folder holding `GRANULE`), else
+    one granule's `IMG_DATA` folder, else the one folder holding band files, else the one GeoTIFF."""
+    products = sorted({p for p in folder.rglob("*.SAFE") if p.is_dir()}
+                      | {p.parent for p in folder.rglob("GRANULE") if p.is_dir()})
+    if len(products) > 1:
+        raise InputError(f"{archive_name} holds {len(products)} SAFE products; zip one product")
+    if products:
+        return products[0]
+    img_data = sorted(p for p in folder.rglob("IMG_DATA") if p.is_dir())
+    if len(img_data) == 1:
+        return img_data[0]
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    band_folders = sorted({p.parent for p in files if band_of(p.name)})
+    if len(band_folders) == 1:
+        return band_folders[0]
+    if len(band_folders) > 1:
+        names = ", ".join(str(p.relative_to(folder)) for p in band_folders[:4])
+        raise InputError(f"{archive_name} holds band files in {len(band_folders)} folders ({names}...); "
+                         "zip one patch folder or one SAFE product")
+    if len(files) == 1:
+        return files[0]
+    if files:
+        raise InputError(f"{archive_name} holds {len(files)} GeoTIFFs that are not named by band; zip one image")
+    raise InputError(f"{archive_name} holds no GeoTIFF, JPEG2000 band file or SAFE product")
+
+
+def raster_files(source: Path) -> list[Path]:
+    """The raster files an image path consists of (itself, or the rasters under a folder)."""
+    if source.is_file():
+        return [source]
+    return sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def check_size(source: Path, limits: InputLimits) -> None:
+    """Refuse an input whose largest raster exceeds `limits.max_scene_pixels` (headers only, no pixels read)."""
+    for path in raster_files(source):
+        try:
+            with rasterio.open(path) as dataset:
+                pixels = dataset.width * dataset.height
+                size = f"{dataset.width} x {dataset.height}"
+        except RasterioError as err:
+            raise InputError(f"{path.name}: not a readable GeoTIFF or JPEG2000 file ({err})") from err
+        if pixels > limits.max_scene_pixels:
+            raise InputError(f"{path.name} is {size} px, over this server's limit of {limits.max_scene_pixels:,} "
+                             "pixels per band (spectral-llava app --max-scene-pixels); use `spectral-llava map` "
+                             "on the command line for whole scenes")
