@@ -33,7 +33,7 @@ from .quickstart_report import headline, render_report, timing_table, untrained_
 logger = logging.getLogger(__name__)
 
 # the samples ship with the repository (tests/data), not with an installed wheel
-REPO_DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
+REPO_DATA = Path(__file__).resolve().parents[2] / "tests" / "data"
 
 
 @dataclass
