@@ -98,3 +98,12 @@ def test_timing_table_lists_every_phase():
     assert table[2].split() == ["build", "dataset", "1.2"]
     assert table[3].split() == ["stage", "1", "(alignment)", "100.0"]
     assert table[-1].split() == ["total", "101.2"]
+
+
+def test_default_sample_data_is_the_repositorys_tests_data():
+    """`make demo` passes no --data: the quickstart must find tests/data of this checkout."""
+    from spectral_llava.cli.quickstart import sample_sources
+
+    found = sample_sources(None)
+    assert found["eurosat"] == os.path.join(DATA, "eurosat-ms")
+    assert found["bigearthnet_v1"] == os.path.join(DATA, "bigearthnet-v1")
