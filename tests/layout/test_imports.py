@@ -54,6 +54,14 @@ def test_serving_code_never_imports_training_or_evaluation(project):
     assert offenders == []
 
 
+def test_the_inference_room_imports_only_what_lies_below_it(project):
+    below = ("spectral_llava.inference", "spectral_llava.processing", "spectral_llava.modeling_spectral_llava",
+             "spectral_llava.utils")
+    assert {name: sorted(target for target in targets if not within(target, below))
+            for name, targets in project.edges.items() if within(name, ["spectral_llava.inference"])
+            and not all(within(target, below) for target in targets)} == {}
+
+
 def test_remote_code_imports_only_its_remote_code_siblings(project):
     offenders = []
     for package, names in REMOTE_CODE.items():
