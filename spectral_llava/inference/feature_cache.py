@@ -2,9 +2,10 @@
 
 Training stores the raw tower output (T*h*w, D) per patch (`--cache-features`; `tower_encoder`) and feeds it as
 `vision_features`; generation reads and extends such a cache (`open_tower_cache`); evaluation stores pooled rows
-derived from the tower (`evaluation.features`) in the same kind of cache. Images are keyed by `image_id`. A cache lives in `ROOT/shard-NNNNN.safetensors` indexed by `ROOT/index.json`; `ROOT/fingerprint.json`
-records what produced it (tower weights and config, feature layer, image-processor config, radiometric handling and
-whatever the encoder adds) and `build` discards every shard when it differs.
+derived from the tower (`evaluation.features`) in the same kind of cache. Images are keyed by `image_id`. A cache
+lives in `ROOT/shard-NNNNN.safetensors` indexed by `ROOT/index.json`; `ROOT/fingerprint.json` records what produced
+it (tower weights and config, feature layer, image-processor config, radiometric handling and whatever the encoder
+adds) and `build` discards every shard when it differs.
 """
 
 from __future__ import annotations

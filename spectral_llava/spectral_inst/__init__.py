@@ -5,7 +5,8 @@ Per patch (BigEarthNet v2 "reBEN", BigEarthNet v1, EuroSAT): `sources` discovers
 turns it into alignment and instruction conversations, and `builder` assembles the `datasets.DatasetDict` folders,
 the dataset card (`card`) and the Hub upload (`hub`); `dataset` reads a finished build (`load_split`, `load_patches`,
 `resolve_image_path`). The label vocabularies and the one classification answer format (`format_labels` /
-`parse_labels`) are the model's answer contract, in `spectral_llava.inference.labels`. Details: docs/spectral_inst.md.
+`parse_labels`) are the model's answer contract, in `spectral_llava.inference.labels`. Details:
+docs/spectral_inst.md.
 """
 
 from .builder import BuildConfig, build_dataset
@@ -22,6 +23,6 @@ __all__ = [
     "COUNTRY_BOUNDS", "INDEX_DEFINITIONS", "SOURCES", "SPLITS", "THRESHOLDS", "BuildConfig", "HFImageTextCaptioner",
     "LLMCaptioner", "PatchTask", "TemplateCaptioner", "alignment_records", "build_dataset", "instruction_records",
     "list_eurosat", "llm_messages", "load_build_info", "load_patches", "load_reben_metadata", "load_split",
-    "make_captioner", "metadata_facts", "metadata_prompt", "parse_acquisition_date", "process_patch", "push_dataset", "render_rgb", "resolve_image_path", "season_of", "spectral_summary",
-    "stratified_split", "trim_to_sentence",
+    "make_captioner", "metadata_facts", "metadata_prompt", "parse_acquisition_date", "process_patch", "push_dataset",
+    "render_rgb", "resolve_image_path", "season_of", "spectral_summary", "stratified_split", "trim_to_sentence",
 ]
