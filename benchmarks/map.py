@@ -79,9 +79,9 @@ def main():
     import torch
     from transformers import pipeline
 
+    from spectral_llava.inference import native_bf16
     from spectral_llava.processing.scene_reader import SceneReader
     from spectral_llava.scene import map_scene
-    from spectral_llava.scene.inference import native_bf16
     from spectral_llava.scene.tiling import plan_tiles
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -31,7 +31,8 @@ sys.path.insert(0, REPO)
 
 from spectral_llava.utils.fileio import atomic_write_json  # noqa: E402
 from spectral_llava.modeling_spectral_llava.tools.loading import load_model_and_processor  # noqa: E402
-from spectral_llava.spectral_inst import EUROSAT_CLASSES, load_split, parse_labels, resolve_image_path  # noqa: E402
+from spectral_llava.inference import EUROSAT_CLASSES, parse_labels  # noqa: E402
+from spectral_llava.spectral_inst import load_split, resolve_image_path  # noqa: E402
 
 
 def classification_accuracy(model_dir, dataset_dir, split="test", batch_size=5):

@@ -24,11 +24,11 @@ import torch
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from spectral_llava.inference import EUROSAT_CLASSES, format_labels  # noqa: E402
+from spectral_llava.inference.feature_cache import FeatureCache, feature_fingerprint, tower_encoder  # noqa: E402
 from spectral_llava.modeling_spectral_llava.tools.loading import load_model_and_processor  # noqa: E402
-from spectral_llava.spectral_inst import EUROSAT_CLASSES, format_labels  # noqa: E402
 from spectral_llava.train.align import ALIGN  # noqa: E402
 from spectral_llava.train.data import SpectralLlavaCollator  # noqa: E402
-from spectral_llava.train.feature_cache import FeatureCache, feature_fingerprint, tower_encoder  # noqa: E402
 from spectral_llava.train.finetune import FINETUNE  # noqa: E402
 
 EUROSAT = os.path.join(REPO, "tests", "data", "eurosat-ms")

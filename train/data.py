@@ -6,7 +6,7 @@ roots that resolve its `image` paths).
   expands `<image>` to the model's visual tokens and masks everything but the answer tokens with -100.
 - `SpectralLlavaCollator` pads a list of records into `input_ids`, `attention_mask`, `labels` and either
   `pixel_values` (images read and normalised by the processor) or `vision_features` (read from a
-  `train.feature_cache.FeatureCache`).
+  `inference.feature_cache.FeatureCache`).
 - `processor_for_dataset(processor, dataset_dir)` reads the images with the explicit radiometric handling the
   dataset's build recorded.
 """
@@ -18,9 +18,9 @@ import logging
 
 import torch
 
+from spectral_llava.inference.feature_cache import FeatureCache
+from spectral_llava.inference.prompts import expand_image_tokens
 from spectral_llava.spectral_inst.dataset import load_build_info, resolve_image_path
-
-from .feature_cache import FeatureCache
 
 logger = logging.getLogger(__name__)
 
@@ -70,12 +70,6 @@ def prompt_messages(conversations) -> list[dict]:
     messages = chat_messages(conversations)
     first_answer = next((i for i, m in enumerate(messages) if m["role"] == "assistant"), len(messages))
     return messages[:first_answer]
-
-
-def expand_image_tokens(processor, text: str) -> str:
-    """`text` with every `<image>` repeated `processor.num_image_tokens` times: the processor's own expansion, for
-    texts tokenised without images (answers, and prompts whose images come from a feature cache)."""
-    return text.replace(processor.image_token, processor.image_token * processor.num_image_tokens)
 
 
 def _token_ids(processor, text: str) -> list[int]:

@@ -29,14 +29,14 @@ from safetensors.torch import load_file, save_file
 from transformers import HfArgumentParser, Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
-from spectral_llava.utils.fileio import atomic_write_json, write_file_atomically
+from spectral_llava.inference.feature_cache import FeatureCache, feature_fingerprint, tower_encoder
 from spectral_llava.modeling_spectral_llava.tools.loading import load_model_and_processor
 from spectral_llava.modeling_spectral_llava.tools.model_card import read_provenance
 from spectral_llava.modeling_spectral_llava.tools.options import prefer_hyphens
 from spectral_llava.spectral_inst.dataset import load_build_info, load_split, resolve_image_path
+from spectral_llava.utils.fileio import atomic_write_json, write_file_atomically
 
 from .data import SpectralLlavaCollator, processor_for_dataset
-from .feature_cache import FeatureCache, feature_fingerprint, tower_encoder
 from .options import StagePaths, TrainOptions
 from .quantization import fsdp_enabled, quantization_config
 

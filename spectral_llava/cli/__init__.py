@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "spectral_llava.cli.build_dataset",
     "spectral_llava.cli.train",
     "spectral_llava.cli.evaluate",
+    "spectral_llava.cli.classify",
     "spectral_llava.cli.caption",
     "spectral_llava.cli.map",
     "spectral_llava.cli.app",

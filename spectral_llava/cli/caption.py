@@ -1,23 +1,21 @@
 """`spectral-llava caption --model DIR PATH...`: one JSON line `{"image": PATH, "text": ..., "radiometry": ...}` per
-image (evaluation.generate_answers with the `[caption]` or `[classification]` prompt; "radiometry" is the handling
+image (inference.generate_answers with the `[caption]` or `[classification]` prompt; "radiometry" is the handling
 the image processor applied: offset, scale, source rule and its detail, per-band values, implausible bands). Inputs
-more than twice the model's footprint are refused (evaluation.refuse_squashed_inputs) unless --resize-whole-image."""
+more than twice the model's footprint are refused (inference.refuse_squashed_inputs) unless --resize-whole-image."""
 
 import json
 
-from spectral_llava.evaluation.options import CaptionOptions, FootprintOptions
+from spectral_llava.inference.options import CaptionOptions, FootprintOptions
 from spectral_llava.processing.options import RadiometryOptions
 
 from . import add_command, options_of
 
 
 def run(args) -> None:
-    from spectral_llava.evaluation import generate_answers, refuse_squashed_inputs
-    from spectral_llava.modeling_spectral_llava.tools.loading import load_model_and_processor
+    from spectral_llava.inference import generate_answers, load_for_inference, refuse_squashed_inputs
 
-    options, radiometry = options_of(args, CaptionOptions), options_of(args, RadiometryOptions)
-    model, processor = load_model_and_processor(args.model)
-    radiometry.configure(processor.image_processor)
+    options = options_of(args, CaptionOptions)
+    model, processor = load_for_inference(args.model, radiometry=options_of(args, RadiometryOptions))
     if not args.resize_whole_image:
         refuse_squashed_inputs(args.paths, processor.image_processor, args.model)
     answers = generate_answers(model, processor, args.paths, options.task, question=options.prompt,

@@ -1,12 +1,11 @@
-"""`spectral-llava evaluate linear-probe|tsne|classify|quality` and `spectral-llava classify` (the evaluation
-package's run_* functions and classify_images). Every command reads images with the radiometric handling of
---input-offset / --input-scale / --strict (processing.options.RadiometryOptions)."""
+"""`spectral-llava evaluate linear-probe|tsne|classify|quality` (the evaluation package's run_* functions). Every
+evaluation reads images with the radiometric handling of --input-offset / --input-scale / --strict
+(processing.options.RadiometryOptions)."""
 
 import json
 from dataclasses import asdict, dataclass, field
 
-from spectral_llava.evaluation.options import (ClassifyOptions, FeatureOptions, FootprintOptions, GenerationOptions, ProbeOptions,
-                                QualityOptions, TsneOptions)
+from spectral_llava.evaluation.options import ClassifyOptions, FeatureOptions, ProbeOptions, QualityOptions, TsneOptions
 from spectral_llava.processing.options import RadiometryOptions
 
 from . import add_command, options_of
@@ -40,11 +39,9 @@ def _options(args, *classes) -> dict:
 
 def _loaded(args) -> dict:
     """model= and processor= of --model, its image processor set to the radiometry flags (checked first)."""
-    from spectral_llava.modeling_spectral_llava.tools.loading import load_model_and_processor
+    from spectral_llava.inference import load_for_inference
 
-    radiometry = options_of(args, RadiometryOptions)
-    model, processor = load_model_and_processor(args.model)
-    radiometry.configure(processor.image_processor)
+    model, processor = load_for_inference(args.model, radiometry=options_of(args, RadiometryOptions))
     return {"model": model, "processor": processor}
 
 
@@ -87,21 +84,8 @@ def run_quality(args) -> None:
                      indent=1))
 
 
-def run_classify(args) -> None:
-    from spectral_llava.evaluation import classify_images, refuse_squashed_inputs
-
-    options = options_of(args, GenerationOptions)
-    loaded = _loaded(args)
-    if not args.resize_whole_image:
-        refuse_squashed_inputs(args.paths, loaded["processor"].image_processor, args.model)
-    for row in classify_images(**loaded, paths=args.paths, batch_size=options.batch_size,
-                               max_new_tokens=options.max_new_tokens):
-        print(json.dumps({"image": row["image"], "labels": row["labels"], "radiometry": row["radiometry"]}),
-              flush=True)
-
-
 def add_parser(subparsers):
-    """Registers `evaluate` (four evaluations) and `classify`."""
+    """Registers `evaluate` (four evaluations)."""
     parser = subparsers.add_parser("evaluate", help="linear probe, t-SNE, classification and caption quality",
                                    description="Evaluate a Spectral-LLaVA checkpoint (paper section V).")
     commands = parser.add_subparsers(dest="evaluation", required=True, metavar="EVALUATION",
@@ -117,14 +101,4 @@ def add_parser(subparsers):
     add_command(commands, "quality", [DatasetRun, QualityOptions, RadiometryOptions], run_quality,
                 aliases=["judge"], help="caption quality: label consistency and a LLaVA-Bench-style judged score "
                                         "(writes quality.json and captions.jsonl)")
-
-    classify = add_command(subparsers, "classify", [GenerationOptions, FootprintOptions, RadiometryOptions],
-                           run_classify,
-                           help="land-cover labels of images from generated text, one JSON line per image",
-                           description='Prints {"image": PATH, "labels": [...], "radiometry": {...}} per image, most '
-                                       "likely label first; EuroSAT labels are spelled as its class folders, "
-                                       "BigEarthNet labels as the 19-class nomenclature; radiometry is the offset, "
-                                       "scale and rule applied to the image.")
-    classify.add_argument("--model", required=True, **MODEL_HELP)
-    classify.add_argument("paths", nargs="+", metavar="PATH", help="GeoTIFFs or patch folders")
     return parser

@@ -92,16 +92,6 @@ def sample_sources(data: str | None) -> dict:
     return found
 
 
-def native_bf16() -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX512-BF16 / AMX); elsewhere bf16 would be emulated, slower."""
-    import torch
-
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
 class Quickstart:
     """The quickstart's phases, run in order by `run`; results accumulate on the instance."""
 
@@ -150,17 +140,18 @@ class Quickstart:
         """Every image of the dataset and the EuroSAT folder through the frozen tower, once, into one cache."""
         import torch
 
-        from spectral_llava.evaluation import eurosat_samples, open_tower_cache
+        from spectral_llava.evaluation import eurosat_samples
+        from spectral_llava.inference import native_bf16, open_tower_cache
         from spectral_llava.modeling_spectral_llava.tools.loading import load_model_and_processor
         from spectral_llava.spectral_inst import load_patches
 
-        self.results["tower_precision"] = "bfloat16 autocast" if self.config.tower_bf16 and native_bf16() \
-            else "float32"
+        bf16 = self.config.tower_bf16 and native_bf16(torch.device("cpu"))
+        self.results["tower_precision"] = "bfloat16 autocast" if bf16 else "float32"
         model, processor = load_model_and_processor(self.work / "base")
         self.rows = load_patches(self.dataset_dir, split=None)
         eurosat_paths, _, _ = eurosat_samples(self.sources["eurosat"])
         images = sorted({row["path"] for row in self.rows} | set(eurosat_paths))
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.results["tower_precision"] != "float32"):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             open_tower_cache(self.tower_cache, model, processor.image_processor, images, self.config.batch_size)
 
     def align(self) -> None:

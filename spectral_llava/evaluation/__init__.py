@@ -1,12 +1,13 @@
 """Evaluation of Spectral-LLaVA checkpoints (paper section V).
 
 - `probe`: linear probe (Fig. 4) of vision-only vs language-grounded EuroSAT features; `tsne`: Fig. 3.
-- `features`: both feature kinds from ONE tower pass per image, cached (`train.feature_cache.FeatureCache`).
-- `generation` + `classification`: `[classification]` answers read back with `spectral_inst.parse_labels`;
-  EuroSAT accuracy + confusion matrix, BigEarthNet-19 micro/macro F1.
+- `features`: both feature kinds from ONE tower pass per image, cached (`inference.FeatureCache`).
+- `classification`: `[classification]` answers (`inference.classify_images`, read back with
+  `inference.parse_labels`); EuroSAT accuracy + confusion matrix, BigEarthNet-19 micro/macro F1.
 - `consistency`, `judge`, `quality`: caption label consistency and a LLaVA-Bench-style judged score.
 - `plots`: the figures; `model_card`: the evaluation table and the rendered card; `options`: every option.
-Models load through `modeling_spectral_llava.loading.load_model_and_processor`. The names below are imported on
+Models load through `modeling_spectral_llava.tools.loading.load_model_and_processor`; generation, the feature cache
+and the label format are the inference room's (`spectral_llava.inference`). The names below are imported on
 first use, so that `evaluation.options` (what the command line parses) does not load torch.
 """
 
@@ -16,24 +17,18 @@ _EXPORTS = {
     # .classification
     "eurosat_metrics": "classification", "multilabel_f1": "classification", "run_classify_eval": "classification",
     # .consistency
-    "CLASS_PHRASES": "consistency", "label_consistency": "consistency", "mentioned_classes": "consistency",
-    "vocabulary_of": "consistency",
+    "label_consistency": "consistency", "vocabulary_of": "consistency",
     # .data
     "eurosat_features": "data", "eurosat_samples": "data",
     # .features
-    "image_id": "features", "open_tower_cache": "features", "probe_features": "features", "single_thread": "features",
-    "tower_features": "features",
-    # .generation
-    "classify_images": "generation", "generate_answers": "generation", "rank_labels": "generation",
-    "refuse_squashed_inputs": "generation",
+    "probe_features": "features", "tower_features": "features",
     # .judge
     "judge_pairs": "judge", "judge_prompt": "judge", "judge_summary": "judge", "load_judge": "judge",
     "parse_judge_scores": "judge", "patch_facts": "judge", "relative_score": "judge",
     # .model_card
     "collect_results": "model_card", "evaluation_table": "model_card", "render_card": "model_card",
     # .options
-    "CaptionOptions": "options", "ClassifyOptions": "options", "FeatureOptions": "options",
-    "FootprintOptions": "options", "GenerationOptions": "options", "ProbeOptions": "options",
+    "ClassifyOptions": "options", "FeatureOptions": "options", "ProbeOptions": "options",
     "QualityOptions": "options", "TRAIN_RATIOS": "options", "TsneOptions": "options", "split_options": "options",
     # .plots
     "FEATURE_TITLES": "plots", "plot_confusion": "plots", "plot_linear_probe": "plots", "plot_tsne": "plots",

@@ -1,5 +1,5 @@
 """Classification from generated text: the ``[classification]`` answers read back with
-``spectral_inst.parse_labels``; EuroSAT accuracy + confusion matrix, BigEarthNet-19 micro/macro F1."""
+``inference.parse_labels``; EuroSAT accuracy + confusion matrix, BigEarthNet-19 micro/macro F1."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ from typing import Sequence
 import numpy as np
 
 from spectral_llava.utils.fileio import atomic_write_json, atomic_write_text
+from spectral_llava.inference.generation import classify_images
+from spectral_llava.inference.labels import BEN19_LABELS, EUROSAT_CLASSES
 from spectral_llava.modeling_spectral_llava.tools.loading import load_model_and_processor
 from spectral_llava.spectral_inst.dataset import load_patches
-from spectral_llava.spectral_inst.labels import BEN19_LABELS, EUROSAT_CLASSES
 
 from .data import eurosat_samples
-from .generation import classify_images
 from .options import ClassifyOptions
 from .plots import plot_confusion
 

@@ -1,5 +1,5 @@
 """Tower features for evaluation, from ONE tower pass per image: the tower output mean-pooled (vision-only) and the
-visual tokens the projector consumes, cached on disk in a `train.feature_cache.FeatureCache`.
+visual tokens the projector consumes, cached on disk in an `inference.feature_cache.FeatureCache`.
 
 `cache_dir` keeps pooled rows (a few KB per image) keyed by a fingerprint of the tower weights, the visual-token
 layout and the image processor, so probing several projectors of one tower (stage 1 vs stage 2, class-label vs
@@ -12,62 +12,20 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from spectral_llava.train.feature_cache import FeatureCache, encode_in_batches, feature_fingerprint, tower_encoder
+from spectral_llava.inference.feature_cache import (FeatureCache, encode_in_batches, feature_fingerprint, image_ids,
+                                                    open_tower_cache, tower_encoder)
 
 logger = logging.getLogger(__name__)
 
 
-@contextmanager
-def single_thread():
-    """Run torch on one thread: the probe's and the decoding steps' matrices are small, so extra threads only add
-    synchronisation; on a shared 2-core machine they made both 10x slower (measured)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def projector_is_linear(model) -> bool:
     return model.config.projector_type == "linear"
-
-
-def image_id(path: str) -> str:
-    """The key of an image in a feature cache: the Spectral-Inst patch id, i.e. the file stem of a EuroSAT GeoTIFF
-    and the folder name of a BigEarthNet patch folder."""
-    path = Path(path)
-    return path.name if path.is_dir() else path.stem
-
-
-def image_ids(paths: Sequence[str]) -> dict[str, str]:
-    """{image id: absolute path} of `paths`; two different images with one id are refused."""
-    images = {}
-    for path in paths:
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"image not found: {path}")
-        key = image_id(path)
-        if images.setdefault(key, os.path.abspath(path)) != os.path.abspath(path):
-            raise ValueError(f"two images share the id {key!r}: {images[key]} and {path}")
-    return images
-
-
-def open_tower_cache(tower_cache, model, image_processor, paths: Sequence[str], batch_size: int = 8,
-                     fingerprint: str | None = None) -> FeatureCache | None:
-    """The training feature cache at `tower_cache` holding the raw tower output of every path (encoding only the
-    images it lacks), or None when `tower_cache` is None or there are no paths."""
-    if tower_cache is None or not paths:
-        return None
-    cache = FeatureCache(tower_cache, fingerprint or feature_fingerprint(model, image_processor))
-    return cache.build(image_ids(paths), tower_encoder(model, image_processor), batch_size=batch_size)
 
 
 def pooled_encoder(model, image_processor, raw_cache: FeatureCache | None = None):

@@ -1,21 +1,16 @@
 """The options of every evaluation, defined once: dataclasses whose field metadata holds the help text, parsed by
 transformers' `HfArgumentParser` for `spectral-llava evaluate ...` and built from keyword arguments by the Python API
-(`run_linear_probe(model, eurosat, output, epochs=10)`). No torch import here: `--help` stays fast."""
+(`run_linear_probe(model, eurosat, output, epochs=10)`). No torch import here: `--help` stays fast. The generation
+settings they extend (`GenerationOptions`) live with the generation code, in `inference.options`."""
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Literal
+
+from spectral_llava.inference.options import GenerationOptions, check_positive
 
 TRAIN_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-
-
-def _positive(options, *names) -> None:
-    for name in names:
-        value = getattr(options, name)
-        if value is not None and value < 1:
-            raise ValueError(f"--{name.replace('_', '-')} {value}: expected a positive integer")
 
 
 def split_options(options: dict, *classes) -> list:
@@ -42,7 +37,7 @@ class FeatureOptions:
     feature_batch_size: int = field(default=8, metadata={"help": "images per tower pass"})
 
     def __post_init__(self):
-        _positive(self, "max_per_class", "feature_batch_size")
+        check_positive(self, "max_per_class", "feature_batch_size")
 
 
 @dataclass
@@ -60,40 +55,13 @@ class ProbeOptions:
     def __post_init__(self):
         if not all(0 < ratio < 1 for ratio in self.ratios):
             raise ValueError(f"--ratios {self.ratios}: every ratio must lie strictly between 0 and 1")
-        _positive(self, "folds", "epochs", "batch_size")
+        check_positive(self, "folds", "epochs", "batch_size")
 
 
 @dataclass
 class TsneOptions:
     seed: int = field(default=0, metadata={"help": "t-SNE random state"})
     perplexity: float = field(default=30.0, metadata={"help": "t-SNE perplexity (capped at (N - 1) / 3)"})
-
-
-@dataclass
-class GenerationOptions:
-    batch_size: int = field(default=4, metadata={"help": "images per generate() call"})
-    max_new_tokens: int = field(default=64, metadata={"help": "longest answer, in tokens"})
-
-    def __post_init__(self):
-        _positive(self, "batch_size", "max_new_tokens")
-
-
-@dataclass
-class FootprintOptions:
-    """What `spectral-llava caption` and `classify` do with an input far larger than the model's footprint."""
-
-    resize_whole_image: bool = field(default=False, metadata={
-        "help": "answer for inputs more than twice the model's footprint (e.g. a 10 km scene) by resizing the whole "
-                "image to the model's size; without it they are refused, see `spectral-llava map`"})
-
-
-@dataclass
-class CaptionOptions(GenerationOptions):
-    """What `spectral-llava caption` asks about each image."""
-
-    task: Literal["caption", "classification"] = field(default="caption", metadata={
-        "help": "task token put before the instruction"})
-    prompt: str | None = field(default=None, metadata={"help": "instruction replacing the task's default one"})
 
 
 @dataclass
@@ -113,7 +81,7 @@ class ClassifyOptions(GenerationOptions):
 
     def __post_init__(self):
         super().__post_init__()
-        _positive(self, "max_per_class", "max_samples")
+        check_positive(self, "max_per_class", "max_samples")
 
 
 @dataclass
@@ -131,4 +99,4 @@ class QualityOptions(GenerationOptions):
 
     def __post_init__(self):
         super().__post_init__()
-        _positive(self, "max_samples", "judge_max_new_tokens")
+        check_positive(self, "max_samples", "judge_max_new_tokens")

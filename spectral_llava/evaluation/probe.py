@@ -13,10 +13,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from spectral_llava.inference.runtime import single_thread
 from spectral_llava.utils.fileio import atomic_write_json
 
 from .data import eurosat_features
-from .features import single_thread
 from .options import FeatureOptions, ProbeOptions, split_options
 from .plots import FEATURE_TITLES, plot_linear_probe
 

@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 
 from spectral_llava.utils.fileio import atomic_write_json
+from spectral_llava.inference.generation import generate_answers
 from spectral_llava.modeling_spectral_llava.tools.loading import load_model_and_processor
 from spectral_llava.processing.processing_spectral_llava import TASK_PROMPTS
 from spectral_llava.spectral_inst.dataset import load_patches
 
 from .classification import write_jsonl
 from .consistency import label_consistency, vocabulary_of
-from .generation import generate_answers
 from .judge import judge_pairs, load_judge, patch_facts, relative_score
 from .options import QualityOptions
 
@@ -57,7 +57,7 @@ def run_quality(model_dir, dataset_dir, output_dir, model=None, processor=None, 
             who: {"recall": nan_mean(r[f"{who}_consistency"]["recall"] for r in records),
                   "false_claims": nan_mean(r[f"{who}_consistency"]["false_claims"] for r in records)}
             for who in ("model", "reference")},
-        "label_matching": "evaluation.consistency.CLASS_PHRASES: whole-word key phrases, longest match first, generic "
+        "label_matching": "inference.mentions.CLASS_PHRASES: whole-word key phrases, longest match first, generic "
                           "words count for no class, negated mentions ignored",
     }
     if judge_model is not None or options.judge is not None:

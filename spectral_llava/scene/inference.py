@@ -4,23 +4,14 @@ from __future__ import annotations
 
 import torch
 
-from spectral_llava.train.data import expand_image_tokens
+from spectral_llava.inference.generation import greedy_answers, rank_labels
+from spectral_llava.inference.labels import BEN19_LABELS, EUROSAT_CLASSES, parse_labels
+from spectral_llava.inference.mentions import mentioned_classes
+from spectral_llava.inference.prompts import expand_image_tokens
+from spectral_llava.inference.runtime import native_bf16
 
 TASKS = ("classification", "caption", "both")
 DEFAULT_MAX_NEW_TOKENS = {"classification": 48, "caption": 64}
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether `device` computes bfloat16 natively (CUDA with bf16, or a CPU with AVX512-BF16 / AMX); elsewhere
-    bf16 is emulated and slower than float32."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        try:
-            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        except (AttributeError, RuntimeError):
-            return False
-    return False
 
 
 def task_list(task: str) -> list[str]:
@@ -40,8 +31,6 @@ class TileAnnotator:
 
     def __init__(self, model, processor, task: str = "classification", max_new_tokens: dict | int | None = None,
                  vocabulary=None, bf16: bool | None = None):
-        from spectral_llava.spectral_inst.labels import BEN19_LABELS, EUROSAT_CLASSES
-
         self.model = model.eval()
         self.processor = processor
         self.tasks = task_list(task)
@@ -67,8 +56,6 @@ class TileAnnotator:
     @torch.inference_mode()
     def generate(self, task: str, features: torch.Tensor) -> list[dict]:
         """Greedy answers to `task`'s prompt for each image's tower features: {"text", "token_ids", "logprobs"}."""
-        from spectral_llava.evaluation.generation import greedy_answers
-
         tokenizer = self.processor.tokenizer
         inputs = dict(tokenizer([self.prompts[task]] * len(features), return_tensors="pt", padding=True))
         inputs["vision_features"] = features.to(self.model.dtype)
@@ -77,9 +64,6 @@ class TileAnnotator:
     def __call__(self, pixel_values: torch.Tensor) -> list[dict]:
         """One dict per image: "labels", "classification_text" (with classification) and "caption" (with
         captioning). Captioning alone gives as labels the vocabulary classes that the caption mentions."""
-        from spectral_llava.evaluation import mentioned_classes, rank_labels
-        from spectral_llava.spectral_inst.labels import parse_labels
-
         if len(pixel_values) == 0:
             return []
         features = self.vision_features(pixel_values)

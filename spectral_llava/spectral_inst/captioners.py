@@ -16,9 +16,9 @@ from datetime import date
 from pathlib import Path
 from typing import Sequence
 
+from spectral_llava.inference.labels import EUROSAT_PHRASES
 from spectral_llava.utils.fileio import atomic_write_json
 
-from .labels import EUROSAT_PHRASES
 from .patches import bucket, read_record
 from .sources import PatchTask
 

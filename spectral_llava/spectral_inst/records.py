@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from .labels import format_labels
+from spectral_llava.inference.labels import format_labels
 
 
 ALIGNMENT_PROMPTS = (

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from spectral_llava.inference.labels import BEN43_DROPPED, BEN43_TO_19
+
 from .geo import parse_acquisition_date
-from .labels import BEN43_DROPPED, BEN43_TO_19
 
 
 SPLITS = ("train", "validation", "test")

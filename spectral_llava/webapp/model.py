@@ -1,7 +1,7 @@
 """The model behind the app: loaded once, then captions, label lists, streamed chat answers and scene maps.
 
-Captions and labels come from the evaluation code's own functions (`generate_answers`, `classify_images`), so the
-app answers exactly what `spectral-llava caption/classify` and the evaluation would. Chat builds the processor's
+Captions and labels come from the inference room's functions (`generate_answers`, `classify_images`), so the app
+answers exactly what `spectral-llava caption/classify` and the evaluation would. Chat builds the processor's
 chat template over the conversation (the image in the first user turn) and streams tokens with transformers'
 `TextIteratorStreamer`.
 """
@@ -16,19 +16,20 @@ from pathlib import Path
 import torch
 from transformers import TextIteratorStreamer
 
-from spectral_llava.evaluation import classify_images, generate_answers, single_thread
-from spectral_llava.modeling_spectral_llava.tools.loading import load_model_and_processor
+from spectral_llava.inference.generation import classify_images, generate_answers
+from spectral_llava.inference.loading import load_for_inference
+from spectral_llava.inference.runtime import single_thread
 
 logger = logging.getLogger(__name__)
 
 
 class ModelSession:
-    """A Spectral-LLaVA model dir loaded once (`load_model_and_processor`), shared by every request of the app."""
+    """A Spectral-LLaVA model dir loaded once (`load_for_inference`), shared by every request of the app."""
 
     def __init__(self, model_dir: str | os.PathLike, max_new_tokens: int = 64, device: str | None = None):
         self.model_dir = str(model_dir)
         logger.info("loading the model from %s", self.model_dir)
-        self.model, self.processor = load_model_and_processor(self.model_dir, device=device or "auto")
+        self.model, self.processor = load_for_inference(self.model_dir, device=device or "auto")
         self.max_new_tokens = int(max_new_tokens)
 
     @property

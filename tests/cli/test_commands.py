@@ -10,8 +10,8 @@ import sys
 import pytest
 from testing_utils import DATA, REPO
 
-from spectral_llava.spectral_inst import BEN19_LABELS, EUROSAT_CLASSES
 from spectral_llava.cli import build_parser, main
+from spectral_llava.inference import BEN19_LABELS, EUROSAT_CLASSES
 
 EUROSAT = os.path.join(DATA, "eurosat-ms")
 TIF = os.path.join(EUROSAT, "River", "River_1.tif")

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from spectral_llava.evaluation import eurosat_metrics, generation, multilabel_f1, plot_confusion, rank_labels, run_classify_eval
-from spectral_llava.spectral_inst import EUROSAT_CLASSES
+from spectral_llava.evaluation import eurosat_metrics, multilabel_f1, plot_confusion, run_classify_eval
+from spectral_llava.inference import EUROSAT_CLASSES, generation, rank_labels
 
 
 def test_rank_labels_orders_by_generated_token_probability(tokenizer):

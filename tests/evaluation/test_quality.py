@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from spectral_llava.evaluation import (judge_prompt, label_consistency, mentioned_classes, parse_judge_scores, relative_score,
-                        run_quality)
-from spectral_llava.spectral_inst import BEN19_LABELS, EUROSAT_CLASSES, TemplateCaptioner
+from spectral_llava.evaluation import judge_prompt, label_consistency, parse_judge_scores, relative_score, run_quality
+from spectral_llava.inference import BEN19_LABELS, EUROSAT_CLASSES, mentioned_classes
+from spectral_llava.spectral_inst import TemplateCaptioner
 from testing_utils import DATA
 
 

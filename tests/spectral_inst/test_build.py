@@ -14,8 +14,9 @@ from PIL import Image
 from rasterio.crs import CRS
 from rasterio.warp import transform as warp_transform
 
-from spectral_llava.spectral_inst import (COUNTRY_BOUNDS, BuildConfig, TemplateCaptioner, build_dataset, format_labels,
-                           make_captioner, metadata_prompt, parse_labels, push_dataset, resolve_image_path)
+from spectral_llava.inference import format_labels, parse_labels
+from spectral_llava.spectral_inst import (COUNTRY_BOUNDS, BuildConfig, TemplateCaptioner, build_dataset,
+                                          make_captioner, metadata_prompt, push_dataset, resolve_image_path)
 from spectral_llava.spectral_inst import patches
 from spectral_llava.spectral_inst.builder import discover
 from spectral_inst_data import REBEN, PARQUET, V1, EUROSAT, SNOWY_V1, all_rows

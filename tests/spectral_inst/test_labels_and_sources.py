@@ -3,8 +3,9 @@
 import pandas as pd
 import pytest
 
-from spectral_llava.spectral_inst import (BEN19_LABELS, format_labels, load_reben_metadata, parse_acquisition_date, parse_labels,
-                           season_of, stratified_split, trim_to_sentence)
+from spectral_llava.inference import BEN19_LABELS, format_labels, parse_labels
+from spectral_llava.spectral_inst import (load_reben_metadata, parse_acquisition_date, season_of, stratified_split,
+                                          trim_to_sentence)
 from spectral_llava.spectral_inst import sources
 from spectral_inst_data import PARQUET, V1
 

@@ -6,9 +6,9 @@ import json
 import pytest
 import torch
 
+from spectral_llava.inference.feature_cache import FeatureCache, feature_fingerprint, tower_encoder
 from spectral_llava.spectral_inst import load_split, resolve_image_path
 from spectral_llava.train.data import IGNORE_INDEX, SpectralLlavaCollator, processor_for_dataset
-from spectral_llava.train.feature_cache import FeatureCache, feature_fingerprint, tower_encoder
 
 
 def test_collator_masks_everything_but_the_answer(model_and_processor, dataset_dir):

@@ -9,7 +9,7 @@ from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 from rasterio.warp import transform_bounds
 
-from spectral_llava.evaluation import classify_images, generate_answers
+from spectral_llava.inference import classify_images, generate_answers
 
 
 def test_api_lists_exactly_the_stable_endpoints(client):

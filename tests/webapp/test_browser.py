@@ -6,7 +6,7 @@ Every request the page makes is recorded: none may leave 127.0.0.1.
 
 import pytest
 
-from spectral_llava.evaluation import generate_answers
+from spectral_llava.inference import generate_answers
 from spectral_llava.webapp.browser import browser_page, chromium_path, click_and_read, foreign_requests, upload, upload_and_caption
 
 pytestmark = pytest.mark.skipif(chromium_path() is None, reason="no chromium: `make setup` installs Debian's "

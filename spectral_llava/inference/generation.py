@@ -1,4 +1,5 @@
-"""Greedy answers to the task prompts, with the log-probability of every generated token."""
+"""Batched greedy answers to the task prompts, with the log-probability of every generated token, and the labels of
+`[classification]` answers ranked by those log-probabilities."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from spectral_llava.spectral_inst.labels import BEN19_LABELS, EUROSAT_CLASSES, parse_labels
-from spectral_llava.train.data import expand_image_tokens
-
-from .features import image_id, open_tower_cache, single_thread
+from .feature_cache import image_id, open_tower_cache
+from .labels import BEN19_LABELS, EUROSAT_CLASSES, parse_labels
 from .options import GenerationOptions
+from .prompts import expand_image_tokens
+from .runtime import single_thread
 
 
 def generate_answers(model, processor, paths: Sequence[str], task: str, question: str | None = None,
@@ -62,26 +63,6 @@ def greedy_answers(model, tokenizer, inputs: dict, max_new_tokens: int) -> list[
         answers.append({"text": tokenizer.decode(ids[:end], skip_special_tokens=True).strip(),
                         "token_ids": ids[:end], "logprobs": scores[:end]})
     return answers
-
-
-def refuse_squashed_inputs(paths: Sequence[str], image_processor, model_dir: str) -> None:
-    """Refuse inputs whose ground extent exceeds the model's footprint more than MAX_FOOTPRINT_RATIO times in either
-    direction: one answer for a whole scene squashed into the model's image size is not what the user wants."""
-    from spectral_llava.processing.image_processing_spectral_llava import MAX_FOOTPRINT_RATIO, footprint_ratio
-    from spectral_llava.processing.scene_reader import SceneReader
-
-    size = image_processor.image_size
-    for path in paths:
-        with SceneReader(path, select_bands=image_processor.band_names) as reader:  # headers only
-            height, width = reader.height, reader.width
-            if getattr(image_processor, "do_center_crop", False):
-                height, width = min(height, image_processor.crop_size), min(width, image_processor.crop_size)
-            ratio = footprint_ratio(size, height, width, reader.transform, reader.crs)
-        if ratio > MAX_FOOTPRINT_RATIO:
-            raise ValueError(f"{path} covers {ratio:.1f}x the model's footprint ({size} px x 10 m) and would be "
-                             f"squashed into one {size}x{size} image; map it tile by tile with `spectral-llava map "
-                             f"{path} --model {model_dir} --output tiles.parquet`, or pass --resize-whole-image to "
-                             "answer for the whole image anyway")
 
 
 def _token_spans(tokenizer, token_ids: Sequence[int]):

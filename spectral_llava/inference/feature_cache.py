@@ -1,10 +1,11 @@
 """The one on-disk feature cache: per-image tensors computed once from the frozen tower and read back by id.
 
 Training stores the raw tower output (T*h*w, D) per patch (`--cache-features`; `tower_encoder`) and feeds it as
-`vision_features`; evaluation stores pooled rows derived from the tower (`evaluation.features`) in the same kind of
-cache. A cache lives in `ROOT/shard-NNNNN.safetensors` indexed by `ROOT/index.json`; `ROOT/fingerprint.json`
-records what produced it (tower weights and config, feature layer, image-processor config, radiometric handling and
-whatever the encoder adds) and `build` discards every shard when it differs.
+`vision_features`; generation reads and extends such a cache (`open_tower_cache`); evaluation stores pooled rows
+derived from the tower (`evaluation.features`) in the same kind of cache. Images are keyed by `image_id`. A cache
+lives in `ROOT/shard-NNNNN.safetensors` indexed by `ROOT/index.json`; `ROOT/fingerprint.json` records what produced
+it (tower weights and config, feature layer, image-processor config, radiometric handling and whatever the encoder
+adds) and `build` discards every shard when it differs.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -164,3 +166,32 @@ class FeatureCache:
 
     def __len__(self) -> int:
         return len(self._index)
+
+
+def image_id(path: str) -> str:
+    """The key of an image in a feature cache: the Spectral-Inst patch id, i.e. the file stem of a EuroSAT GeoTIFF
+    and the folder name of a BigEarthNet patch folder."""
+    path = Path(path)
+    return path.name if path.is_dir() else path.stem
+
+
+def image_ids(paths: Sequence[str]) -> dict[str, str]:
+    """{image id: absolute path} of `paths`; two different images with one id are refused."""
+    images = {}
+    for path in paths:
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"image not found: {path}")
+        key = image_id(path)
+        if images.setdefault(key, os.path.abspath(path)) != os.path.abspath(path):
+            raise ValueError(f"two images share the id {key!r}: {images[key]} and {path}")
+    return images
+
+
+def open_tower_cache(tower_cache, model, image_processor, paths: Sequence[str], batch_size: int = 8,
+                     fingerprint: str | None = None) -> FeatureCache | None:
+    """The training feature cache at `tower_cache` holding the raw tower output of every path (encoding only the
+    images it lacks), or None when `tower_cache` is None or there are no paths."""
+    if tower_cache is None or not paths:
+        return None
+    cache = FeatureCache(tower_cache, fingerprint or feature_fingerprint(model, image_processor))
+    return cache.build(image_ids(paths), tower_encoder(model, image_processor), batch_size=batch_size)

@@ -1,4 +1,5 @@
-"""The label vocabularies and the one classification answer format shared by the builder, training and evaluation.
+"""The model's answer contract: the label vocabularies and the one classification answer format, shared by the
+dataset builder (which writes the answers the model learns), generation, scene mapping and evaluation.
 
 Classification answers are produced by :func:`format_labels` and read back by :func:`parse_labels`:
 ``"Labels: " + "; ".join(sorted(labels))`` (semicolons, because reBEN names contain commas; alphabetical order,
