@@ -16,7 +16,7 @@ from .geo import COUNTRY_BOUNDS, parse_acquisition_date, season_of
 from .hub import push_dataset
 from .labels import (BEN19_LABELS, BEN43_TO_19, EUROSAT_CLASSES, EUROSAT_PHRASES, LABEL_PREFIX, format_labels,
                      parse_labels)
-from .patches import INDEX_DEFINITIONS, THRESHOLDS, process_patch, render_rgb, spectral_summary
+from .patches import INDEX_DEFINITIONS, THRESHOLDS, process_patch, spectral_summary
 from .records import alignment_records, instruction_records
 from .sources import SOURCES, SPLITS, PatchTask, list_eurosat, load_reben_metadata, stratified_split
 
@@ -26,6 +26,6 @@ __all__ = [
     "PatchTask", "TemplateCaptioner", "alignment_records", "build_dataset", "format_labels", "instruction_records",
     "list_eurosat", "llm_messages", "load_build_info", "load_patches", "load_reben_metadata", "load_split",
     "make_captioner", "metadata_facts", "metadata_prompt", "parse_acquisition_date", "parse_labels",
-    "process_patch", "push_dataset", "render_rgb", "resolve_image_path", "season_of", "spectral_summary",
+    "process_patch", "push_dataset", "resolve_image_path", "season_of", "spectral_summary",
     "stratified_split", "trim_to_sentence",
 ]
