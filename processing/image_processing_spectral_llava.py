@@ -19,8 +19,8 @@ from transformers.processing_utils import ImagesKwargs
 from transformers.utils import logging
 
 from .radiometry import apply_radiometry
-from .sentinel2_io import (NOMINAL_PIXEL_SIZE_M, SPECTRALGPT_BANDS, SpectralImage, _resampling, canonical_band_names,
-                           ground_extent, read_image)
+from .sentinel2_io import (NOMINAL_PIXEL_SIZE_M, SPECTRALGPT_BANDS, SpectralImage, canonical_band_names,
+                           ground_extent, read_image, resampling_method)
 
 
 logger = logging.get_logger(__name__)
@@ -100,7 +100,7 @@ class SpectralImageProcessor(BaseImageProcessor):
                 raise ValueError(f"{name} has {len(values)} values for {len(self.band_names)} band_names")
         if min(self.band_std) <= 0:
             raise ValueError(f"band_std must be positive, got {self.band_std}")
-        _resampling(resampling)
+        resampling_method(resampling)
         if do_center_crop and not crop_size:
             raise ValueError("do_center_crop=True needs crop_size (pixels at the native resolution)")
         self.image_size = int(image_size)

@@ -12,8 +12,9 @@ first rule that applies decides (its name is the `source` recorded in the metada
   Spectral_Information list; 0 when absent), scale 10000 / `QUANTIFICATION_VALUE` (`BOA_QUANTIFICATION_VALUE`).
 - geotiff_tags: rasterio's `dataset.scales` / `dataset.offsets` where not (1, 0); GDAL's physical = raw * s + o
   gives offset o / s and scale s * 10000 when s <= 0.01 (physical values are reflectance), else s.
-- product_name: the nearest path component `S2[A-D]_MSIL1C|MSIL2A_<date>_Nxxyy_...`: offset -1000 from processing
-  baseline 04.00 on, 0 before it and for N9999 (reprocessed products: BigEarthNet, some Major-TOM cells), scale 1.
+- product_name: the nearest path component that starts with a product name (`sentinel2_bands.PRODUCT_NAME_RE`,
+  `S2[A-D]_MSIL1C|MSIL2A_<date>_Nxxyy_Rooo_Txxxxx[_<date>]`): offset -1000 from processing baseline 04.00 on,
+  0 before it and for N9999 (reprocessed products: BigEarthNet, some Major-TOM cells), scale 1.
 - float_reflectance: float data with at most 1 % of its valid values above 1.5, when only the product-name rule (or
   none) applied: offset 0, scale 10000, warned once per file.
 - none (EuroSAT, BigEarthNet v1, SSL4EO, arrays): offset 0, scale 1.
@@ -25,7 +26,6 @@ band gives a `RadiometryWarning` naming the file and band, or a ValueError with 
 
 import functools
 import os
-import re
 import warnings
 import xml.etree.ElementTree as ElementTree
 from collections import Counter
@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .sentinel2_io import SpectralImage, canonical_band_name, read_scale_offset_tags
+from .sentinel2_io import (PRODUCT_NAME_RE, SpectralImage, canonical_band_name, is_safe_product,
+                          read_scale_offset_tags)
 
 # Bump when a rule changes: feature caches and datasets record it and rebuild.
 RULES_VERSION = 1
@@ -46,7 +47,6 @@ MTD_BAND_ORDER = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A",
 BASELINE_OFFSET = -1000.0  # reflectance = (DN - 1000) / 10000 since processing baseline 04.00
 FIRST_OFFSET_BASELINE = 400  # N0400
 REPROCESSED_BASELINE = 9999  # N9999: reprocessed products (BigEarthNet, some Major-TOM cells) carry no offset
-PRODUCT_NAME_RE = re.compile(r"^S2[A-D]_MSIL(?:1C|2A)_\d{8}T\d{6}_N(?P<baseline>\d{4})_", re.IGNORECASE)
 REFLECTANCE_UNIT_MAX_SCALE = 0.01  # GeoTIFF scale tags at or below this give physical values in reflectance
 FLOAT_REFLECTANCE_MAX = 1.5  # 99 % of float data in reflectance units lie at or below it
 # Plausibility of reflectance x 10000 after offset and scale.
@@ -158,7 +158,7 @@ def find_product_metadata(path: str) -> str | None:
             if os.path.isfile(candidate):
                 return candidate
         parent = os.path.dirname(folder)
-        if folder.upper().endswith(".SAFE") or parent == folder:
+        if is_safe_product(folder) or parent == folder:
             return None
         folder = parent
     return None

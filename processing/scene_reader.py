@@ -2,8 +2,8 @@
 
 `SceneReader(source)` opens what `sentinel2_io.read_image` reads from a path (a multi-band GeoTIFF / COG, a band
 folder, a SAFE product or its granule / IMG_DATA / R10m folder, a path prefix) and reads windows of its finest grid,
-each band on its own window, resampled exactly as `read_image` resamples the whole scene. Imports only its sibling
-`sentinel2_io` and third-party libraries.
+each band on its own window, resampled exactly as `read_image` resamples the whole scene. Uses only the public
+names of its sibling `sentinel2_io` (layout detection, headers, windowed reads) and third-party libraries.
 """
 
 import math
@@ -11,20 +11,18 @@ import os
 
 import numpy as np
 import rasterio
-from rasterio.errors import RasterioError
 from rasterio.transform import array_bounds
 from rasterio.warp import Resampling, reproject, transform_bounds
 from rasterio.windows import Window, from_bounds
 from rasterio.windows import transform as window_transform
 
-from .sentinel2_io import (_GDAL_OPTIONS, CANONICAL_BANDS, SpectralImage, _aligned_factor, _metadata, _names_from_file,
-                           _open, _open_band_file, _read_all, _resampling, _scale_offset_tags, band_sources,
-                           canonical_band_names)
+from .sentinel2_io import (CANONICAL_BANDS, GDAL_OPTIONS, SpectralImage, aligned_factor, canonical_band_names,
+                           detect_layout, image_metadata, open_raster, read_header, read_pixels, resampling_method)
 
 # Windowed scene reads cap GDAL's block cache (default: 5% of RAM): with tiles visited strip by strip (scene.tiling)
 # the blocks in use fit easily (12 bands x a few 1024 x 1024 uint16 JPEG2000 / GeoTIFF blocks of 2 MiB).
 SCENE_GDAL_CACHE_BYTES = 256 * 2**20
-_SCENE_GDAL_OPTIONS = {**_GDAL_OPTIONS, "GDAL_CACHEMAX": SCENE_GDAL_CACHE_BYTES}
+_SCENE_GDAL_OPTIONS = {**GDAL_OPTIONS, "GDAL_CACHEMAX": SCENE_GDAL_CACHE_BYTES}
 
 
 class SceneReader:
@@ -44,49 +42,46 @@ class SceneReader:
 
     def __init__(self, source, select_bands=None, resampling: str = "bilinear", band_names=None):
         self.source = os.fspath(source)
-        self.method = _resampling(resampling)
+        self.method = resampling_method(resampling)
         self._datasets: dict = {}
         self._pid = None
-        with rasterio.Env(**_SCENE_GDAL_OPTIONS):
-            files, multiband = band_sources(self.source, select_bands)
-            if multiband is not None:
-                with _open(multiband) as dataset:
-                    names = canonical_band_names(band_names) if band_names is not None \
-                        else _names_from_file(multiband, dataset)
-                    if len(names) != dataset.count:
-                        raise ValueError(f"band_names has {len(names)} names but {multiband} has {dataset.count} bands")
-                    self._grid = (dataset.transform, dataset.crs, dataset.height, dataset.width, dataset.nodata)
-                    self.dtype, tags = dataset.dtypes[0], _scale_offset_tags(dataset, names)
-                wanted = set(canonical_band_names(select_bands, "select_bands")) if select_bands else set(names)
-                self.files = {}
-                self._multiband = multiband
-                self._indexes = {band: index + 1 for index, band in enumerate(names) if band in wanted}
-                self.band_names = [band for band in CANONICAL_BANDS if band in self._indexes]
-                if not self.band_names:
-                    raise ValueError(f"{multiband} holds none of the requested bands {sorted(wanted)}")
-            else:
-                if band_names is not None:
-                    raise ValueError(f"band_names= names the channels of an array or multi-band file, but "
-                                     f"{self.source} is a band folder whose file names give the bands")
-                if not files:
-                    raise ValueError(f"{self.source}: none of the requested bands has a file")
-                self.files = dict(files)
-                self._multiband = None
-                self._grids, dtypes, tags = {}, {}, {}
-                for band, path in self.files.items():
-                    with _open_band_file(path) as dataset:
-                        if dataset.count != 1:
-                            raise ValueError(f"{path} should hold the single band {band} but has {dataset.count} "
-                                             "bands")
-                        self._grids[band] = (dataset.transform, dataset.crs, dataset.height, dataset.width,
-                                             dataset.nodata)
-                        dtypes[band] = dataset.dtypes[0]
-                        tags.update(_scale_offset_tags(dataset, [band]))
-                self.band_names = [band for band in CANONICAL_BANDS if band in self.files]
-                reference = min(self.band_names, key=lambda band: abs(self._grids[band][0].a))
-                self._grid, self.dtype = self._grids[reference], dtypes[reference]
+        layout = detect_layout(self.source, select_bands)
+        if layout.kind == "file":
+            self._init_multiband(layout.path, select_bands, band_names)
+        elif band_names is not None:
+            raise ValueError(f"band_names= names the channels of an array or multi-band file, but "
+                             f"{self.source} is a band folder whose file names give the bands")
+        else:
+            self._init_band_files(layout.files)
         self.transform, self.crs, self.height, self.width, self.nodata = self._grid
-        self.scale_offset_tags = {band: tag for band, tag in tags.items() if band in self.band_names}
+
+    def _init_multiband(self, path: str, select_bands, band_names) -> None:
+        header = read_header(path)
+        names = header.band_names(band_names)
+        wanted = set(canonical_band_names(select_bands, "select_bands")) if select_bands else set(names)
+        self.files, self._multiband = {}, path
+        self._indexes = {band: index + 1 for index, band in enumerate(names) if band in wanted}
+        self.band_names = [band for band in CANONICAL_BANDS if band in self._indexes]
+        if not self.band_names:
+            raise ValueError(f"{path} holds none of the requested bands {sorted(wanted)}")
+        self._grid = (header.transform, header.crs, header.height, header.width, header.nodata)
+        self.dtype = header.dtype
+        self.scale_offset_tags = {band: tag for band, tag in header.scale_offset_tags(names).items()
+                                  if band in self.band_names}
+
+    def _init_band_files(self, files: dict) -> None:
+        if not files:
+            raise ValueError(f"{self.source}: none of the requested bands has a file")
+        self.files, self._multiband = dict(files), None
+        headers = {band: read_header(path) for band, path in self.files.items()}
+        self.scale_offset_tags = {}
+        for band, header in headers.items():
+            header.check_single_band(band)
+            self.scale_offset_tags.update(header.scale_offset_tags([band]))
+        self._grids = {band: (h.transform, h.crs, h.height, h.width, h.nodata) for band, h in headers.items()}
+        self.band_names = [band for band in CANONICAL_BANDS if band in self.files]
+        reference = min(self.band_names, key=lambda band: abs(headers[band].transform.a))
+        self._grid, self.dtype = self._grids[reference], headers[reference].dtype
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -108,7 +103,7 @@ class SceneReader:
         if self._pid != os.getpid():  # opened in another process (before a DataLoader fork): reopen here
             self._datasets, self._pid = {}, os.getpid()
         if path not in self._datasets:
-            self._datasets[path] = _open_band_file(path) if self._multiband is None else _open(path)
+            self._datasets[path] = open_raster(path)
         return self._datasets[path]
 
     def read(self, row_off: int, col_off: int, height: int, width: int) -> SpectralImage:
@@ -123,12 +118,12 @@ class SceneReader:
             if self._multiband is not None:
                 dataset = self._dataset(self._multiband)
                 indexes = [self._indexes[band] for band in self.band_names]
-                data[:] = _read_all(dataset, self._multiband, indexes, window)
+                data[:] = read_pixels(dataset, self._multiband, indexes, window)
             else:
                 for index, band in enumerate(self.band_names):
                     data[index] = self._read_band(band, window, dst_transform)
-        metadata = _metadata(self.source, self.crs, dst_transform, (height, width), self.nodata, len(self.band_names),
-                             self.dtype, self.scale_offset_tags)
+        metadata = image_metadata(self.source, self.crs, dst_transform, (height, width), self.nodata,
+                                  len(self.band_names), self.dtype, self.scale_offset_tags)
         metadata["window"] = (row_off, col_off, height, width)
         return SpectralImage(data, list(self.band_names), metadata)
 
@@ -146,11 +141,7 @@ class SceneReader:
                 path = self._multiband or self.files[band]
                 dataset = self._dataset(path)
                 band_index = self._indexes[band] if self._multiband is not None else 1
-                try:
-                    out[index] = dataset.read(band_index, out_shape=shape, resampling=Resampling.average)
-                except RasterioError as err:
-                    raise ValueError(f"cannot read the pixels of {path}: the file is truncated or corrupt ({err})") \
-                        from err
+                out[index] = read_pixels(dataset, path, band_index, out_shape=shape, resampling=Resampling.average)
         return out
 
     def _read_band(self, band: str, window: Window, dst_transform) -> np.ndarray:
@@ -160,13 +151,13 @@ class SceneReader:
         ref_transform, ref_crs = self.transform, self.crs
         if src_transform.almost_equals(ref_transform) and (src_height, src_width) == (self.height, self.width) \
                 and src_crs == ref_crs:
-            return _read_all(dataset, path, 1, window)
+            return read_pixels(dataset, path, 1, window)
         if src_crs == ref_crs and nodata is None and self.method in (Resampling.bilinear, Resampling.nearest):
-            factor = _aligned_factor(src_transform, (src_height, src_width), ref_transform, (self.height, self.width))
+            factor = aligned_factor(src_transform, (src_height, src_width), ref_transform, (self.height, self.width))
             if factor is not None:
                 rows, row_weights = _upsampling_weights(window.row_off, window.height, factor, src_height, self.method)
                 cols, col_weights = _upsampling_weights(window.col_off, window.width, factor, src_width, self.method)
-                source = _read_all(dataset, path, 1, Window(cols[0], rows[0], cols[1] - cols[0], rows[1] - rows[0]))
+                source = read_pixels(dataset, path, 1, Window(cols[0], rows[0], cols[1] - cols[0], rows[1] - rows[0]))
                 return row_weights @ source.astype(np.float32) @ col_weights.T
         # General case: reproject a source window covering the destination window with a margin of 3 source
         # pixels (enough for every kernel in RESAMPLING_METHODS at these scale factors).
@@ -179,7 +170,7 @@ class SceneReader:
         stop_row = math.ceil(covering.row_off + covering.height) + 3
         src_window = Window(first_col, first_row, stop_col - first_col, stop_row - first_row).intersection(
             Window(0, 0, src_width, src_height))
-        source = _read_all(dataset, path, 1, src_window).astype(np.float32, copy=False)
+        source = read_pixels(dataset, path, 1, src_window).astype(np.float32, copy=False)
         out = np.full((int(window.height), int(window.width)), np.nan, dtype=np.float32)
         reproject(source, out, src_transform=window_transform(src_window, src_transform), src_crs=src_crs,
                   src_nodata=nodata, dst_transform=dst_transform, dst_crs=ref_crs, dst_nodata=np.nan,
@@ -190,7 +181,7 @@ class SceneReader:
 def _upsampling_weights(start: int, length: int, factor: int, size: int, method):
     """((first, stop) source indices, (length, stop - first) weights) that upsample source samples onto the
     destination samples start..start+length-1 of an axis refined by `factor`: torch's pixel-centre bilinear
-    (align_corners=False, clamped at the edges) or nearest, as `_to_grid` applies to whole bands."""
+    (align_corners=False, clamped at the edges) or nearest, as `sentinel2_io` applies to whole bands."""
     destination = np.arange(start, start + length)
     if method == Resampling.nearest:
         low = high = destination // factor

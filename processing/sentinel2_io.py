@@ -1,18 +1,24 @@
-"""Read Sentinel-2 imagery by band name onto the 10 m grid.
+"""The one public Sentinel-2 reading API: bands by name onto the 10 m grid, headers, windows.
 
-Remote code: copied flat into saved model directories next to the image processor, so it imports only third-party
-libraries.
+Remote code: copied flat into saved model directories next to the image processor, so it imports only its sibling
+`sentinel2_bands` (band names, band-file names, layouts; every public name of it is re-exported here) and
+third-party libraries.
 
-`read_image(source, band_names=None, resampling="bilinear")` turns a GeoTIFF, a patch folder with one file per
-band, a Sentinel-2 SAFE product (or its granule, IMG_DATA or R10m/R20m/R60m folder), an array or a tensor into a
-`SpectralImage` on the 10 m grid, with its bands named canonically. `scene_reader.SceneReader(source)` reads windows
-of the same grid without loading the scene (memory bounded by the window, for scene tiling).
+- Names and layouts (from `sentinel2_bands`): `CANONICAL_BANDS`, `SPECTRALGPT_BANDS`, `EUROSAT_FILE_ORDER`,
+  `KNOWN_LAYOUTS`, `RASTER_EXTENSIONS`, `PRODUCT_NAME_RE`, `canonical_band_name(s)`, `parse_band_file_name`,
+  `detect_layout` -> `SourceLayout` (kind, path, files, prefix), `is_safe_product`, `safe_band_files`, `product_id`.
+- Headers, no pixels: `read_header(path)` -> `RasterHeader` (size, CRS, transform, dtype, nodata, band names,
+  scale/offset tags); `read_scale_offset_tags(source)`.
+- Pixels: `read_image(source, band_names=None, resampling="bilinear", select_bands=None)` turns a GeoTIFF, a band
+  folder, a SAFE product (or its granule, IMG_DATA or R10m/R20m/R60m folder), a path prefix, an array or a tensor
+  into a `SpectralImage` on the 10 m grid; `open_raster` and `read_pixels` (whole bands or windows, errors naming
+  the file) are what `scene_reader.SceneReader` reads windows with, resampled by `aligned_factor` /
+  `resampling_method` exactly as `read_image` resamples whole bands.
+- `image_metadata`, `ground_extent`, `GDAL_OPTIONS`, `RESAMPLING_METHODS`, `NOMINAL_PIXEL_SIZE_M`.
 """
 
-import glob
 import math
 import os
-import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,50 +30,16 @@ from rasterio.errors import RasterioError
 from rasterio.transform import array_bounds
 from rasterio.warp import Resampling, reproject
 
-CANONICAL_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12")
-# SpectralGPT's 12 bands in model order (B10, cirrus, dropped).
-SPECTRALGPT_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
-# Band order inside an EuroSAT-MS GeoTIFF: B8A is stored last.
-EUROSAT_FILE_ORDER = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B09", "B10", "B11", "B12", "B8A")
-# Unnamed inputs are accepted only for these band counts.
-KNOWN_LAYOUTS = {12: SPECTRALGPT_BANDS, 13: EUROSAT_FILE_ORDER}
-# BigEarthNet statistics used by SpectralGPT (reflectance x 10000), in SPECTRALGPT_BANDS order.
+from .sentinel2_bands import (CANONICAL_BANDS, EUROSAT_FILE_ORDER, KNOWN_LAYOUTS, LAYOUTS, PRODUCT_NAME_RE,
+                              RASTER_EXTENSIONS, SPECTRALGPT_BANDS, BandFile, SourceLayout, canonical_band_name,
+                              canonical_band_names, detect_layout, is_safe_product, parse_band_file_name, product_id,
+                              safe_band_files)
+
 RESAMPLING_METHODS = ("nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average")
-RASTER_EXTENSIONS = (".tif", ".tiff", ".jp2")
-_BAND_NAME_RE = re.compile(r"^B?0*(\d{1,2})(A?)$", re.IGNORECASE)
-# A band file's stem ends in its band name: "B02", "B2", "B8A", "<patch>_B02", or, in Level-2A SAFE products,
-# "<tile>_<datetime>_B02_10m" (band then resolution).
-_BAND_FILE_RE = re.compile(r"^(?P<prefix>.*?)(?:^|[_\-.])(?P<band>B\d{1,2}A?)(?:_(?P<resolution>\d{2})m)?$",
-                           re.IGNORECASE)
-_SAFE_RESOLUTION_FOLDER_RE = re.compile(r"^R(10|20|60)m$")
-# A Sentinel-2 product name, e.g. S2A_MSIL2A_20220706T085611_N0400_R007_T33NZA_20220706T153419
-PRODUCT_NAME_RE = re.compile(r"S2[A-D]_MSIL(?:1C|2A)_\d{8}T\d{6}_N\d{4}_R\d{3}_T\w{5}_\d{8}T\d{6}")
+NOMINAL_PIXEL_SIZE_M = 10.0  # the finest Sentinel-2 grid, which every reader here resamples to
 # Faster GeoTIFF opening: no directory listing per open, CRS straight from the GeoKeys (same CRS, no EPSG lookup).
-_GDAL_OPTIONS = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "GTIFF_SRS_SOURCE": "GEOKEYS"}
-
-
-def canonical_band_name(name: str) -> str:
-    """Map a Sentinel-2 band alias (`B2`, `b02`, `B8a`, `8A`, `2`) to its canonical name (`B02`, `B8A`)."""
-    match = _BAND_NAME_RE.match(str(name).strip())
-    if match is not None:
-        number, suffix = int(match.group(1)), match.group(2).upper()
-        if suffix and number == 8:
-            return "B8A"
-        if not suffix and 1 <= number <= 12:
-            return f"B{number:02d}"
-    raise ValueError(f"unknown Sentinel-2 band name {name!r}; expected one of {', '.join(CANONICAL_BANDS)} "
-                     "(aliases such as B2, b02, B8a are accepted)")
-
-
-def canonical_band_names(names, argument: str = "band_names") -> list[str]:
-    """Canonicalise a list of band names, refusing duplicates."""
-    if isinstance(names, str):
-        raise ValueError(f"{argument} must be a list of band names, got the string {names!r}")
-    canonical = [canonical_band_name(name) for name in names]
-    duplicates = sorted({band for band in canonical if canonical.count(band) > 1})
-    if duplicates:
-        raise ValueError(f"{argument} names band(s) {duplicates} more than once: {list(names)}")
-    return canonical
+GDAL_OPTIONS = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "GTIFF_SRS_SOURCE": "GEOKEYS"}
+_DRIVERS = {".tif": "GTiff", ".tiff": "GTiff", ".jp2": "JP2OpenJPEG"}
 
 
 @dataclass
@@ -86,39 +58,114 @@ class SpectralImage:
     metadata: dict = field(default_factory=dict)
 
 
-def _resampling(method: str) -> Resampling:
-    if method not in RESAMPLING_METHODS:
-        raise ValueError(f"resampling={method!r} is not supported; choose one of {RESAMPLING_METHODS}")
-    return getattr(Resampling, method)
+def resampling_method(name: str) -> Resampling:
+    """The rasterio `Resampling` of one of RESAMPLING_METHODS."""
+    if name not in RESAMPLING_METHODS:
+        raise ValueError(f"resampling={name!r} is not supported; choose one of {RESAMPLING_METHODS}")
+    return getattr(Resampling, name)
 
 
-def _metadata(source, crs, transform, shape, nodata, num_bands, dtype=None, scale_offset_tags=None) -> dict:
+def image_metadata(source, crs, transform, shape, nodata, num_bands, dtype=None, scale_offset_tags=None) -> dict:
+    """A `SpectralImage`'s metadata for a (height, width) `shape` grid at `transform`."""
     bounds = BoundingBox(*array_bounds(shape[0], shape[1], transform)) if transform is not None else None
     return {"source": source, "crs": crs, "transform": transform, "bounds": bounds,
             "nodata": nodata, "band_mask": [True] * num_bands, "dtype": dtype,
             "scale_offset_tags": scale_offset_tags or {}}
 
 
-def _scale_offset_tags(dataset, names) -> dict:
-    """{band: (scale, offset)} of the bands whose GeoTIFF scale/offset tags are not the neutral (1, 0)."""
-    return {band: (float(scale), float(offset)) for band, scale, offset in zip(names, dataset.scales, dataset.offsets)
-            if (scale, offset) != (1.0, 0.0)}
+def open_raster(path: str):
+    """Open a GeoTIFF or JPEG2000 file (driver from the extension); an unreadable file is a ValueError naming it."""
+    try:
+        return rasterio.open(path, driver=_DRIVERS.get(os.path.splitext(path)[1].lower()))
+    except RasterioError as err:
+        kind = "JPEG2000" if path.lower().endswith(".jp2") else "GeoTIFF"
+        raise ValueError(f"cannot read {path}: not a readable {kind} ({err})") from err
+
+
+def read_pixels(dataset, path: str, indexes=None, window=None, **read_options) -> np.ndarray:
+    """`dataset.read(indexes, window=window, ...)` (a window or, with `out_shape`, a decimated read); a truncated or
+    corrupt file is a ValueError naming `path`."""
+    try:
+        return dataset.read(indexes, window=window, **read_options)
+    except RasterioError as err:
+        raise ValueError(f"cannot read the pixels of {path}: the file is truncated or corrupt ({err})") from err
+
+
+@dataclass(frozen=True)
+class RasterHeader:
+    """What a raster file's header says (no pixels read): band `count`, `height` x `width` pixels, `crs`,
+    `transform`, `dtype` (of the first band), declared `nodata`, band `descriptions`, GeoTIFF `scales`/`offsets`."""
+
+    path: str
+    count: int
+    height: int
+    width: int
+    crs: object
+    transform: object
+    dtype: str
+    nodata: float | None
+    descriptions: tuple
+    scales: tuple
+    offsets: tuple
+
+    def band_names(self, band_names=None) -> list[str]:
+        """Canonical names of the bands: `band_names` (one per band) when given, else from the band descriptions,
+        a single band's file name or the band count (KNOWN_LAYOUTS)."""
+        if band_names is not None:
+            names = canonical_band_names(band_names)
+            if len(names) != self.count:
+                raise ValueError(f"band_names has {len(names)} names but {self.path} has {self.count} bands")
+            return names
+        if all(self.descriptions):
+            try:
+                return canonical_band_names([d.split()[0] for d in self.descriptions],
+                                            argument=f"band descriptions of {self.path}")
+            except ValueError:
+                pass
+        parsed = parse_band_file_name(self.path)
+        if self.count == 1 and parsed is not None:
+            return [parsed.band]
+        if self.count in KNOWN_LAYOUTS:
+            return list(KNOWN_LAYOUTS[self.count])
+        raise ValueError(f"{self.path} has {self.count} bands without Sentinel-2 band descriptions, which is not a "
+                         "known layout (12 = SpectralGPT order, 13 = EuroSAT order); pass band_names=[...]")
+
+    def scale_offset_tags(self, names) -> dict:
+        """{band: (scale, offset)} of the bands (named `names`) whose tags are not the neutral (1, 0)."""
+        return {band: (float(scale), float(offset)) for band, scale, offset in zip(names, self.scales, self.offsets)
+                if (scale, offset) != (1.0, 0.0)}
+
+    def check_single_band(self, band: str) -> None:
+        """A band folder's file holds one band."""
+        if self.count != 1:
+            raise ValueError(f"{self.path} should hold the single band {band} but has {self.count} bands")
+
+
+def header_of(dataset, path: str) -> RasterHeader:
+    """The `RasterHeader` of an open dataset."""
+    return RasterHeader(path, dataset.count, dataset.height, dataset.width, dataset.crs, dataset.transform,
+                        dataset.dtypes[0], dataset.nodata, tuple(dataset.descriptions), tuple(dataset.scales),
+                        tuple(dataset.offsets))
+
+
+def read_header(path) -> RasterHeader:
+    """The header of one raster file (no pixels read); an unreadable file is a ValueError naming it."""
+    path = os.fspath(path)
+    with rasterio.Env(**GDAL_OPTIONS), open_raster(path) as dataset:
+        return header_of(dataset, path)
 
 
 def read_scale_offset_tags(source) -> dict:
     """The GeoTIFF scale/offset tags of a file, band folder, SAFE product or `<dir>/<patch>` prefix, by band
     (headers only; bands with the neutral (1, 0) are left out)."""
-    path = os.fspath(source)
-    with rasterio.Env(**_GDAL_OPTIONS):
-        files, multiband = band_sources(path)
-        if multiband is not None:
-            with _open(multiband) as dataset:
-                return _scale_offset_tags(dataset, _names_from_file(multiband, dataset))
-        tags = {}
-        for band, file in files.items():
-            with _open_band_file(file) as dataset:
-                tags.update(_scale_offset_tags(dataset, [band]))
-        return tags
+    layout = detect_layout(source)
+    if layout.kind == "file":
+        header = read_header(layout.path)
+        return header.scale_offset_tags(header.band_names())
+    tags = {}
+    for band, file in layout.files.items():
+        tags.update(read_header(file).scale_offset_tags([band]))
+    return tags
 
 
 def read_image(source, band_names=None, resampling: str = "bilinear", select_bands=None):
@@ -135,7 +182,7 @@ def read_image(source, band_names=None, resampling: str = "bilinear", select_ban
       (one of RESAMPLING_METHODS).
     select_bands: for patch folders, read only these bands (the others are not opened).
     """
-    method = _resampling(resampling)
+    method = resampling_method(resampling)
     if isinstance(source, SpectralImage):
         return source
     if isinstance(source, (list, tuple)):
@@ -154,11 +201,11 @@ def read_image(source, band_names=None, resampling: str = "bilinear", select_ban
         if os.path.isdir(path) and band_names is not None:
             raise ValueError(f"band_names= names the channels of an array or multi-band file, but {path} "
                              "is a band folder whose file names give the bands; use select_bands= instead")
-        with rasterio.Env(**_GDAL_OPTIONS):
-            files, multiband = band_sources(path, select_bands)
-            if multiband is not None:
-                return _read_multiband_file(multiband, band_names)
-            return _read_band_files(path, files, method)
+        layout = detect_layout(path, select_bands)
+        with rasterio.Env(**GDAL_OPTIONS):
+            if layout.kind == "file":
+                return _read_multiband_file(layout.path, band_names)
+            return _read_band_files(path, layout.files, method)
     raise TypeError(f"cannot read an image from a {type(source).__name__}; pass a GeoTIFF path, a band folder, "
                     "a numpy array or a torch tensor")
 
@@ -185,168 +232,19 @@ def _from_array(array: np.ndarray, band_names, dtype=None) -> SpectralImage:
                              "layout (12 = SpectralGPT order, 13 = EuroSAT order); pass band_names=[...]")
         names = list(KNOWN_LAYOUTS[array.shape[0]])
     data = np.ascontiguousarray(array, dtype=np.float32)
-    return SpectralImage(data, names, _metadata(None, None, None, data.shape[1:], None, len(names), dtype))
-
-
-def _open(path: str, driver=None):
-    try:
-        return rasterio.open(path, driver=driver)
-    except RasterioError as err:
-        kind = "JPEG2000" if path.lower().endswith(".jp2") else "GeoTIFF"
-        raise ValueError(f"cannot read {path}: not a readable {kind} ({err})") from err
-
-
-def _open_band_file(path: str):
-    return _open(path, driver="JP2OpenJPEG" if path.lower().endswith(".jp2") else "GTiff")
-
-
-def _read_all(dataset, path: str, indexes=None, window=None) -> np.ndarray:
-    try:
-        return dataset.read(indexes, window=window)
-    except RasterioError as err:
-        raise ValueError(f"cannot read the pixels of {path}: the file is truncated or corrupt ({err})") from err
+    return SpectralImage(data, names, image_metadata(None, None, None, data.shape[1:], None, len(names), dtype))
 
 
 def _read_multiband_file(path: str, band_names) -> SpectralImage:
-    with _open(path) as dataset:
-        count = dataset.count
-        if band_names is not None:
-            names = canonical_band_names(band_names)
-            if len(names) != count:
-                raise ValueError(f"band_names has {len(names)} names but {path} has {count} bands")
-        else:
-            names = _names_from_file(path, dataset)
-        raw = _read_all(dataset, path)
-        data = raw.astype(np.float32, copy=False)
-        crs, transform, nodata = dataset.crs, dataset.transform, dataset.nodata
-        tags = _scale_offset_tags(dataset, names)
-    return SpectralImage(data, names, _metadata(path, crs, transform, data.shape[1:], nodata, len(names),
-                                                raw.dtype.name, tags))
+    with open_raster(path) as dataset:
+        header = header_of(dataset, path)
+        names = header.band_names(band_names)
+        data = read_pixels(dataset, path).astype(np.float32, copy=False)
+    return SpectralImage(data, names, image_metadata(path, header.crs, header.transform, data.shape[1:], header.nodata,
+                                                     len(names), header.dtype, header.scale_offset_tags(names)))
 
 
-def _names_from_file(path: str, dataset) -> list[str]:
-    descriptions = dataset.descriptions
-    if all(descriptions):
-        try:
-            return canonical_band_names([d.split()[0] for d in descriptions], argument=f"band descriptions of {path}")
-        except ValueError:
-            pass
-    if dataset.count == 1:
-        match = _BAND_FILE_RE.match(os.path.splitext(os.path.basename(path))[0])
-        if match is not None:
-            return [canonical_band_name(match.group("band"))]
-    if dataset.count in KNOWN_LAYOUTS:
-        return list(KNOWN_LAYOUTS[dataset.count])
-    raise ValueError(f"{path} has {dataset.count} bands without Sentinel-2 band descriptions, which is not a known "
-                     "layout (12 = SpectralGPT order, 13 = EuroSAT order); pass band_names=[...]")
-
-
-def _band_file(name: str):
-    """(prefix, canonical band, resolution in m or None) of a band file name, or None."""
-    stem, extension = os.path.splitext(name)
-    if extension.lower() not in RASTER_EXTENSIONS:
-        return None
-    match = _BAND_FILE_RE.match(stem)
-    if match is None:
-        return None
-    try:
-        band = canonical_band_name(match.group("band"))
-    except ValueError:
-        return None
-    resolution = match.group("resolution")
-    return match.group("prefix"), band, int(resolution) if resolution else None
-
-
-def _select(found: dict, select_bands, where: str) -> dict:
-    if not found:
-        raise ValueError(f"{where}: no band files found (expected GeoTIFFs or JPEG2000s named like B02.tif, B2.tif, "
-                         "<patch>_B02.tif or T33UUU_20170216T102101_B02.jp2, or a Sentinel-2 .SAFE product)")
-    if select_bands is None:
-        return found
-    wanted = set(canonical_band_names(select_bands, argument="select_bands"))
-    return {band: path for band, path in found.items() if band in wanted}
-
-
-def _band_files_in(folder: str, select_bands) -> dict:
-    safe = safe_band_files(folder)
-    if safe is not None:
-        return _select(safe, select_bands, folder)
-    by_prefix: dict[str, dict[str, str]] = {}
-    for name in sorted(os.listdir(folder)):
-        parsed = _band_file(name)
-        if parsed is not None:
-            by_prefix.setdefault(parsed[0], {})[parsed[1]] = os.path.join(folder, name)
-    if len(by_prefix) > 1:
-        raise ValueError(f"{folder} holds band files of {len(by_prefix)} patches ({', '.join(sorted(by_prefix))}); "
-                         "pass one patch as the path prefix <folder>/<patch>")
-    return _select(next(iter(by_prefix.values()), {}), select_bands, folder)
-
-
-def _band_files_with_prefix(prefix: str, select_bands) -> dict:
-    folder, patch = os.path.split(prefix)
-    if not os.path.isdir(folder or "."):
-        return {}
-    found = {}
-    for name in os.listdir(folder or "."):
-        parsed = _band_file(name)
-        if parsed is not None and parsed[0] == patch:
-            found[parsed[1]] = os.path.join(folder, name)
-    return _select(found, select_bands, prefix) if found else {}
-
-
-def safe_band_files(path: str) -> dict | None:
-    """{band: file} of a Sentinel-2 SAFE product, or None when `path` is not part of one.
-
-    `path` is the `.SAFE` folder (one granule), a granule folder, its `IMG_DATA` folder, or one of a Level-2A
-    product's `IMG_DATA/R10m`, `R20m`, `R60m` folders (that resolution only). Level-1C files are named
-    `T33UUU_20170216T102101_B02.jp2`, Level-2A files `T21JUK_20231217T135659_B02_10m.jp2`; where a band exists
-    at several resolutions the finest is taken. B10 (cirrus, not among SpectralGPT's bands) is dropped.
-    """
-    path = os.path.normpath(path)
-    if path.upper().endswith(".SAFE") or os.path.isdir(os.path.join(path, "GRANULE")):
-        img_data = sorted(glob.glob(os.path.join(glob.escape(path), "GRANULE", "*", "IMG_DATA")))
-        if not img_data:
-            raise ValueError(f"{path}: a SAFE product without GRANULE/<granule>/IMG_DATA")
-        if len(img_data) > 1:
-            raise ValueError(f"{path} holds {len(img_data)} granules; pass one granule's IMG_DATA folder "
-                             f"(e.g. {img_data[0]})")
-        path = img_data[0]
-    elif os.path.isdir(os.path.join(path, "IMG_DATA")):
-        path = os.path.join(path, "IMG_DATA")
-    name = os.path.basename(path)
-    if name == "IMG_DATA":
-        folders = [os.path.join(path, r) for r in ("R10m", "R20m", "R60m") if os.path.isdir(os.path.join(path, r))]
-        folders = folders or [path]
-    elif _SAFE_RESOLUTION_FOLDER_RE.match(name) and os.path.basename(os.path.dirname(path)) == "IMG_DATA":
-        folders = [path]
-    else:
-        return None
-    finest: dict[str, tuple[int, str]] = {}
-    for folder in folders:
-        for file_name in sorted(os.listdir(folder)):
-            parsed = _band_file(file_name)
-            if parsed is None or parsed[1] == "B10":
-                continue
-            resolution = parsed[2] or 0
-            if parsed[1] not in finest or resolution < finest[parsed[1]][0]:
-                finest[parsed[1]] = (resolution, os.path.join(folder, file_name))
-    return {band: file for band, (_, file) in finest.items()}
-
-
-def product_id(source) -> str | None:
-    """The Sentinel-2 product name in a path (the `.SAFE` folder, a Major-TOM product folder, a reBEN patch
-    name), else the file or folder name without extension; None for arrays."""
-    if not isinstance(source, (str, os.PathLike)):
-        return None
-    path = os.path.abspath(os.fspath(source))
-    for part in reversed(path.split(os.sep)):
-        match = PRODUCT_NAME_RE.search(part)
-        if match is not None:
-            return match.group(0)
-    return os.path.splitext(os.path.basename(path))[0]
-
-
-def _aligned_factor(src_transform, src_shape, dst_transform, dst_shape):
+def aligned_factor(src_transform, src_shape, dst_transform, dst_shape):
     """Integer upsampling factor when the source grid is the destination grid coarsened by it, else None."""
     if src_transform.b != 0 or src_transform.d != 0 or dst_transform.b != 0 or dst_transform.d != 0:
         return None
@@ -372,7 +270,7 @@ def _to_grid(band: np.ndarray, src_transform, src_crs, dst_transform, dst_crs, d
     value; pixels it cannot fill become NaN (no-data).
     """
     if src_crs == dst_crs and nodata is None and method in (Resampling.bilinear, Resampling.nearest):
-        factor = _aligned_factor(src_transform, band.shape, dst_transform, dst_shape)
+        factor = aligned_factor(src_transform, band.shape, dst_transform, dst_shape)
         if factor is not None:
             if method == Resampling.nearest:
                 return np.repeat(np.repeat(band, factor, axis=0), factor, axis=1)
@@ -386,34 +284,29 @@ def _to_grid(band: np.ndarray, src_transform, src_crs, dst_transform, dst_crs, d
 
 
 def _read_band_files(where: str, files: dict, method: Resampling) -> SpectralImage:
-    bands, dtypes, tags = {}, {}, {}
+    bands, headers, tags = {}, {}, {}
     for band, path in files.items():
-        with _open_band_file(path) as dataset:
-            if dataset.count != 1:
-                raise ValueError(f"{path} should hold the single band {band} but has {dataset.count} bands")
-            raw = _read_all(dataset, path, 1)
-            bands[band] = (raw.astype(np.float32, copy=False), dataset.transform, dataset.crs, dataset.nodata)
-            dtypes[band] = raw.dtype.name
-            tags.update(_scale_offset_tags(dataset, [band]))
+        with open_raster(path) as dataset:
+            headers[band] = header = header_of(dataset, path)
+            header.check_single_band(band)
+            bands[band] = read_pixels(dataset, path, 1).astype(np.float32, copy=False)
+            tags.update(header.scale_offset_tags([band]))
     if not bands:
         raise ValueError(f"{where}: none of the requested bands has a file")
     # The reference grid is the finest band's (10 m); ties go to the canonical order.
     names = [band for band in CANONICAL_BANDS if band in bands]
-    reference = min(names, key=lambda band: abs(bands[band][1].a))
-    _, ref_transform, ref_crs, ref_nodata = bands[reference]
-    ref_shape = bands[reference][0].shape
+    ref = headers[min(names, key=lambda band: abs(headers[band].transform.a))]
+    ref_shape = (ref.height, ref.width)
     data = np.empty((len(names), *ref_shape), dtype=np.float32)
     for index, band in enumerate(names):
-        array, transform, crs, nodata = bands[band]
-        if array.shape == ref_shape and transform.almost_equals(ref_transform) and crs == ref_crs:
-            data[index] = array
+        header = headers[band]
+        if bands[band].shape == ref_shape and header.transform.almost_equals(ref.transform) and header.crs == ref.crs:
+            data[index] = bands[band]
         else:
-            data[index] = _to_grid(array, transform, crs, ref_transform, ref_crs, ref_shape, method, nodata)
-    return SpectralImage(data, names, _metadata(where, ref_crs, ref_transform, ref_shape, ref_nodata, len(names),
-                                                dtypes[reference], tags))
-
-
-NOMINAL_PIXEL_SIZE_M = 10.0  # the finest Sentinel-2 grid, which every reader here resamples to
+            data[index] = _to_grid(bands[band], header.transform, header.crs, ref.transform, ref.crs, ref_shape,
+                                   method, header.nodata)
+    return SpectralImage(data, names, image_metadata(where, ref.crs, ref.transform, ref_shape, ref.nodata, len(names),
+                                                     ref.dtype, tags))
 
 
 def ground_extent(height: int, width: int, transform=None, crs=None) -> tuple[float, float]:
@@ -426,19 +319,10 @@ def ground_extent(height: int, width: int, transform=None, crs=None) -> tuple[fl
     return height * NOMINAL_PIXEL_SIZE_M, width * NOMINAL_PIXEL_SIZE_M
 
 
-def band_sources(source, select_bands=None) -> tuple[dict, str | None]:
-    """({band: file} of a band folder / SAFE product / path prefix, None) or ({}, path) for a multi-band file."""
-    path = os.fspath(source)
-    if os.path.isdir(path):
-        return _band_files_in(path, select_bands), None
-    if os.path.isfile(path):
-        return {}, path
-    prefixed = _band_files_with_prefix(path, select_bands)
-    if prefixed:
-        return prefixed, None
-    raise FileNotFoundError(f"no such image file or band folder: {path}")
-
-
-__all__ = ["SpectralImage", "read_image", "read_scale_offset_tags", "safe_band_files", "product_id",
-           "ground_extent", "canonical_band_name", "canonical_band_names", "CANONICAL_BANDS", "SPECTRALGPT_BANDS",
-           "EUROSAT_FILE_ORDER", "KNOWN_LAYOUTS", "RESAMPLING_METHODS"]
+__all__ = ["SpectralImage", "RasterHeader", "read_image", "read_header", "header_of", "read_scale_offset_tags",
+           "open_raster", "read_pixels", "resampling_method", "aligned_factor", "image_metadata", "ground_extent",
+           "GDAL_OPTIONS", "RESAMPLING_METHODS", "NOMINAL_PIXEL_SIZE_M",
+           # names and layouts, from sentinel2_bands
+           "CANONICAL_BANDS", "SPECTRALGPT_BANDS", "EUROSAT_FILE_ORDER", "KNOWN_LAYOUTS", "RASTER_EXTENSIONS",
+           "LAYOUTS", "PRODUCT_NAME_RE", "BandFile", "SourceLayout", "canonical_band_name", "canonical_band_names",
+           "parse_band_file_name", "detect_layout", "is_safe_product", "safe_band_files", "product_id"]

@@ -8,7 +8,6 @@ import importlib.util
 import json
 import logging
 import os
-import re
 import warnings
 from contextlib import contextmanager
 
@@ -18,6 +17,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 from ..configuration_spectral_llava import SpectralGPTConfig, SpectralLlavaConfig, num_visual_tokens
 from .convert_spectralgpt import load_spectralgpt_checkpoint
 from spectral_llava.utils.fileio import write_dir_atomically
+from spectral_llava.utils.hub import is_hub_id
 from .model_card import RANDOM_TOWER
 from ..modeling_spectral_llava import SpectralLlavaForConditionalGeneration
 from ..modeling_spectralgpt import SpectralGPTVisionModel
@@ -32,7 +32,6 @@ CHATML_TOKENS = ["<|im_start|>", "<|im_end|>"]  # added when the LLM has no chat
 # pad token for an LLM without one (Llama-3): a reserved special token the model never produces, else eos
 PAD_CANDIDATES = ["<|finetune_right_pad_id|>", "<|reserved_special_token_0|>"]
 LLM_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 AUTO_MAP = {
     "AutoConfig": "configuration_spectral_llava.SpectralLlavaConfig",
     "AutoModel": "modeling_spectral_llava.SpectralLlavaModel",
@@ -93,11 +92,6 @@ def smollm2_dir():
 
 class HubAccessError(FileNotFoundError):
     """A Hugging Face Hub repo that cannot be read from here; the message says what to do."""
-
-
-def is_hub_id(spec) -> bool:
-    """`ORG/NAME` that is not an existing local path."""
-    return isinstance(spec, str) and HUB_ID.fullmatch(spec) is not None and not os.path.exists(spec)
 
 
 def _hub_cause(err):

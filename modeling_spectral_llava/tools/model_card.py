@@ -19,6 +19,8 @@ metadata lists only the Hub datasets of `training`, i.e. the data this model was
 import json
 import os
 
+from spectral_llava.utils.hub import is_hub_id
+
 from ..configuration_spectral_llava import num_visual_tokens
 
 TEMPLATE_PATH = os.path.join(os.path.dirname(__file__), "model_card_template.md")
@@ -34,10 +36,6 @@ def read_provenance(model_dir) -> dict:
         return {}
     with open(path, encoding="utf-8") as f:
         return json.load(f)
-
-
-def _is_hub_id(name: str) -> bool:
-    return name.count("/") == 1 and not os.path.exists(name)
 
 
 ALIGNMENT_TEXT = {"class-labels": "class-label text", "scene-description": "scene descriptions"}
@@ -108,7 +106,7 @@ def render_model_card(config, provenance=None, evaluation=None):
     with open(TEMPLATE_PATH) as f:
         template = f.read()
     return template.format(
-        base_model="base_model:\n- " + base_model + "\n" if _is_hub_id(base_model) else "",
+        base_model="base_model:\n- " + base_model + "\n" if is_hub_id(base_model) else "",
         datasets="datasets:\n" + "".join(f"- {name}\n" for name in hub_datasets) if hub_datasets else "",
         vision_source=vision_source,
         llm_source=llm_source,

@@ -6,22 +6,17 @@ from pathlib import Path
 
 import numpy as np
 
+from spectral_llava.processing.rendering import TRUE_COLOUR, stretch_rgb
 from spectral_llava.utils.fileio import write_file_atomically
 
 NO_LABEL = "(no label)"
-RGB_BANDS = ("B04", "B03", "B02")
 
 
 def quicklook(reader, max_size: int = 1024) -> np.ndarray:
-    """(h, w, 3) float RGB in 0..1 of the scene: B04/B03/B02 block-averaged, stretched between the 2nd and 98th
-    percentiles of the valid pixels of all three bands, gamma 1/1.8; no-data black."""
-    rgb = reader.read_overview(RGB_BANDS, max_size)
-    valid = np.isfinite(rgb) & (rgb > 0)
-    if valid.any():
-        low, high = np.percentile(rgb[valid], [2, 98])
-        rgb = np.clip((rgb - low) / max(high - low, 1e-6), 0, 1) ** (1 / 1.8)
-    rgb = np.where(valid, rgb, 0.0)
-    return np.moveaxis(rgb, 0, -1)
+    """(h, w, 3) uint8 RGB of the scene: B04/B03/B02 block-averaged, stretched between the 2nd and 98th percentiles
+    of the valid pixels of all three bands, gamma 1.8; no-data black."""
+    rgb = reader.read_overview(TRUE_COLOUR, max_size)
+    return stretch_rgb(rgb, np.isfinite(rgb) & (rgb > 0), gamma=1.8)
 
 
 def label_colours(labels: list[str]) -> dict:

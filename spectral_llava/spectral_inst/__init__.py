@@ -15,7 +15,7 @@ from .captioners import (HFImageTextCaptioner, LLMCaptioner, TemplateCaptioner, 
 from .dataset import load_build_info, load_patches, load_split, resolve_image_path
 from .geo import COUNTRY_BOUNDS, parse_acquisition_date, season_of
 from .hub import push_dataset
-from .patches import INDEX_DEFINITIONS, THRESHOLDS, process_patch, render_rgb, spectral_summary
+from .patches import INDEX_DEFINITIONS, THRESHOLDS, process_patch, spectral_summary
 from .records import alignment_records, instruction_records
 from .sources import SOURCES, SPLITS, PatchTask, list_eurosat, load_reben_metadata, stratified_split
 
@@ -24,5 +24,5 @@ __all__ = [
     "LLMCaptioner", "PatchTask", "TemplateCaptioner", "alignment_records", "build_dataset", "instruction_records",
     "list_eurosat", "llm_messages", "load_build_info", "load_patches", "load_reben_metadata", "load_split",
     "make_captioner", "metadata_facts", "metadata_prompt", "parse_acquisition_date", "process_patch", "push_dataset",
-    "render_rgb", "resolve_image_path", "season_of", "spectral_summary", "stratified_split", "trim_to_sentence",
+    "resolve_image_path", "season_of", "spectral_summary", "stratified_split", "trim_to_sentence",
 ]

@@ -22,11 +22,12 @@ from pathlib import Path
 from spectral_llava.utils.fileio import atomic_write_json, atomic_write_text, replace_dir
 from spectral_llava.processing.options import RadiometryOptions
 from spectral_llava.processing.radiometry import radiometry_settings
+from spectral_llava.processing.rendering import RGB_PERCENTILES
 
 from .captioners import caption_all, caption_of, make_captioner
 from .card import dataset_card
 from .hub import push_dataset
-from .patches import INDEX_DEFINITIONS, RGB_PERCENTILES, THRESHOLDS, process_all, read_record
+from .patches import INDEX_DEFINITIONS, THRESHOLDS, process_all, read_record
 from .records import alignment_records, dataset_features, instruction_records
 from .sources import (SOURCES, SPLITS, PatchTask, assign_missing_splits, discover_bigearthnet_v1, discover_eurosat,
                       discover_reben, load_reben_metadata)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from spectral_llava.processing.rendering import TRUE_COLOUR, stretch_rgb
 from spectral_llava.utils.fileio import atomic_write_bytes, atomic_write_json
 
 from .geo import countries_containing, patch_centre_latlon, season_of
@@ -43,7 +44,6 @@ THRESHOLDS = {
     "cloud_flag": "cloud_fraction > 0.1 when the source metadata has no cloud flag",
 }
 FLAG_FRACTION = 0.1
-RGB_PERCENTILES = (2.0, 98.0)  # joint stretch over the three channels, keeps the colour balance
 SUMMARY_BANDS = ("B02", "B03", "B04", "B08", "B11")
 RECORD_VERSION = 1  # bump when the record's content changes, so cached records are recomputed
 
@@ -83,19 +83,6 @@ def spectral_summary(bands: dict[str, np.ndarray], valid: np.ndarray) -> dict[st
         "cloud_fraction": float((bright & ~snow).mean()),
         "valid_fraction": count / valid.size,
     }
-
-
-def render_rgb(red: np.ndarray, green: np.ndarray, blue: np.ndarray, valid: np.ndarray,
-               percentiles: tuple[float, float] = RGB_PERCENTILES) -> np.ndarray:
-    """(H, W, 3) uint8 true-colour image: one 2-98 % percentile stretch shared by B04/B03/B02 (valid pixels)."""
-    stack = np.stack([red, green, blue], axis=-1).astype(np.float32)
-    values = stack[valid]
-    low, high = np.percentile(values, percentiles) if values.size else (0.0, 1.0)
-    if high <= low:
-        high = low + 1e-6
-    scaled = np.clip((stack - low) / (high - low), 0.0, 1.0) * 255.0
-    scaled[~valid] = 0.0
-    return np.round(scaled).astype(np.uint8)
 
 
 def record_path(output_dir: str | os.PathLike, patch_id: str) -> Path:
@@ -158,7 +145,7 @@ def process_patch(task: PatchTask, output_dir: str | os.PathLike, radiometry: di
     height, width = valid.shape
     latitude, longitude = patch_centre_latlon(metadata["crs"], metadata["transform"], height, width)
     rgb_path = rgb_relpath(task)
-    rgb = render_rgb(bands["B04"], bands["B03"], bands["B02"], valid)
+    rgb = stretch_rgb(np.stack([bands[name] for name in TRUE_COLOUR]), valid)
     atomic_write_bytes(output_dir / rgb_path, _png_bytes(Image.fromarray(rgb)))
     snow = task.snow if task.snow is not None else summary["snow_fraction"] > FLAG_FRACTION
     cloud = task.cloud if task.cloud is not None else summary["cloud_fraction"] > FLAG_FRACTION

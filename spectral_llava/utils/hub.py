@@ -1,15 +1,24 @@
-"""The one Hugging Face Hub upload: a model dir (`spectral-llava push`) or a Spectral-Inst build (`--push-to-hub`)."""
+"""The one Hugging Face Hub upload: a model dir (`spectral-llava push`) or a Spectral-Inst build (`--push-to-hub`);
+and the one test of whether a name is a Hub repo id (`is_hub_id`)."""
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 
 logger = logging.getLogger(__name__)
+
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 # never uploaded: hidden files and folders (editor/OS state, the builder's .work cache, temporary files of atomic
 # writes); fnmatch's `*` also matches `/`, so ".*" covers everything under a hidden top-level folder
 IGNORE_PATTERNS = [".*", "**/.*", "*.tmp", "**/*.tmp"]
+
+
+def is_hub_id(spec) -> bool:
+    """`ORG/NAME` that is not an existing local path."""
+    return isinstance(spec, str) and HUB_ID.fullmatch(spec) is not None and not os.path.exists(spec)
 
 
 def files_to_upload(folder: str | os.PathLike) -> list[tuple[str, int]]:

@@ -2,8 +2,8 @@
 
 Everything comes from the model's own image processor (`return_metadata=True`: bands read, band mask, CRS,
 bounds and, when the processor reports it, the radiometric handling) and from the raster headers (native pixel
-size of each band file). Renderings stretch each raw band from its 2nd to its 98th percentile, so a radiometric
-offset or scale does not change them.
+size of each band file the reader reads). Renderings (`processing.rendering.stretch_rgb`) stretch each raw band
+from its 2nd to its 98th percentile, so a radiometric offset or scale does not change them.
 """
 
 from __future__ import annotations
@@ -13,18 +13,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import rasterio
 from affine import Affine
 from rasterio.warp import transform_bounds
 
 from spectral_llava.processing.image_processing_spectral_llava import footprint_ratio
+from spectral_llava.processing.rendering import FALSE_COLOUR, TRUE_COLOUR, stretch_rgb
 from spectral_llava.processing.scene_reader import SceneReader
-from spectral_llava.processing.sentinel2_io import NOMINAL_PIXEL_SIZE_M, SPECTRALGPT_BANDS, ground_extent, read_image
+from spectral_llava.processing.sentinel2_io import (NOMINAL_PIXEL_SIZE_M, SPECTRALGPT_BANDS, ground_extent, read_header,
+                                                   read_image)
 
-from .inputs import band_of, raster_files
+from .inputs import image_files
 
-TRUE_COLOUR = ("B04", "B03", "B02")
-FALSE_COLOUR = ("B08", "B04", "B03")
 DISPLAY_MIN_PX = 256  # small patches are enlarged (nearest) so that their pixels stay visible
 DISPLAY_MAX_PX = 768  # large scenes are decimated for the page
 
@@ -61,19 +60,6 @@ class InputReport:
         return max(self.extent_m) / (self.tile_px * NOMINAL_PIXEL_SIZE_M)
 
 
-def stretch(bands: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """(3, H, W) values -> (H, W, 3) uint8, each channel stretched from its 2nd to its 98th percentile over the
-    valid pixels (no-data stays black)."""
-    rgb = np.zeros((*bands.shape[1:], 3), dtype=np.uint8)
-    if not valid.any():
-        return rgb
-    for index, band in enumerate(bands):
-        low, high = np.percentile(band[valid], [2, 98])
-        rgb[..., index] = (np.clip((band - low) / max(high - low, 1e-6), 0, 1) * 255).astype(np.uint8)
-    rgb[~valid] = 0
-    return rgb
-
-
 def for_display(rgb: np.ndarray) -> np.ndarray:
     longest = max(rgb.shape[:2])
     if longest < DISPLAY_MIN_PX:
@@ -90,9 +76,8 @@ def composite(image, names: tuple[str, str, str]) -> np.ndarray | None:
     channel = {band: index for index, band in enumerate(image.band_names)}
     if any(band not in channel for band in names):
         return None
-    bands = np.stack([image.data[channel[band]] for band in names]).astype(np.float32)
-    valid = np.all(np.isfinite(bands) & (bands != 0), axis=0)
-    return stretch(np.nan_to_num(bands), valid)
+    bands = np.stack([image.data[channel[band]] for band in names])
+    return stretch_rgb(bands, np.all(np.isfinite(bands) & (bands != 0), axis=0), per_band=True)
 
 
 def quicklook(rgb: np.ndarray, transform, crs) -> tuple | None:
@@ -104,20 +89,9 @@ def quicklook(rgb: np.ndarray, transform, crs) -> tuple | None:
 
 
 def native_pixel_sizes(source: Path) -> dict[str, float]:
-    """Native pixel size of each band (finest when a band exists at several resolutions, as in SAFE L2A)."""
-    files = raster_files(source)
-    sizes: dict[str, float] = {}
-    if len(files) == 1 and source.is_file():
-        with rasterio.open(files[0]) as dataset:
-            return {"*": abs(dataset.transform.a)}
-    for path in files:
-        band = band_of(path.name)
-        if band is None:
-            continue
-        with rasterio.open(path) as dataset:
-            size = abs(dataset.transform.a)
-        sizes[band] = min(size, sizes.get(band, math.inf))
-    return sizes
+    """Native pixel size of each band file the reader reads (the finest copy of a band in a SAFE product);
+    {"*": size} for one multi-band file. Headers only."""
+    return {band: abs(read_header(path).transform.a) for band, path in image_files(source).items()}
 
 
 def _pixel_label(size: float, geographic: bool) -> str:

@@ -19,14 +19,11 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-import rasterio
-from rasterio.errors import RasterioError
+from spectral_llava.processing.sentinel2_io import (RASTER_EXTENSIONS, detect_layout, is_safe_product,
+                                                   parse_band_file_name, read_header)
 
 REPO_DATA = Path(__file__).resolve().parents[2] / "tests" / "data"
-IMAGE_EXTENSIONS = (".tif", ".tiff", ".jp2")
 ZIP_EXTENSION = ".zip"
-# A band file's stem ends in its band name, optionally followed by the SAFE L2A resolution suffix (`_10m`).
-BAND_STEM_RE = re.compile(r"(?:^|[_\-.])(B\d{1,2}A?)(?:_\d{2}m)?$", re.IGNORECASE)
 
 # Shipped samples (repository sample data, see tests/data/README.md): label -> path relative to tests/data.
 SAMPLES = {
@@ -61,15 +58,6 @@ def available_samples(data_root: Path = REPO_DATA) -> dict[str, Path]:
     return {label: data_root / relative for label, relative in SAMPLES.items() if (data_root / relative).exists()}
 
 
-def band_of(filename: str) -> str | None:
-    """The band name a single-band file's name ends in (`B02`, `B8A`), or None."""
-    stem, extension = os.path.splitext(os.path.basename(filename))
-    if extension.lower() not in IMAGE_EXTENSIONS:
-        return None
-    match = BAND_STEM_RE.search(stem)
-    return match.group(1).upper() if match else None
-
-
 def new_work_dir(root: str | os.PathLike, max_age_s: float = 6 * 3600) -> Path:
     """A fresh folder for one input under `root`; folders older than `max_age_s` are removed first."""
     root = Path(root)
@@ -93,7 +81,7 @@ def resolve_upload(files, work_root: str | os.PathLike, limits: InputLimits = In
         if not path.is_file():
             raise InputError(f"{path.name}: the upload is missing on the server; upload it again")
     zips = [p for p in paths if p.suffix.lower() == ZIP_EXTENSION]
-    unknown = [p.name for p in paths if p.suffix.lower() not in IMAGE_EXTENSIONS + (ZIP_EXTENSION,)]
+    unknown = [p.name for p in paths if p.suffix.lower() not in RASTER_EXTENSIONS + (ZIP_EXTENSION,)]
     if unknown:
         raise InputError(f"unknown format: {', '.join(unknown)}; expected a GeoTIFF (.tif/.tiff), JPEG2000 band "
                          "files (.jp2) or a .zip of a patch folder or SAFE product")
@@ -112,21 +100,24 @@ def resolve_upload(files, work_root: str | os.PathLike, limits: InputLimits = In
 
 
 def gather_band_files(paths: list[Path], work_dir: Path) -> Path:
-    """Copy several single-band files into one folder, which the reader then treats as a patch folder; the folder is
-    named after the files' common prefix (`<patch>` of `<patch>_B02.tif`), else `bands`."""
-    prefixes = {BAND_STEM_RE.split(path.stem)[0].rstrip("_-.") for path in paths}
+    """Copy several single-band files into one folder, which the reader then treats as a band folder; the folder is
+    named after the files' common prefix (`<patch>` of `<patch>_B02.tif`), else `bands`. Band names are read as the
+    reader reads them (`parse_band_file_name`: B2.tif and B02.tif are both B02)."""
+    seen: dict[str, str] = {}
+    prefixes = set()
+    for path in paths:
+        parsed = parse_band_file_name(path.name)
+        if parsed is None:
+            raise InputError(f"{path.name}: several files were uploaded, so each must be one band named like "
+                             "B02.tif, <patch>_B8A.tif or T33UUU_20170216T102101_B02.jp2")
+        if parsed.band in seen:
+            raise InputError(f"band {parsed.band} uploaded twice: {seen[parsed.band]} and {path.name}")
+        seen[parsed.band] = path.name
+        prefixes.add(parsed.prefix)
     prefix = prefixes.pop() if len(prefixes) == 1 else ""
     folder = work_dir / (prefix or "bands")
     folder.mkdir()
-    seen: dict[str, str] = {}
     for path in paths:
-        band = band_of(path.name)
-        if band is None:
-            raise InputError(f"{path.name}: several files were uploaded, so each must be one band named like "
-                             "B02.tif, <patch>_B8A.tif or T33UUU_20170216T102101_B02.jp2")
-        if band in seen:
-            raise InputError(f"band {band} uploaded twice: {seen[band]} and {path.name}")
-        seen[band] = path.name
         shutil.copyfile(path, folder / path.name)
     return folder
 
@@ -181,17 +172,17 @@ def safe_extract_zip(archive: Path, destination: Path, limits: InputLimits = Inp
 def find_image(folder: Path, archive_name: str) -> Path:
     """The one image inside an unpacked zip: a SAFE product (a `.SAFE` folder or the folder holding `GRANULE`), else
     one granule's `IMG_DATA` folder, else the one folder holding band files, else the one GeoTIFF."""
-    products = sorted({p for p in folder.rglob("*.SAFE") if p.is_dir()}
-                      | {p.parent for p in folder.rglob("GRANULE") if p.is_dir()})
+    folders = [folder, *sorted(p for p in folder.rglob("*") if p.is_dir())]
+    products = [p for p in folders if is_safe_product(p)]
     if len(products) > 1:
         raise InputError(f"{archive_name} holds {len(products)} SAFE products; zip one product")
     if products:
         return products[0]
-    img_data = sorted(p for p in folder.rglob("IMG_DATA") if p.is_dir())
+    img_data = [p for p in folders if p.name == "IMG_DATA"]
     if len(img_data) == 1:
         return img_data[0]
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-    band_folders = sorted({p.parent for p in files if band_of(p.name)})
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in RASTER_EXTENSIONS)
+    band_folders = sorted({p.parent for p in files if parse_band_file_name(p.name)})
     if len(band_folders) == 1:
         return band_folders[0]
     if len(band_folders) > 1:
@@ -205,23 +196,26 @@ def find_image(folder: Path, archive_name: str) -> Path:
     raise InputError(f"{archive_name} holds no GeoTIFF, JPEG2000 band file or SAFE product")
 
 
-def raster_files(source: Path) -> list[Path]:
-    """The raster files an image path consists of (itself, or the rasters under a folder)."""
-    if source.is_file():
-        return [source]
-    return sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+def image_files(source: Path) -> dict[str, Path]:
+    """The raster files the reader reads for an image path ({band: file}; {"*": file} for one multi-band file), from
+    `detect_layout`; a folder the reader cannot read is an InputError with the reader's message."""
+    try:
+        layout = detect_layout(source)
+    except (ValueError, FileNotFoundError) as err:
+        raise InputError(str(err)) from err
+    if layout.kind == "file":
+        return {"*": Path(layout.path)}
+    return {band: Path(file) for band, file in layout.files.items()}
 
 
 def check_size(source: Path, limits: InputLimits) -> None:
     """Refuse an input whose largest raster exceeds `limits.max_scene_pixels` (headers only, no pixels read)."""
-    for path in raster_files(source):
+    for path in image_files(source).values():
         try:
-            with rasterio.open(path) as dataset:
-                pixels = dataset.width * dataset.height
-                size = f"{dataset.width} x {dataset.height}"
-        except RasterioError as err:
-            raise InputError(f"{path.name}: not a readable GeoTIFF or JPEG2000 file ({err})") from err
-        if pixels > limits.max_scene_pixels:
-            raise InputError(f"{path.name} is {size} px, over this server's limit of {limits.max_scene_pixels:,} "
-                             "pixels per band (spectral-llava app --max-scene-pixels); use `spectral-llava map` "
-                             "on the command line for whole scenes")
+            header = read_header(path)
+        except ValueError as err:
+            raise InputError(f"{path.name}: not a readable GeoTIFF or JPEG2000 file ({err.__cause__ or err})") from err
+        if header.width * header.height > limits.max_scene_pixels:
+            raise InputError(f"{path.name} is {header.width} x {header.height} px, over this server's limit of "
+                             f"{limits.max_scene_pixels:,} pixels per band (spectral-llava app --max-scene-pixels); "
+                             "use `spectral-llava map` on the command line for whole scenes")

@@ -95,3 +95,14 @@ def test_a_provenance_without_hyperparameters_still_renders(tiny_model_dir):
     card = render_model_card(config, {"training": [stage]})
     assert (": 200 steps on 80 records of the `train` split of a local Spectral-Inst build (patches from EuroSAT, "
             "reBEN (BigEarthNet v2)).") in card
+
+
+def test_base_model_links_only_a_hub_repo(tiny_model_dir, tmp_path, monkeypatch):
+    """`is_hub_id` (the builder's test) decides: an existing local ORG/NAME folder or a path is no Hub repo."""
+    config = SpectralLlavaConfig.from_pretrained(tiny_model_dir)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "llm").mkdir(parents=True)
+    for local in ("runs/llm", "/models/llm", "a/b/c", "tiny-llama"):
+        assert "base_model:" not in front_matter(render_model_card(config, {"language_model": local})), local
+    front = front_matter(render_model_card(config, {"language_model": "HuggingFaceTB/SmolLM2-135M-Instruct@main"}))
+    assert "base_model:\n- HuggingFaceTB/SmolLM2-135M-Instruct\n" in front

@@ -260,6 +260,7 @@ def test_saved_model_loads_from_its_own_files_in_a_clean_process(tiny_model_dir,
     """Remote code round trip: a process where this repository cannot be imported loads and generates the same."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
+    band_folder = os.path.join(DATA, "bigearthnet-v1", "S2A_MSIL2A_20170613T101031_87_48")
     script = textwrap.dedent(f"""
         import importlib.abc, json, sys, torch
         class Block(importlib.abc.MetaPathFinder):
@@ -267,12 +268,16 @@ def test_saved_model_loads_from_its_own_files_in_a_clean_process(tiny_model_dir,
                 if name.split(".")[0] in ("spectral_llava", "modeling_spectral_llava", "processing", "train"):
                     raise ImportError("the repository must not be importable here: " + name)
         sys.meta_path.insert(0, Block())
-        from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText
+        from transformers import AutoModel, AutoModelForImageTextToText, AutoProcessor
         model = AutoModelForImageTextToText.from_pretrained({tiny_model_dir!r}, trust_remote_code=True).eval()
         base = AutoModel.from_pretrained({tiny_model_dir!r}, trust_remote_code=True)
         inputs = torch.load({str(tmp_path / "inputs.pt")!r})
         with torch.no_grad():
             out = model.generate(**inputs, max_new_tokens=5, do_sample=False)
+        # the processor reads a band folder with the reader's files that travelled with it (sentinel2_io, _bands)
+        processor = AutoProcessor.from_pretrained({tiny_model_dir!r}, trust_remote_code=True)
+        torch.save(processor(images={band_folder!r}, text="<image>", return_tensors="pt")["pixel_values"],
+                   {str(tmp_path / "pixels.pt")!r})
         print(json.dumps({{"module": type(model).__module__, "base": type(base).__name__,
                           "tokens": out[0].tolist()}}))
     """)
@@ -292,3 +297,5 @@ def test_saved_model_loads_from_its_own_files_in_a_clean_process(tiny_model_dir,
     assert loaded["module"].startswith("transformers_modules")
     assert loaded["base"] == "SpectralLlavaModel"
     assert loaded["tokens"] == expected
+    expected_pixels = processor(images=band_folder, text="<image>", return_tensors="pt")["pixel_values"]
+    assert torch.equal(torch.load(tmp_path / "pixels.pt"), expected_pixels)

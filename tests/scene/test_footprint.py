@@ -10,7 +10,8 @@ import sys
 import pytest
 from transformers import pipeline
 
-from scene_data import DATA, MAJOR_TOM
+from sentinel2_samples import MAJOR_TOM
+from testing_utils import DATA
 from spectral_llava.processing.image_processing_spectral_llava import SpectralImageProcessor, footprint_ratio
 
 BEN = os.path.join(DATA, "bigearthnet-v1", "S2A_MSIL2A_20170613T101031_87_48")  # 120 px = 1.2 km

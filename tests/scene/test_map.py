@@ -15,7 +15,8 @@ import torch
 from rasterio.windows import Window
 from rasterio.windows import bounds as window_bounds
 
-from scene_data import DATA, MAJOR_TOM, copy_band, write_safe_l2a
+from sentinel2_samples import MAJOR_TOM, copy_band, write_safe_l2a
+from testing_utils import DATA
 from spectral_llava.processing.scene_reader import SceneReader
 from spectral_llava.processing.sentinel2_io import read_image
 from spectral_llava.scene import map_scene, read_tiles
@@ -161,7 +162,7 @@ def test_map_applies_the_scenes_radiometry_to_every_window_and_records_it(tiny_m
 def test_per_band_offsets_of_a_safe_product_reach_every_window(tiny_map_model, tmp_path):
     """A product whose metadata gives B02 another offset: map's windows carry it like the processor reading the
     product itself (one 120 px tile = the whole scene)."""
-    from scene_data import SAFE_MTD
+    from sentinel2_samples import SAFE_MTD
 
     safe = write_safe_l2a(tmp_path, CROP, with_mtd=False)
     with open(SAFE_MTD, encoding="utf-8") as f:

@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from scene_data import DATA, REPO
+from testing_utils import DATA, REPO
 from spectral_llava.scene import map_scene, read_tiles
 from spectral_llava.scene.outputs import Checkpoints
 

@@ -7,9 +7,10 @@ import pytest
 import rasterio
 from rasterio.warp import transform_bounds
 
+from spectral_llava.processing.rendering import FALSE_COLOUR, TRUE_COLOUR, stretch_rgb
 from spectral_llava.processing.sentinel2_io import read_image
 from spectral_llava.webapp.app import bands_markdown, footprint_markdown, radiometry_markdown
-from spectral_llava.webapp.describe import FALSE_COLOUR, TRUE_COLOUR, composite, describe_input, input_footprint_ratio, stretch
+from spectral_llava.webapp.describe import composite, describe_input, input_footprint_ratio
 
 
 @pytest.fixture(scope="module")
@@ -70,10 +71,11 @@ def test_renderings_stretch_each_band_and_ignore_offsets(image_processor, data):
     channel = {band: index for index, band in enumerate(image.band_names)}
     red = image.data[channel["B04"]]
     low, high = np.percentile(red[np.all(image.data[[channel[b] for b in TRUE_COLOUR]] != 0, axis=0)], [2, 98])
-    np.testing.assert_array_equal(rgb[..., 0], (np.clip((red - low) / (high - low), 0, 1) * 255).astype(np.uint8))
-    shifted = stretch(np.stack([image.data[channel[b]] - 1000 for b in FALSE_COLOUR]),
-                      np.ones(image.data.shape[1:], bool))
-    plain = stretch(np.stack([image.data[channel[b]] for b in FALSE_COLOUR]), np.ones(image.data.shape[1:], bool))
+    np.testing.assert_array_equal(rgb[..., 0], np.round(np.clip((red - low) / (high - low), 0, 1) * 255))
+    shifted = stretch_rgb(np.stack([image.data[channel[b]] - 1000 for b in FALSE_COLOUR]),
+                          np.ones(image.data.shape[1:], bool), per_band=True)
+    plain = stretch_rgb(np.stack([image.data[channel[b]] for b in FALSE_COLOUR]), np.ones(image.data.shape[1:], bool),
+                        per_band=True)
     np.testing.assert_array_equal(shifted, plain)
     report = describe_input(data.forest, image_processor)
     assert report.true_colour.shape[0] >= 256 and report.true_colour.shape[0] % 64 == 0  # enlarged, pixel-exact

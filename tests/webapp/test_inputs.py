@@ -1,5 +1,6 @@
 """Uploads -> one image path: single files, several band files, zips (safely unpacked), size and format limits."""
 
+import shutil
 import stat
 import zipfile
 
@@ -7,18 +8,31 @@ import numpy as np
 import pytest
 
 from spectral_llava.processing.sentinel2_io import read_image
-from spectral_llava.webapp.inputs import (InputError, InputLimits, available_samples, band_of, find_image, resolve_upload,
-                           safe_extract_zip)
+from spectral_llava.webapp.inputs import (InputError, InputLimits, available_samples, find_image, resolve_upload,
+                                          safe_extract_zip)
 
 
-def test_band_of_reads_the_band_from_every_naming():
-    assert band_of("B02.tif") == "B02"
-    assert band_of("S2A_MSIL2A_20170613T101031_87_48_B8A.tif") == "B8A"
-    assert band_of("T21JUK_20231217T135659_B11_20m.jp2") == "B11"
-    assert band_of("T33UUU_20170216T102101_B02.jp2") == "B02"
-    assert band_of("B2.TIF") == "B2"
-    assert band_of("cloud_mask.tif") is None
-    assert band_of("B02.png") is None
+@pytest.mark.parametrize("spellings", [("B1", "B2", "B3", "B8A"), ("B01", "B02", "B03", "B8A"),
+                                       ("b1", "B02", "b03", "b8a")])
+def test_uploaded_band_files_are_named_as_the_reader_names_them(tmp_path, data, spellings):
+    """Band files uploaded as B1/B01/b8a... are read by the reader under the same canonical names, from the same
+    pixels, as the Major-TOM folder they came from."""
+    uploads = tmp_path / "uploads"
+    uploads.mkdir()
+    for spelling, band in zip(spellings, ("B01", "B02", "B03", "B8A")):
+        shutil.copyfile(data.major_tom / f"{band}.tif", uploads / f"{spelling}.tif")
+    source = resolve_upload(sorted(uploads.iterdir()), tmp_path / "work")
+    assert source.name == "bands"
+    image, reference = read_image(str(source)), read_image(str(data.major_tom), select_bands=["B01", "B02", "B03",
+                                                                                               "B8A"])
+    assert image.band_names == reference.band_names == ["B01", "B02", "B03", "B8A"]
+    np.testing.assert_array_equal(image.data, reference.data)
+
+
+def test_one_band_in_two_spellings_is_uploaded_twice(tmp_path, data):
+    shutil.copyfile(data.major_tom / "B02.tif", tmp_path / "B2.tif")
+    with pytest.raises(InputError, match=r"band B02 uploaded twice: B02\.tif and B2\.tif"):
+        resolve_upload([data.major_tom / "B02.tif", tmp_path / "B2.tif"], tmp_path / "work")
 
 
 def test_one_geotiff_is_used_in_place(tmp_path, data):

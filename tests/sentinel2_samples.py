@@ -1,31 +1,25 @@
-"""Scene-mapping test data and fixtures, imported by name (conftest.py re-exports the fixtures): a tiny model dir
-whose answers depend on the image (`testing_utils.save_image_dependent_model`) and real Sentinel-2 scenes."""
+"""Real Sentinel-2 samples and the SAFE products the reader, scene and web-app tests write from them (imported as
+`sentinel2_samples`; tests/ is on sys.path): the shipped crops in tests/data, the full cells in ../shared/data
+(tests that need them skip without), and `write_safe_l2a` / `write_safe_l1c`, which lay real bands out as a
+Level-2A / Level-1C SAFE product in JPEG2000."""
 
 import os
+import shutil
 
-import pytest
-from testing_utils import save_image_dependent_model
+from testing_utils import DATA, REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SHARED = os.path.join(os.path.dirname(REPO), "shared", "data")
 MAJOR_TOM = os.path.join(SHARED, "major-tom-s2l2a", "0U", "0U_199R",
                          "S2A_MSIL2A_20220706T085611_N0400_R007_T33NZA_20220706T153419")
-MAJOR_TOM_N9999 = os.path.join(SHARED, "major-tom-s2l2a", "199U", "199U_1099R",
-                               "S2B_MSIL2A_20200223T032739_N9999_R018_T48QUE_20230924T183543")
-DATA = os.path.join(REPO, "tests", "data")
+MAJOR_TOM_CROP = os.path.join(DATA, "major-tom-s2l2a", "0U", "0U_199R",
+                              "S2A_MSIL2A_20220706T085611_N0400_R007_T33NZA_20220706T153419")
 SAFE_MTD = os.path.join(DATA, "sentinel2-safe-metadata", "MTD_MSIL2A.xml")
-
-
-@pytest.fixture(scope="session")
-def tiny_map_model_dir(tmp_path_factory):
-    return save_image_dependent_model(tmp_path_factory.mktemp("models") / "tiny-map", image_size=32)
-
-
-@pytest.fixture(scope="session")
-def tiny_map_model(tiny_map_model_dir):
-    from spectral_llava.modeling_spectral_llava.tools.loading import load_model_and_processor
-
-    return load_model_and_processor(tiny_map_model_dir, device="cpu")
+# The product the shared MTD_MSIL2A.xml describes: `write_safe_l2a` lays its pixels out under the names the XML lists.
+L2A_PRODUCT = "S2B_MSIL2A_20231217T135659_N0510_R067_T21JUK_20231217T175625"
+L2A_GRANULE = "L2A_T21JUK_A035414_20231217T140918"
+L2A_PREFIX = "T21JUK_20231217T135659"
+NATIVE_RESOLUTION = {"B02": 10, "B03": 10, "B04": 10, "B08": 10, "B05": 20, "B06": 20, "B07": 20, "B8A": 20,
+                     "B11": 20, "B12": 20, "B01": 60, "B09": 60}
 
 
 def copy_band(source_tif, target, block=None, driver=None, **profile_updates):
@@ -52,20 +46,10 @@ def copy_band(source_tif, target, block=None, driver=None, **profile_updates):
     return str(target)
 
 
-# The product the shared MTD_MSIL2A.xml describes: the fixture lays its pixels out under the names the XML lists.
-L2A_PRODUCT = "S2B_MSIL2A_20231217T135659_N0510_R067_T21JUK_20231217T175625"
-L2A_GRANULE = "L2A_T21JUK_A035414_20231217T140918"
-L2A_PREFIX = "T21JUK_20231217T135659"
-NATIVE_RESOLUTION = {"B02": 10, "B03": 10, "B04": 10, "B08": 10, "B05": 20, "B06": 20, "B07": 20, "B8A": 20,
-                     "B11": 20, "B12": 20, "B01": 60, "B09": 60}
-
-
 def write_safe_l2a(root, band_folder, with_mtd=True):
     """A Level-2A SAFE product written from the real bands of `band_folder` (Major-TOM layout, B02.tif ...): each
     band as JPEG2000 at its native resolution under R10m/R20m/R60m, plus the coarser copies a real product carries
     (R20m B02..B04, R60m B02..B12 as block means), and the shared MTD_MSIL2A.xml."""
-    import shutil
-
     safe = os.path.join(str(root), f"{L2A_PRODUCT}.SAFE")
     img_data = os.path.join(safe, "GRANULE", L2A_GRANULE, "IMG_DATA")
     for band, native in NATIVE_RESOLUTION.items():

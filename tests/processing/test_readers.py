@@ -1,4 +1,5 @@
-"""SAFE products (JPEG2000, L1C and L2A naming) and windowed reads of the 10 m grid, on real bands."""
+"""Reading real bands: SAFE products (JPEG2000, L1C and L2A naming) and windowed reads of the 10 m grid (SceneReader)
+equal to the whole-scene reads. Band-file names and layouts: test_layouts.py."""
 
 import glob
 import os
@@ -8,13 +9,12 @@ import numpy as np
 import pytest
 import rasterio
 
-from scene_data import (DATA, L2A_GRANULE, L2A_PRODUCT, MAJOR_TOM, SHARED, copy_band, write_safe_l1c,
-                      write_safe_l2a)
+from sentinel2_samples import (L2A_GRANULE, L2A_PRODUCT, MAJOR_TOM, MAJOR_TOM_CROP, SHARED, copy_band, write_safe_l1c,
+                               write_safe_l2a)
 from spectral_llava.processing.scene_reader import SceneReader
 from spectral_llava.processing.sentinel2_io import product_id, read_image, safe_band_files
+from testing_utils import DATA
 
-MAJOR_TOM_CROP = os.path.join(DATA, "major-tom-s2l2a", "0U", "0U_199R",
-                              "S2A_MSIL2A_20220706T085611_N0400_R007_T33NZA_20220706T153419")
 SSL4EO_L1C = sorted(glob.glob(os.path.join(SHARED, "ssl4eo-s12", "s2c", "*", "*")))
 needs_shared = pytest.mark.skipif(not os.path.isdir(MAJOR_TOM), reason="needs ../shared/data (the full cells)")
 
