@@ -4,9 +4,9 @@
     python scripts/memory_estimate.py [--seq-len 1152] [--lora-r 128] [--micro-batch 1]
 
 Parameter counts come from the real model classes built on the meta device (no weights): `LlamaForCausalLM` with
-Llama-3-8B's published configuration (benchmarks/configs/llama3_8b.json), the default `SpectralGPTConfig` (ViT-B/8, 128x128) and the `tokens` layout's
-linear projector. Bytes per parameter, activations per token and the sharding model are written out in
-docs/training.md ("Memory for Llama-3-8B").
+Llama-3-8B's published configuration (benchmarks/configs/llama3_8b.json), the default `SpectralGPTConfig` (ViT-B/8,
+128x128) and the `tokens` layout's linear projector. Bytes per parameter, activations per token and the sharding
+model are written out in docs/training.md ("Memory for Llama-3-8B").
 """
 
 import argparse
