@@ -451,10 +451,13 @@ def run_gpu_check(options: GpuCheckOptions) -> dict:
     for name, function in SECTIONS.items():
         share += SECTION_SHARES[name]
         section = report.section(name, TITLES[name], deadline=start + share * options.budget)
-        try:
-            function(section, shapes, options)
-        except Exception as error:  # fail soft: record it and go on with the next section
-            section.fail(error)
+        if time.monotonic() > section.deadline:  # the sections before it overran
+            section.skip(SHARE_SPENT)
+        else:
+            try:
+                function(section, shapes, options)
+            except Exception as error:  # fail soft: record it and go on with the next section
+                section.fail(error)
         free_memory(shapes.device)
         section.done()
     return report.finish()

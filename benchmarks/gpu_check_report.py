@@ -94,6 +94,9 @@ class Section:
         """A setting that was not measured: "skipped" (cannot run here, or out of time) or "error"."""
         self._add({"setting": setting, "measurement": None, "estimate": None, "status": status, "reason": reason})
 
+    def skip(self, reason: str) -> None:
+        self.data.update(status="skipped", reason=reason)
+
     def fail(self, error: BaseException) -> None:
         traceback.print_exc()
         self.data.update(status="error", reason=describe(error), traceback=traceback.format_exc())
@@ -176,13 +179,13 @@ def markdown(data: dict) -> str:
     lines = [
         f"# GPU check ({data['mode']})", "",
         f"{env['device']}{memory}; {env['date']}; Python {env['python']}, {versions}, CUDA {env['cuda'] or '-'}; "
-        f"commit {env['commit'] or '-'}; {data['seconds']:.0f} s of a {data['budget_s']:.0f} s budget.", "",
+        f"commit {env['commit'] or '-'}; {data['seconds']:.0f} s of a {data['budget_s']:g} s budget.", "",
         "| Section | Setting | Measurement | Estimate | Status |", "|---|---|---|---|---|",
     ]
     for section in data["sections"].values():
         for row in section["rows"]:
             lines.append(f"| {section['title']} | {_cells(row['setting'])} | {_cells(row['measurement'])} | "
                          f"{_estimate_cell(row['estimate'])} | {_status_cell(row['status'], row['reason'])} |")
-        if section["status"] == "error" or not section["rows"]:
+        if section["status"] == "error" or section["reason"] or not section["rows"]:
             lines.append(f"| {section['title']} | - | - | - | {_status_cell(section['status'], section['reason'])} |")
     return "\n".join(lines) + "\n"

@@ -2,6 +2,7 @@
 checkout that is not installed, no rasterio), writes every section with its setting, measurement, estimate and
 status."""
 
+import importlib.util
 import json
 import math
 import os
@@ -35,7 +36,8 @@ SITECUSTOMIZE = textwrap.dedent("""
     if importlib.util.find_spec("spectral_llava") is not None:
         raise SystemExit("the test meant spectral_llava not to be installed, but it is importable")
 """)
-MODEL_CODE = {"spectral_llava", "spectral_llava.modeling_spectral_llava", "spectral_llava.train", "spectral_llava.utils",
+MODEL_CODE = {"spectral_llava", "spectral_llava.modeling_spectral_llava", "spectral_llava.train",
+              "spectral_llava.utils",
               "spectral_llava.modeling_spectral_llava.configuration_spectral_llava",
               "spectral_llava.modeling_spectral_llava.modeling_spectral_llava",
               "spectral_llava.modeling_spectral_llava.modeling_spectralgpt", "spectral_llava.train.lora",
@@ -81,7 +83,8 @@ def test_tiny_gpu_check_writes_every_section(tmp_path):
         assert positive(measured["steps_per_s"]) and math.isclose(measured["steps_per_s"] * measured["step_s"], 1)
         assert abs(measured["loss"] - math.log(512)) < 1.0  # random weights over a 512-token vocabulary
         assert measured["peak_allocated_gib"] is None and measured["memory_note"] == "no peak-memory counter on CPU"
-        assert row["estimate"]["source"].startswith("scripts/memory_estimate.py") and positive(row["estimate"]["peak_gib"])
+        assert row["estimate"]["source"].startswith("scripts/memory_estimate.py")
+        assert positive(row["estimate"]["peak_gib"])
     no_checkpointing, checkpointing = (row["estimate"] for row in training)
     assert (no_checkpointing["table_column"], checkpointing["table_column"]) == ("1 GPU", "1 GPU, checkpointing")
     assert checkpointing["peak_gib"] < no_checkpointing["peak_gib"]
@@ -113,3 +116,49 @@ def test_tiny_gpu_check_writes_every_section(tmp_path):
     assert len(rows) == sum(len(section["rows"]) for section in sections.values())
     assert any("(memory table: bf16, 1 GPU, checkpointing)" in line for line in rows)
     assert sum("skipped:" in line for line in rows) == len(qlora["rows"]) * (qlora["status"] == "skipped")
+
+
+def test_a_spent_budget_skips_every_section_saying_why(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("gpu_check", os.path.join(REPO, "benchmarks", "gpu_check.py"))
+    gpu_check = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "gpu_check", gpu_check)  # its dataclasses look their module up
+    monkeypatch.setattr(sys, "path", list(sys.path))  # it puts benchmarks/ and scripts/ on the path
+    spec.loader.exec_module(gpu_check)
+
+    data = gpu_check.run_gpu_check(gpu_check.GpuCheckOptions(output=str(tmp_path), tiny=True, budget=1e-6))
+    spent = "this section's share of --budget was spent"
+    assert [(s["status"], s["reason"], s["rows"]) for s in data["sections"].values()] == [("skipped", spent, [])] * 4
+    assert json.loads((tmp_path / "gpu_check.json").read_text())["sections"] == data["sections"]
+    assert (tmp_path / "gpu_check.md").read_text().count(f"| - | - | - | skipped: {spent} |") == 4
+
+
+def test_report_rows_compare_with_the_estimate_and_say_why_nothing_was_measured(tmp_path, monkeypatch):
+    import time
+
+    import torch
+
+    monkeypatch.syspath_prepend(os.path.join(REPO, "benchmarks"))
+    from gpu_check_report import SHARE_SPENT, Report
+
+    report = Report(str(tmp_path), "tiny", torch.device("cpu"), 60.0, REPO)
+    section = report.section("train_bf16", "Training", deadline=time.monotonic() + 60)
+    estimate = {"source": "scripts/memory_estimate.py", "table_row": "bf16", "table_column": "1 GPU", "peak_gib": 4.0}
+    assert section.measure({"batch": 1}, lambda: {"peak_allocated_gib": 3.0}, estimate) == {"peak_allocated_gib": 3.0}
+    assert estimate["measured_over_estimate"] == 0.75
+    assert section.measure({"batch": 2}, lambda: 1 / 0) is None
+    assert section.measure({"batch": 3}, lambda: {}, needs_s=1e6) is None
+    section.deadline = time.monotonic() - 1
+    assert section.measure({"batch": 4}, lambda: {}) is None
+    section.done()
+
+    saved = json.loads((tmp_path / "gpu_check.json").read_text())["sections"]["train_bf16"]
+    assert saved["status"] == "partial" and [row["status"] for row in saved["rows"]] == ["ok", "error", "skipped",
+                                                                                           "skipped"]
+    error, needs, spent = (row["reason"] for row in saved["rows"][1:])
+    assert error.startswith("ZeroDivisionError: division by zero (at test_gpu_check.py:")
+    assert "Traceback" in saved["rows"][1]["traceback"]
+    assert needs.startswith("needs about 1000000 s") and spent == SHARE_SPENT
+    lines = (tmp_path / "gpu_check.md").read_text().splitlines()
+    assert "| Training | batch=1 | peak_allocated_gib=3 | 4 GiB (memory table: bf16, 1 GPU); measured/estimate 0.75 | ok |" \
+        in lines
+    assert f"| Training | batch=4 | - | - | skipped: {SHARE_SPENT} |" in lines
