@@ -125,7 +125,7 @@ def paper_shapes(options: GpuCheckOptions) -> Shapes:
                   compile=True, lora_r=lora.lora_r, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout)
 
 
-def tiny_shapes(options: GpuCheckOptions) -> Shapes:
+def tiny_shapes() -> Shapes:
     from transformers import LlamaConfig
 
     llm = LlamaConfig(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
@@ -445,7 +445,7 @@ def run_gpu_check(options: GpuCheckOptions) -> dict:
     warnings.simplefilter("ignore")
     if not options.tiny and not torch.cuda.is_available():
         raise SystemExit("gpu_check.py needs a CUDA GPU (torch sees none); --tiny runs the same code on the CPU")
-    shapes = tiny_shapes(options) if options.tiny else paper_shapes(options)
+    shapes = tiny_shapes() if options.tiny else paper_shapes(options)
     report = Report(options.output, "tiny" if options.tiny else "gpu", shapes.device, options.budget, REPO)
     start, share = time.monotonic(), 0.0
     for name, function in SECTIONS.items():
