@@ -4,9 +4,9 @@
     python scripts/memory_estimate.py [--seq-len 1152] [--lora-r 128] [--micro-batch 1]
 
 Parameter counts come from the real model classes built on the meta device (no weights): `LlamaForCausalLM` with
-Llama-3-8B's published configuration, the default `SpectralGPTConfig` (ViT-B/8, 128x128) and the `tokens` layout's
-linear projector. Bytes per parameter, activations per token and the sharding model are written out in
-docs/training.md ("Memory for Llama-3-8B").
+Llama-3-8B's published configuration (benchmarks/configs/llama3_8b.json), the default `SpectralGPTConfig` (ViT-B/8,
+128x128) and the `tokens` layout's linear projector. Bytes per parameter, activations per token and the sharding
+model are written out in docs/training.md ("Memory for Llama-3-8B").
 """
 
 import argparse
@@ -22,9 +22,8 @@ sys.path.insert(0, REPO)
 from spectral_llava.modeling_spectral_llava.configuration_spectral_llava import SpectralGPTConfig  # noqa: E402
 from spectral_llava.modeling_spectral_llava.modeling_spectralgpt import SpectralGPTVisionModel  # noqa: E402
 
-# meta-llama/Meta-Llama-3-8B-Instruct's config.json
-LLAMA3_8B = dict(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-                 num_attention_heads=32, num_key_value_heads=8, tie_word_embeddings=False)
+# the shapes of meta-llama/Meta-Llama-3-8B-Instruct's config.json (also what benchmarks/gpu_check.py trains)
+LLAMA3_8B_CONFIG = os.path.join(REPO, "benchmarks", "configs", "llama3_8b.json")
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 GiB = 1024 ** 3
 # bytes per decoder-layer linear weight: bf16; LLM.int8 (int8 + one fp32 scale per row, ~0); NF4 4-bit with double
@@ -56,13 +55,14 @@ class Counts:
         return self.lora + self.projector
 
 
-def count_parameters(lora_r: int) -> Counts:
+def count_parameters(lora_r: int, llm_config=None, vision_config: SpectralGPTConfig | None = None) -> Counts:
+    """Counts for LoRA rank `lora_r` on a `LlamaConfig` (default Llama-3-8B) and a tower (default ViT-B/8)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(**LLAMA3_8B)
+    config = llm_config or LlamaConfig.from_json_file(LLAMA3_8B_CONFIG)
     with torch.device("meta"):
         llm = LlamaForCausalLM(config)
-        tower = SpectralGPTVisionModel(SpectralGPTConfig())
+        tower = SpectralGPTVisionModel(vision_config or SpectralGPTConfig())
     linears = [m for name, m in llm.model.layers.named_modules() if name.endswith(LORA_TARGETS)]
     linear = sum(m.weight.numel() for m in linears)
     embeddings = llm.model.embed_tokens.weight.numel() + llm.lm_head.weight.numel()

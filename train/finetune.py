@@ -15,11 +15,9 @@ import os
 from spectral_llava.modeling_spectral_llava.tools.build import save_model_dir
 from spectral_llava.utils.fileio import write_dir_atomically
 
+from .lora import lora_config
 from .options import FinetuneOptions
 from .trainer import Stage, main, run_stage
-
-# the attention and MLP linear layers of the LLM only (the tower has q_proj/k_proj/v_proj too)
-LORA_TARGETS = r".*\.language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
 
 
 def select_records(records, options: FinetuneOptions):
@@ -27,17 +25,10 @@ def select_records(records, options: FinetuneOptions):
 
 
 def prepare_model(model, options: FinetuneOptions):
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
 
     model.requires_grad_(False)
-    config = LoraConfig(
-        r=options.lora_r,
-        lora_alpha=options.lora_alpha,
-        lora_dropout=options.lora_dropout,
-        target_modules=LORA_TARGETS,
-        modules_to_save=["multi_modal_projector"],
-    )
-    return get_peft_model(model, config)
+    return get_peft_model(model, lora_config(options.lora_r, options.lora_alpha, options.lora_dropout))
 
 
 def export_model(model, processor, output_dir, options: FinetuneOptions, provenance: dict) -> dict:

@@ -12,8 +12,10 @@ import torch
 
 from .options import TrainOptions
 
-# never quantized: the frozen tower (its features are cached in float32), the trained projector, the output layer
-NOT_QUANTIZED = ["vision_tower", "multi_modal_projector", "lm_head"]
+# never quantized: the frozen tower (its features are cached in float32), the trained projector, the output layer.
+# Full module paths: transformers 5 matches a skip entry from the start of a module's name or as its suffix (a bare
+# "vision_tower" no longer matches "model.vision_tower.*"), transformers 4 matched it anywhere in the name.
+NOT_QUANTIZED = ["model.vision_tower", "model.multi_modal_projector", "lm_head"]
 
 
 def fsdp_enabled() -> bool:

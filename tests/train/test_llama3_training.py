@@ -156,7 +156,24 @@ def test_quantization_is_refused_under_fsdp_and_configured_as_qlora(monkeypatch)
     assert qlora.load_in_4bit and qlora.bnb_4bit_quant_type == "nf4" and qlora.bnb_4bit_use_double_quant
     assert qlora.bnb_4bit_compute_dtype == torch.bfloat16 and int8.load_in_8bit and not int8.load_in_4bit
     for config in (qlora, int8):  # the tower (features cached in float32), projector and lm_head stay as they are
-        assert config.llm_int8_skip_modules == ["vision_tower", "multi_modal_projector", "lm_head"]
+        assert config.llm_int8_skip_modules == ["model.vision_tower", "model.multi_modal_projector", "lm_head"]
+
+
+def test_quantization_skips_exactly_the_tower_projector_and_lm_head(tiny_model):
+    """Which linear layers bitsandbytes converts, decided by transformers' own matching of the skip list: only the
+    LLM's decoder layers (a bare "vision_tower" entry would leave the tower and projector to be quantized)."""
+    from transformers.quantizers.quantizers_utils import should_convert_module
+
+    from spectral_llava.train.quantization import NOT_QUANTIZED
+
+    model, _ = tiny_model
+    linears = [name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)]
+    converted = {name for name in linears if should_convert_module(name, NOT_QUANTIZED)}
+    assert converted and all(name.startswith("model.language_model.layers.") for name in converted)
+    assert set(linears) - converted == {name for name in linears if not name.startswith("model.language_model.")}
+    assert {"lm_head", "model.multi_modal_projector.linear_1"} <= set(linears) - converted
+    for name in NOT_QUANTIZED:
+        model.get_submodule(name)  # each entry names a module of the model
 
 
 def test_8bit_and_4bit_exclude_each_other(capsys, tmp_path):
