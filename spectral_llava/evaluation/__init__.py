@@ -5,6 +5,8 @@
 - `generation` + `classification`: `[classification]` answers read back with `spectral_inst.parse_labels`;
   EuroSAT accuracy + confusion matrix, BigEarthNet-19 micro/macro F1.
 - `consistency`, `judge`, `quality`: caption label consistency and a LLaVA-Bench-style judged score.
+- `encoder` (+ `encoder_data`, `encoder_probe`, `geobench`, `scores`): the frozen-encoder benchmark (GEO-Bench-style
+  linear probe: accuracy, micro/macro mAP); `caption_metrics` (`score_captions`): BLEU / METEOR / ROUGE-L / CIDEr-D (COCO definitions).
 - `plots`: the figures; `model_card`: the evaluation table and the rendered card; `options`: every option.
 Models load through `modeling_spectral_llava.loading.load_model_and_processor`. The names below are imported on
 first use, so that `evaluation.options` (what the command line parses) does not load torch.
@@ -13,6 +15,8 @@ first use, so that `evaluation.options` (what the command line parses) does not 
 import importlib
 
 _EXPORTS = {
+    # .caption_metrics
+    "caption_metrics_summary": "caption_metrics", "score_captions": "caption_metrics",
     # .classification
     "eurosat_metrics": "classification", "multilabel_f1": "classification", "run_classify_eval": "classification",
     # .consistency
@@ -20,6 +24,8 @@ _EXPORTS = {
     "vocabulary_of": "consistency",
     # .data
     "eurosat_features": "data", "eurosat_samples": "data",
+    # .encoder
+    "FrozenEncoder": "encoder", "run_encoder_eval": "encoder",
     # .features
     "image_id": "features", "open_tower_cache": "features", "probe_features": "features", "single_thread": "features",
     "tower_features": "features",
@@ -32,7 +38,7 @@ _EXPORTS = {
     # .model_card
     "collect_results": "model_card", "evaluation_table": "model_card", "render_card": "model_card",
     # .options
-    "CaptionOptions": "options", "ClassifyOptions": "options", "FeatureOptions": "options",
+    "CaptionOptions": "options", "ClassifyOptions": "options", "EncoderOptions": "options", "FeatureOptions": "options",
     "FootprintOptions": "options", "GenerationOptions": "options", "ProbeOptions": "options",
     "QualityOptions": "options", "TRAIN_RATIOS": "options", "TsneOptions": "options", "split_options": "options",
     # .plots
@@ -41,6 +47,8 @@ _EXPORTS = {
     "fold_splits": "probe", "linear_probe": "probe", "run_linear_probe": "probe", "train_linear_probes": "probe",
     # .quality
     "run_quality": "quality",
+    # .scores
+    "average_precision": "scores", "top1_accuracy": "scores",
     # .tsne
     "run_tsne": "tsne", "tsne_embeddings": "tsne",
 }

@@ -49,7 +49,7 @@ def _meteor(references: dict, candidates: dict) -> float:
         del scorer  # stops the Java process
 
 
-def caption_metrics(candidates: Mapping[str, str], references: Mapping[str, Sequence[str]]) -> dict:
+def score_captions(candidates: Mapping[str, str], references: Mapping[str, Sequence[str]]) -> dict:
     """BLEU-1..4, METEOR, ROUGE-L, CIDEr-D (fractions; CIDEr-D on its usual 0..10 scale) of `candidates`
     ({image id: generated caption}) against `references` ({image id: [reference captions]}); a metric that cannot
     run is None with its reason under "unavailable"."""
@@ -84,3 +84,12 @@ def caption_metrics(candidates: Mapping[str, str], references: Mapping[str, Sequ
             "tokenizer": "ptb" if java else "regex (no Java: values differ slightly from COCO's PTB tokenisation)",
             "definitions": "COCO caption evaluation (pycocoevalcap): corpus BLEU, METEOR 1.5, ROUGE-L, CIDEr-D",
             "unavailable": unavailable}
+
+
+def caption_metrics_summary(metrics: dict) -> str:
+    """"BLEU-1/4 0.412/0.101, METEOR 0.150, ROUGE-L 0.330, CIDEr-D 0.250" ("n/a" for a metric that could not run)."""
+    def value(name):
+        return "n/a" if metrics.get(name) is None else f"{metrics[name]:.3f}"
+
+    return (f"BLEU-1/4 {value('bleu_1')}/{value('bleu_4')}, METEOR {value('meteor')}, ROUGE-L {value('rouge_l')}, "
+            f"CIDEr-D {value('cider_d')}")

@@ -26,6 +26,7 @@ from spectral_llava.utils.fileio import atomic_write_json, atomic_write_text
 from . import encoder_data, geobench
 from .encoder_probe import fit_and_test
 from .options import EncoderOptions
+from .scores import probe_headline
 
 logger = logging.getLogger(__name__)
 
@@ -190,14 +191,6 @@ def protocol_of(options: EncoderOptions) -> dict:
                             "the classes with a positive test sample)"}
 
 
-def headline(entry: dict) -> str:
-    """"accuracy 97.6 +/- 0.1%" or "micro mAP 0.771 +/- 0.002, macro mAP 0.650 +/- 0.003"."""
-    if entry["task"] == "single-label":
-        return f"accuracy {100 * entry['accuracy']:.1f} +/- {100 * entry['accuracy_std']:.1f}%"
-    return (f"micro mAP {entry['micro_map']:.3f} +/- {entry['micro_map_std']:.3f}, macro mAP "
-            f"{entry['macro_map']:.3f} +/- {entry['macro_map_std']:.3f}")
-
-
 def render_markdown(result: dict) -> str:
     lines = ["# Frozen-encoder benchmark", "",
              f"Model `{result['model']}` ({result['encoder']['kind']}), features: {result['encoder']['pooling']} "
@@ -209,7 +202,7 @@ def render_markdown(result: dict) -> str:
         sizes = " / ".join(str(entry["sizes"][split]) for split in encoder_data.SPLITS)
         selected = f"{entry['selected']['lr']:g}, {entry['selected']['weight_decay']:g}"
         lines.append(f"| {name} | {entry['task']}, {len(entry['class_names'])} classes | {sizes} | {selected} | "
-                     f"{headline(entry)} |")
+                     f"{probe_headline(entry)} |")
     for name, entry in result["results"].items():
         if entry["task"] == "multi-label":
             lines += ["", f"Per-class AP, {name}:", ""]

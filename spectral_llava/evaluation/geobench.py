@@ -249,7 +249,7 @@ _CONTAINER_OPS = {"TUPLE1", "TUPLE2", "TUPLE3", "TUPLE", "LIST", "DICT", "FROZEN
                   "APPENDS", "SETITEMS", "ADDITEMS"}
 _MEMO_OPS = {"PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE", "GET", "BINGET", "LONG_BINGET"}
 _OBJECT_OPS = {"GLOBAL", "STACK_GLOBAL", "REDUCE", "NEWOBJ", "NEWOBJ_EX", "BUILD"}
-_NUMPY_MODULES = {"numpy.core.multiarray", "numpy._core.multiarray"}
+_NUMPY_MODULES = {"numpy.core.multiarray", "numpy._core.multiarray", "numpy.core.numeric", "numpy._core.numeric"}
 
 
 def _dtype(value, path) -> np.dtype:
@@ -265,8 +265,8 @@ def _dtype(value, path) -> np.dtype:
 
 
 def _raw_bytes(value, path) -> bytes:
-    if isinstance(value, bytes):
-        return value
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
     if isinstance(value, _Call) and value.func == _Global("_codecs", "encode") and len(value.args) == 2:
         return str(value.args[0]).encode(str(value.args[1]))  # protocol 2 stores bytes as latin-1 text
     raise ValueError(f"{path}: the label array has no raw numeric data")
@@ -285,4 +285,8 @@ def _label_value(value, path) -> int | np.ndarray:
             _, shape, dtype, fortran, raw = value.state
             array = np.frombuffer(_raw_bytes(raw, path), dtype=_dtype(dtype, path))
             return array.reshape(tuple(shape), order="F" if fortran else "C").copy()
+        if value.func.name == "_frombuffer" and len(value.args) == 4:  # protocol 5
+            raw, dtype, shape, order = value.args
+            array = np.frombuffer(_raw_bytes(raw, path), dtype=_dtype(dtype, path))
+            return array.reshape(tuple(shape), order=str(order)).copy()
     raise ValueError(f"{path}: the label is neither an integer nor a numeric array (got {type(value).__name__})")

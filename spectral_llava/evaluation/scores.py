@@ -31,3 +31,12 @@ def average_precision(targets, scores, class_names: Sequence[str]) -> dict:
             "macro_map": float(np.mean(list(per_class.values()))) if per_class else math.nan,
             "per_class_ap": per_class,
             "classes_without_positives": [name for i, name in enumerate(class_names) if i not in set(present)]}
+
+
+def probe_headline(entry: dict) -> str:
+    """The test metric of one probe result: "accuracy 97.6 +/- 0.1%" (single-label) or "micro mAP 0.771 +/- 0.002,
+    macro mAP 0.650 +/- 0.003" (multi-label); the +/- is the std over the probe's seeds."""
+    if entry["task"] == "single-label":
+        return f"accuracy {100 * entry['accuracy']:.1f} +/- {100 * entry['accuracy_std']:.1f}%"
+    return (f"micro mAP {entry['micro_map']:.3f} +/- {entry['micro_map_std']:.3f}, macro mAP "
+            f"{entry['macro_map']:.3f} +/- {entry['macro_map_std']:.3f}")
