@@ -6,7 +6,8 @@
   EuroSAT accuracy + confusion matrix, BigEarthNet-19 micro/macro F1.
 - `consistency`, `judge`, `quality`: caption label consistency and a LLaVA-Bench-style judged score.
 - `encoder` (+ `encoder_data`, `encoder_probe`, `geobench`, `scores`): the frozen-encoder benchmark (GEO-Bench-style
-  linear probe: accuracy, micro/macro mAP); `caption_metrics` (`score_captions`): BLEU / METEOR / ROUGE-L / CIDEr-D (COCO definitions).
+  linear probe: accuracy, micro/macro mAP); `caption_metrics` (`score_captions`): BLEU / METEOR / ROUGE-L / CIDEr-D
+  (COCO definitions).
 - `plots`: the figures; `model_card`: the evaluation table and the rendered card; `options`: every option.
 Models load through `modeling_spectral_llava.loading.load_model_and_processor`. The names below are imported on
 first use, so that `evaluation.options` (what the command line parses) does not load torch.

@@ -79,7 +79,8 @@ class FrozenEncoder:
     def fingerprint(self) -> str:
         from spectral_llava.train.feature_cache import feature_fingerprint
 
-        owner = SimpleNamespace(vision_tower=self.tower, config=SimpleNamespace(vision_feature_layer=self.feature_layer))
+        config = SimpleNamespace(vision_feature_layer=self.feature_layer)
+        owner = SimpleNamespace(vision_tower=self.tower, config=config)  # what feature_fingerprint reads of a model
         return feature_fingerprint(owner, self.image_processor)
 
     def pooled(self, pixel_values: torch.Tensor, pooling: str) -> torch.Tensor:
@@ -209,5 +210,6 @@ def render_markdown(result: dict) -> str:
             lines += [f"- {label}: {ap:.3f}" for label, ap in entry["per_class_ap"].items()]
         lines += [f"- note ({name}): {note}" for note in entry["notes"]]
         lines += [f"- skipped ({name}): {item['path']}: {item['reason']}" for item in entry["skipped"]]
-    lines += ["", "Differences from GEO-Bench's protocol:", ""] + [f"- {d}" for d in result["differences_from_geobench"]]
+    lines += ["", "Differences from GEO-Bench's protocol:", ""]
+    lines += [f"- {difference}" for difference in result["differences_from_geobench"]]
     return "\n".join(lines) + "\n"

@@ -18,8 +18,8 @@ RESULT_FILES = ("linear_probe.json", "classification.json", "quality.json", "enc
 
 
 def collect_results(folders: Sequence[str | os.PathLike]) -> dict:
-    """{"linear_probe": ..., "classification": ..., "quality": ..., "encoder_benchmark": ...} from the JSON files that `evaluate` wrote in
-    `folders` (the first folder holding a file wins)."""
+    """{"linear_probe": ..., "classification": ..., "quality": ..., "encoder_benchmark": ...} from the JSON files that
+    `evaluate` wrote in `folders` (the first folder holding a file wins)."""
     results = {}
     for name in RESULT_FILES:
         for folder in folders:

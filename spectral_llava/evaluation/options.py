@@ -141,8 +141,8 @@ class EncoderOptions:
     eurosat: str | None = field(default=None, metadata={"help": "EuroSAT-MS class folders <Class>/*.tif (split: "
                                                                 "build-dataset's, seeded by --split-seed)",
                                                         "metavar": "ROOT"})
-    dataset: str | None = field(default=None, metadata={"help": "a build-dataset output: its patches, splits and labels",
-                                                        "metavar": "DIR"})
+    dataset: str | None = field(default=None, metadata={
+        "help": "a build-dataset output: its patches, splits and labels", "metavar": "DIR"})
     bigearthnet: list[str] | None = field(default=None, metadata={
         "help": "BigEarthNet v1 and/or v2 patch folders (reBEN's official split from --metadata)", "metavar": "DIR"})
     metadata: list[str] | None = field(default=None, metadata={"help": "reBEN metadata parquet(s) for --bigearthnet",
@@ -173,7 +173,8 @@ class EncoderOptions:
             raise ValueError("give at least one of --eurosat ROOT, --dataset DIR, --bigearthnet DIR --metadata "
                              "PARQUET, --geobench DIR")
         if self.bigearthnet and not self.metadata:
-            raise ValueError("--bigearthnet needs --metadata PARQUET (reBEN's metadata.parquet) for the official splits")
+            raise ValueError("--bigearthnet needs --metadata PARQUET (reBEN's metadata.parquet) for the official "
+                             "splits")
         if not self.learning_rates or not self.weight_decays:
             raise ValueError("--learning-rates and --weight-decays need at least one value each")
         if min(self.learning_rates) <= 0 or min(self.weight_decays) < 0:

@@ -148,12 +148,13 @@ def test_model_card_rows_of_the_benchmark_and_caption_metrics():
         "geobench-m-eurosat": {"task": "single-label", "sizes": {"train": 2000, "validation": 1000, "test": 1000},
                                "accuracy": 0.9761, "accuracy_std": 0.0012},
         "geobench-m-bigearthnet": {"task": "multi-label", "sizes": {"train": 20000, "validation": 1000, "test": 1000},
-                                   "micro_map": 0.7712, "micro_map_std": 0.001, "macro_map": 0.6, "macro_map_std": 0.0}}}
+                                   "micro_map": 0.7712, "micro_map_std": 0.001, "macro_map": 0.6,
+                                   "macro_map_std": 0.0}}}
     quality = {"split": "test", "num_images": 3, "label_consistency": {"model": {"recall": 0.5, "false_claims": 0.1}},
                "caption_metrics": {"bleu_1": 0.5, "bleu_4": 0.1, "meteor": None, "rouge_l": 0.4, "cider_d": 1.25}}
     table = evaluation_table({"encoder_benchmark": encoder, "quality": quality})
-    assert ("| frozen-encoder linear probe (mean pooling) | geobench-m-eurosat, 2000 / 1000 / 1000 train / validation / "
-            "test | accuracy 97.6 +/- 0.1% |") in table
+    assert ("| frozen-encoder linear probe (mean pooling) | geobench-m-eurosat, 2000 / 1000 / 1000 train / "
+            "validation / test | accuracy 97.6 +/- 0.1% |") in table
     assert "| micro mAP 0.771 +/- 0.001, macro mAP 0.600 +/- 0.000 |" in table
     assert ("| caption metrics vs reference captions (COCO definitions) | Spectral-Inst test, 3 patches | BLEU-1/4 "
             "0.500/0.100, METEOR n/a, ROUGE-L 0.400, CIDEr-D 1.250 |") in table
