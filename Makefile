@@ -4,9 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser test test-integration coverage demo app bench clean
+.PHONY: setup browser java test test-integration coverage demo app bench clean
 
-setup: $(STAMP) browser
+setup: $(STAMP) browser java
 
 # torch is pinned and installed first so that pip takes the local CPU build instead of a CUDA one.
 $(STAMP): setup.cfg pyproject.toml
@@ -25,6 +25,15 @@ browser:
 	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; } \
 	      || echo "could not install chromium with apt-get: browser tests will skip"; \
 	  else echo "chromium is missing and cannot be installed here (needs root and apt-get): browser tests will skip"; fi; }
+
+# A headless Java runtime for the caption metrics' PTB tokenizer and METEOR (pycocoevalcap runs them in Java).
+# Installed when missing and apt-get is usable; otherwise METEOR is reported as unavailable and says why.
+java:
+	@command -v java >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends default-jre-headless; } \
+	      || echo "could not install Java with apt-get: METEOR will be reported as unavailable"; \
+	  else echo "java is missing and cannot be installed here (needs root and apt-get): METEOR will be reported as unavailable"; fi; }
 
 # unit tests (tiny random models), the entry-point tests that start processes, the scene and web-app (browser) tests
 test: setup

@@ -1,11 +1,12 @@
-"""`spectral-llava evaluate linear-probe|tsne|classify|quality` (the evaluation package's run_* functions). Every
-evaluation reads images with the radiometric handling of --input-offset / --input-scale / --strict
-(processing.options.RadiometryOptions)."""
+"""`spectral-llava evaluate linear-probe|tsne|classify|quality|encoder` (the evaluation package's run_*
+functions). Every evaluation reads images with the radiometric handling of --input-offset / --input-scale /
+--strict (processing.options.RadiometryOptions)."""
 
 import json
 from dataclasses import asdict, dataclass, field
 
-from spectral_llava.evaluation.options import ClassifyOptions, FeatureOptions, ProbeOptions, QualityOptions, TsneOptions
+from spectral_llava.evaluation.options import (ClassifyOptions, EncoderOptions, FeatureOptions, ProbeOptions,
+                                               QualityOptions, TsneOptions)
 from spectral_llava.processing.options import RadiometryOptions
 
 from . import add_command, options_of
@@ -80,13 +81,33 @@ def run_quality(args) -> None:
 
     options = _options(args, QualityOptions)
     result = run_quality(args.model, args.dataset, args.output, **_loaded(args), **options)
-    print(json.dumps({key: result[key] for key in ("num_images", "label_consistency", "judge") if key in result},
-                     indent=1))
+    keys = ("num_images", "label_consistency", "caption_metrics", "judge")
+    print(json.dumps({key: result[key] for key in keys if key in result}, indent=1))
+
+
+@dataclass
+class EncoderRun:
+    model: str = field(metadata={"help": "a Spectral-LLaVA model dir or a converted tower dir "
+                                         "(spectral-llava convert-spectralgpt)", "metavar": "DIR"})
+    output: str = field(metadata={"help": "folder of encoder_benchmark.json / .md and the feature cache",
+                                  "metavar": "DIR"})
+
+
+def run_encoder(args) -> None:
+    from spectral_llava.evaluation.encoder import FrozenEncoder, run_encoder_eval
+    from spectral_llava.evaluation.scores import probe_headline
+
+    options = _options(args, EncoderOptions)
+    encoder = FrozenEncoder(args.model)
+    options_of(args, RadiometryOptions).configure(encoder.image_processor)
+    result = run_encoder_eval(args.model, args.output, encoder=encoder, **options)
+    print(json.dumps({name: probe_headline(entry) for name, entry in result["results"].items()}, indent=1))
 
 
 def add_parser(subparsers):
-    """Registers `evaluate` (four evaluations)."""
-    parser = subparsers.add_parser("evaluate", help="linear probe, t-SNE, classification and caption quality",
+    """Registers `evaluate` (five evaluations)."""
+    parser = subparsers.add_parser("evaluate", help="linear probe, t-SNE, classification, caption quality and the "
+                                                    "frozen-encoder benchmark",
                                    description="Evaluate a Spectral-LLaVA checkpoint (paper section V).")
     commands = parser.add_subparsers(dest="evaluation", required=True, metavar="EVALUATION",
                                      parser_class=type(parser))
@@ -99,6 +120,11 @@ def add_parser(subparsers):
                 help="EuroSAT accuracy and BigEarthNet-19 F1 from generated labels (writes classification.json, "
                      "classification_predictions.jsonl, confusion_matrix.png)")
     add_command(commands, "quality", [DatasetRun, QualityOptions, RadiometryOptions], run_quality,
-                aliases=["judge"], help="caption quality: label consistency and a LLaVA-Bench-style judged score "
-                                        "(writes quality.json and captions.jsonl)")
+                aliases=["judge"], help="caption quality: label consistency, BLEU / METEOR / ROUGE-L / CIDEr-D against "
+                                        "the reference captions and a LLaVA-Bench-style judged score (writes "
+                                        "quality.json and captions.jsonl)")
+    add_command(commands, "encoder", [EncoderRun, EncoderOptions, RadiometryOptions], run_encoder,
+                help="frozen-encoder benchmark: a linear probe of the tower's pooled features, GEO-Bench style, on "
+                     "EuroSAT, a build-dataset output, BigEarthNet with reBEN's splits or GEO-Bench tasks (writes "
+                     "encoder_benchmark.json and encoder_benchmark.md)")
     return parser

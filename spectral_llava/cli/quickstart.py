@@ -251,7 +251,8 @@ class Quickstart:
             "linear_probe_notes": probe["notes"],
             "classification": {key: headline(value) for key, value in results["classification"].items()
                                if key in ("eurosat_classification", "bigearthnet19")},
-            "caption_quality": {key: results["quality"][key] for key in ("num_images", "label_consistency", "judge")
+            "caption_quality": {key: results["quality"][key]
+                                for key in ("num_images", "label_consistency", "caption_metrics", "judge")
                                 if key in results["quality"]},
             "pipeline_caption": results["pipeline_caption"],
             "timings_seconds": {name: round(seconds, 1) for name, seconds in self.timings.items()},

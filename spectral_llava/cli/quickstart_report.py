@@ -88,6 +88,13 @@ def _captions_section(metrics: dict, captions: list[dict]) -> list[str]:
              f"{_percent(consistency['model']['recall'])} / {_percent(consistency['model']['false_claims'])}, "
              f"reference captions {_percent(consistency['reference']['recall'])} / "
              f"{_percent(consistency['reference']['false_claims'])}."]
+    scores = quality.get("caption_metrics")
+    if scores:
+        from spectral_llava.evaluation.caption_metrics import caption_metrics_summary
+
+        lines.append(f"Against the reference captions (COCO caption evaluation, {scores['tokenizer']} tokenizer): "
+                     f"{caption_metrics_summary(scores)}."
+                     + "".join(f" {name}: {reason}." for name, reason in scores["unavailable"].items()))
     if "judge" in quality:
         judge = quality["judge"]
         lines.append(f"Judged score ({judge['judge']}): {judge_summary(judge)}.")

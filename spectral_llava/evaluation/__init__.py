@@ -5,6 +5,9 @@
 - `classification`: `[classification]` answers (`inference.classify_images`, read back with
   `inference.parse_labels`); EuroSAT accuracy + confusion matrix, BigEarthNet-19 micro/macro F1.
 - `consistency`, `judge`, `quality`: caption label consistency and a LLaVA-Bench-style judged score.
+- `encoder` (+ `encoder_data`, `encoder_probe`, `geobench`, `scores`): the frozen-encoder benchmark (GEO-Bench-style
+  linear probe: accuracy, micro/macro mAP); `caption_metrics` (`score_captions`): BLEU / METEOR / ROUGE-L / CIDEr-D
+  (COCO definitions).
 - `plots`: the figures; `model_card`: the evaluation table and the rendered card; `options`: every option.
 Models load through `modeling_spectral_llava.tools.loading.load_model_and_processor`; generation, the feature cache
 and the label format are the inference room's (`spectral_llava.inference`). The names below are imported on
@@ -14,12 +17,16 @@ first use, so that `evaluation.options` (what the command line parses) does not 
 import importlib
 
 _EXPORTS = {
+    # .caption_metrics
+    "caption_metrics_summary": "caption_metrics", "score_captions": "caption_metrics",
     # .classification
     "eurosat_metrics": "classification", "multilabel_f1": "classification", "run_classify_eval": "classification",
     # .consistency
     "label_consistency": "consistency", "vocabulary_of": "consistency",
     # .data
     "eurosat_features": "data", "eurosat_samples": "data",
+    # .encoder
+    "FrozenEncoder": "encoder", "run_encoder_eval": "encoder",
     # .features
     "probe_features": "features", "tower_features": "features",
     # .judge
@@ -28,7 +35,7 @@ _EXPORTS = {
     # .model_card
     "collect_results": "model_card", "evaluation_table": "model_card", "render_card": "model_card",
     # .options
-    "ClassifyOptions": "options", "FeatureOptions": "options", "ProbeOptions": "options",
+    "ClassifyOptions": "options", "EncoderOptions": "options", "FeatureOptions": "options", "ProbeOptions": "options",
     "QualityOptions": "options", "TRAIN_RATIOS": "options", "TsneOptions": "options", "split_options": "options",
     # .plots
     "FEATURE_TITLES": "plots", "plot_confusion": "plots", "plot_linear_probe": "plots", "plot_tsne": "plots",
@@ -36,6 +43,8 @@ _EXPORTS = {
     "fold_splits": "probe", "linear_probe": "probe", "run_linear_probe": "probe", "train_linear_probes": "probe",
     # .quality
     "run_quality": "quality",
+    # .scores
+    "average_precision": "scores", "top1_accuracy": "scores",
     # .tsne
     "run_tsne": "tsne", "tsne_embeddings": "tsne",
 }

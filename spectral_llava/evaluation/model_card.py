@@ -8,16 +8,18 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+from .caption_metrics import caption_metrics_summary
 from .judge import judge_summary
 from .plots import FEATURE_TITLES
+from .scores import probe_headline
 
 
-RESULT_FILES = ("linear_probe.json", "classification.json", "quality.json")
+RESULT_FILES = ("linear_probe.json", "classification.json", "quality.json", "encoder_benchmark.json")
 
 
 def collect_results(folders: Sequence[str | os.PathLike]) -> dict:
-    """{"linear_probe": ..., "classification": ..., "quality": ...} from the JSON files that `evaluate` wrote in
-    `folders` (the first folder holding a file wins)."""
+    """{"linear_probe": ..., "classification": ..., "quality": ..., "encoder_benchmark": ...} from the JSON files that
+    `evaluate` wrote in `folders` (the first folder holding a file wins)."""
     results = {}
     for name in RESULT_FILES:
         for folder in folders:
@@ -66,9 +68,20 @@ def evaluation_table(results: dict) -> str:
         rows.append(("caption label consistency", setting,
                      f"true classes mentioned {_cell(model['recall'])}, absent classes claimed "
                      f"{_cell(model['false_claims'])}"))
+        metrics = quality.get("caption_metrics")
+        if metrics:
+            rows.append(("caption metrics vs reference captions (COCO definitions)", setting,
+                         caption_metrics_summary(metrics)))
         judge = quality.get("judge")
         if judge:
             rows.append((f"judged caption score ({judge['judge']})", setting, judge_summary(judge)))
+    encoder = results.get("encoder_benchmark")
+    if encoder:
+        for name, entry in encoder["results"].items():
+            sizes = entry["sizes"]
+            rows.append((f"frozen-encoder linear probe ({encoder['encoder']['pooling']} pooling)",
+                         f"{name}, {sizes['train']} / {sizes['validation']} / {sizes['test']} train / validation / "
+                         "test", probe_headline(entry)))
     lines = ["| evaluation | data | result |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
     return "\n".join(lines)
@@ -93,6 +106,6 @@ def render_card(model_dir, result_dirs: Sequence, vision_source: str | None = No
     if provenance.get("vision_tower") == RANDOM_TOWER:
         note = " ".join(filter(None, [note, RANDOM_TOWER_CAVEAT]))
     evaluation = (f"{note}\n\n" if note else "") + evaluation_table(collect_results(result_dirs)) + (
-        "\n\nReproduce with `spectral-llava evaluate linear-probe|tsne|classify|quality`; the table is rendered by "
-        "`spectral-llava render-card`.")
+        "\n\nReproduce with `spectral-llava evaluate linear-probe|tsne|classify|quality|encoder`; the table is rendered "
+        "by `spectral-llava render-card`.")
     return render_model_card(config, provenance, evaluation=evaluation)

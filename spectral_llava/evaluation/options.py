@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Literal
 
 from spectral_llava.inference.options import GenerationOptions, check_positive
 
@@ -100,3 +101,52 @@ class QualityOptions(GenerationOptions):
     def __post_init__(self):
         super().__post_init__()
         check_positive(self, "max_samples", "judge_max_new_tokens")
+
+
+@dataclass
+class EncoderOptions:
+    """What `evaluate encoder` probes (at least one source) and the probe protocol (see docs/evaluation.md)."""
+
+    eurosat: str | None = field(default=None, metadata={"help": "EuroSAT-MS class folders <Class>/*.tif (split: "
+                                                                "build-dataset's, seeded by --split-seed)",
+                                                        "metavar": "ROOT"})
+    dataset: str | None = field(default=None, metadata={
+        "help": "a build-dataset output: its patches, splits and labels", "metavar": "DIR"})
+    bigearthnet: list[str] | None = field(default=None, metadata={
+        "help": "BigEarthNet v1 and/or v2 patch folders (reBEN's official split from --metadata)", "metavar": "DIR"})
+    metadata: list[str] | None = field(default=None, metadata={"help": "reBEN metadata parquet(s) for --bigearthnet",
+                                                               "metavar": "PARQUET"})
+    geobench: list[str] | None = field(default=None, metadata={
+        "help": "GEO-Bench classification task folders, e.g. classification_v1.0/m-eurosat", "metavar": "DIR"})
+    geobench_band_names: Literal["auto", "stored"] = field(default="auto", metadata={
+        "help": "auto: correct m-eurosat's mislabelled band names (GEO-Bench issue #28); stored: trust them"})
+    split_seed: int = field(default=0, metadata={"help": "seed of the EuroSAT split (build-dataset's --seed)"})
+    pooling: Literal["mean", "visual_tokens"] = field(default="mean", metadata={
+        "help": "mean: the tower output mean-pooled; visual_tokens: the mean of the visual tokens the projector "
+                "consumes (layout + spatial pool; Spectral-LLaVA model dirs only)"})
+    learning_rates: list[float] = field(default_factory=lambda: [1e-3, 1e-2, 1e-1], metadata={
+        "help": "AdamW learning rates tried (selected on validation)"})
+    weight_decays: list[float] = field(default_factory=lambda: [0.0, 1e-4, 1e-2], metadata={
+        "help": "AdamW weight decays tried (selected on validation)"})
+    epochs: int = field(default=100, metadata={"help": "passes over the training features"})
+    batch_size: int = field(default=256, metadata={"help": "features per AdamW step"})
+    seeds: int = field(default=5, metadata={"help": "probes retrained with the selected setting; mean and std "
+                                                    "reported"})
+    seed: int = field(default=0, metadata={"help": "first seed of the probes' initialisation and shuffling"})
+    cache_dir: str | None = field(default=None, metadata={
+        "help": "pooled tower-feature cache (default OUTPUT/feature-cache)", "metavar": "DIR"})
+    feature_batch_size: int = field(default=8, metadata={"help": "images per tower pass"})
+
+    def __post_init__(self):
+        if not any((self.eurosat, self.dataset, self.bigearthnet, self.geobench)):
+            raise ValueError("give at least one of --eurosat ROOT, --dataset DIR, --bigearthnet DIR --metadata "
+                             "PARQUET, --geobench DIR")
+        if self.bigearthnet and not self.metadata:
+            raise ValueError("--bigearthnet needs --metadata PARQUET (reBEN's metadata.parquet) for the official "
+                             "splits")
+        if not self.learning_rates or not self.weight_decays:
+            raise ValueError("--learning-rates and --weight-decays need at least one value each")
+        if min(self.learning_rates) <= 0 or min(self.weight_decays) < 0:
+            raise ValueError(f"--learning-rates {self.learning_rates} must be > 0 and --weight-decays "
+                             f"{self.weight_decays} >= 0")
+        check_positive(self, "epochs", "batch_size", "seeds", "feature_batch_size")

@@ -1,4 +1,5 @@
-"""Caption quality of a model on a Spectral-Inst split: label consistency and, with a judge, the relative score."""
+"""Caption quality of a model on a Spectral-Inst split: label consistency, reference-based caption metrics (BLEU,
+METEOR, ROUGE-L, CIDEr-D) and, with a judge, the relative score."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from spectral_llava.modeling_spectral_llava.tools.loading import load_model_and_
 from spectral_llava.processing.processing_spectral_llava import TASK_PROMPTS
 from spectral_llava.spectral_inst.dataset import load_patches
 
+from .caption_metrics import score_captions
 from .classification import write_jsonl
 from .consistency import label_consistency, vocabulary_of
 from .judge import judge_pairs, load_judge, patch_facts, relative_score
@@ -29,7 +31,8 @@ def nan_mean(values) -> float:
 
 def run_quality(model_dir, dataset_dir, output_dir, model=None, processor=None, judge_model=None, **options) -> dict:
     """Caption the patches of a Spectral-Inst split with the `[caption]` prompt and score the captions:
-    label consistency for model and reference captions, and, with a judge (`options["judge"]`, or a loaded
+    label consistency for model and reference captions, BLEU-1..4 / METEOR / ROUGE-L / CIDEr-D against the dataset's
+    reference caption (`caption_metrics.score_captions`), and, with a judge (`options["judge"]`, or a loaded
     (model, tokenizer) pair `judge_model`), the LLaVA-Bench-style relative score against the dataset's reference
     caption. Writes OUTPUT/quality.json and OUTPUT/captions.jsonl. `options`: `QualityOptions` fields."""
     options = QualityOptions(**options)
@@ -59,6 +62,8 @@ def run_quality(model_dir, dataset_dir, output_dir, model=None, processor=None, 
             for who in ("model", "reference")},
         "label_matching": "inference.mentions.CLASS_PHRASES: whole-word key phrases, longest match first, generic "
                           "words count for no class, negated mentions ignored",
+        "caption_metrics": score_captions({r["id"]: r["caption"] for r in records},
+                                          {r["id"]: [r["reference"]] for r in records}),
     }
     if judge_model is not None or options.judge is not None:
         question = TASK_PROMPTS["caption"].split("] ", 1)[-1]

@@ -78,6 +78,19 @@ BEN43_DROPPED = frozenset({
     "Dump sites", "Construction sites", "Green urban areas", "Sport and leisure facilities", "Bare rock",
     "Burnt areas", "Intertidal flats",
 })
+# The 43 CORINE classes of BigEarthNet v1 in their official order (the label order of GEO-Bench's m-bigearthnet).
+BEN43_LABELS = (
+    "Continuous urban fabric", "Discontinuous urban fabric", "Industrial or commercial units",
+    "Road and rail networks and associated land", "Port areas", "Airports", "Mineral extraction sites", "Dump sites",
+    "Construction sites", "Green urban areas", "Sport and leisure facilities", "Non-irrigated arable land",
+    "Permanently irrigated land", "Rice fields", "Vineyards", "Fruit trees and berry plantations", "Olive groves",
+    "Pastures", "Annual crops associated with permanent crops", "Complex cultivation patterns",
+    "Land principally occupied by agriculture, with significant areas of natural vegetation", "Agro-forestry areas",
+    "Broad-leaved forest", "Coniferous forest", "Mixed forest", "Natural grassland", "Moors and heathland",
+    "Sclerophyllous vegetation", "Transitional woodland/shrub", "Beaches, dunes, sands", "Bare rock",
+    "Sparsely vegetated areas", "Burnt areas", "Inland marshes", "Peatbogs", "Salt marshes", "Salines",
+    "Intertidal flats", "Water courses", "Water bodies", "Coastal lagoons", "Estuaries", "Sea and ocean",
+)
 EUROSAT_CLASSES = (
     "AnnualCrop", "Forest", "HerbaceousVegetation", "Highway", "Industrial",
     "Pasture", "PermanentCrop", "Residential", "River", "SeaLake",

@@ -43,6 +43,7 @@ def test_quickstart_tiny_end_to_end(small_data, tiny_llm_dir, tmp_path, capsys):
     assert saved["classification"]["eurosat_classification"]["num_images"] == 12
     assert saved["classification"]["bigearthnet19"]["num_images"] == 1
     assert saved["caption_quality"]["num_images"] == 13
+    assert saved["caption_quality"]["caption_metrics"]["num_images"] == 13
     phases = ["build dataset", "build model", "tower features", "stage 1 (alignment)",
               "stage 2 (instruction tuning)", "linear probe + t-SNE", "classification", "captions", "pipeline check",
               "total"]
@@ -52,6 +53,7 @@ def test_quickstart_tiny_end_to_end(small_data, tiny_llm_dir, tmp_path, capsys):
     report = (output / "report.md").read_text()
     assert "RANDOMLY INITIALISED" in report and "![linear probe](linear_probe.png)" in report
     assert "| 50% |" in report
+    assert "Against the reference captions (COCO caption evaluation, ptb tokenizer): BLEU-1/4 " in report
     assert report.count("- model: ") == config.num_sample_captions
     card = (output / "model" / "README.md").read_text()
     assert "SpectralGPT (random (untrained))" in card and "| evaluation | data | result |" in card

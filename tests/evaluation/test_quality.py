@@ -106,6 +106,10 @@ def test_quality_with_a_judge(tiny_model, tiny_model_dir, tiny_llm_dir, small_da
                          processor=processor)
     assert result["num_images"] == 2
     assert result["label_consistency"]["reference"]["recall"] == 1.0  # template captions name their classes
+    metrics = result["caption_metrics"]  # BLEU / METEOR / ROUGE-L / CIDEr-D against the reference captions
+    assert metrics["num_images"] == 2 and metrics["tokenizer"] == "ptb" and metrics["unavailable"] == {}
+    assert all(0.0 <= metrics[name] <= 1.0 for name in ("bleu_1", "bleu_4", "meteor", "rouge_l"))
+    assert 0.0 <= metrics["cider_d"] <= 10.0
     judge = result["judge"]
     assert judge["num_judged"] == 2 and 0 <= judge["parse_failures"] <= 2
     records = [json.loads(line) for line in (tmp_path / "captions.jsonl").read_text().splitlines()]
