@@ -15,13 +15,13 @@ def run(args) -> None:
     from spectral_llava.evaluation import generate_answers, refuse_squashed_inputs
     from spectral_llava.modeling_spectral_llava.tools.loading import load_model_and_processor
 
-    options, radiometry = options_of(args, CaptionOptions), options_of(args, RadiometryOptions)
+    options, radiometry = options_of(args, CaptionOptions), options_of(args, RadiometryOptions).radiometry
     model, processor = load_model_and_processor(args.model)
-    radiometry.configure(processor.image_processor)
     if not args.resize_whole_image:
         refuse_squashed_inputs(args.paths, processor.image_processor, args.model)
     answers = generate_answers(model, processor, args.paths, options.task, question=options.prompt,
-                               batch_size=options.batch_size, max_new_tokens=options.max_new_tokens)
+                               batch_size=options.batch_size, max_new_tokens=options.max_new_tokens,
+                               radiometry=radiometry)
     for path, answer in zip(args.paths, answers):
         print(json.dumps({"image": path, "text": answer["text"], "radiometry": answer["radiometry"]},
                          ensure_ascii=False), flush=True)

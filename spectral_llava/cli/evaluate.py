@@ -39,13 +39,12 @@ def _options(args, *classes) -> dict:
 
 
 def _loaded(args) -> dict:
-    """model= and processor= of --model, its image processor set to the radiometry flags (checked first)."""
+    """model= and processor= of --model, and radiometry=: the settings of the radiometry flags (checked first)."""
     from spectral_llava.modeling_spectral_llava.tools.loading import load_model_and_processor
 
-    radiometry = options_of(args, RadiometryOptions)
+    radiometry = options_of(args, RadiometryOptions).radiometry
     model, processor = load_model_and_processor(args.model)
-    radiometry.configure(processor.image_processor)
-    return {"model": model, "processor": processor}
+    return {"model": model, "processor": processor, "radiometry": radiometry}
 
 
 def run_linear_probe(args) -> None:

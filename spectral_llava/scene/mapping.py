@@ -51,17 +51,17 @@ def model_fingerprint(model) -> dict:
             "config_sha256": hashlib.sha256(model.config.to_json_string(use_diff=False).encode()).hexdigest()}
 
 
-def scene_radiometry(reader, input_offset, input_scale, strict: bool):
-    """(Radiometry applied to every tile, or None, and its description for the output's metadata) of the scene's
-    radiometric handling, decided once from the explicit values, the product metadata, GeoTIFF tags or product name
-    (`processing.radiometry.resolve_radiometry`). Float data that only a product name (or nothing) describes is
-    left to each tile's values (the float-reflectance rule): None."""
+def scene_radiometry(reader, radiometry):
+    """(`ResolvedRadiometry` applied to every tile, or None, and its description for the output's metadata) of the
+    user's settings `radiometry` (a `RadiometrySettings`) for the scene, decided once from the explicit values, the
+    product metadata, GeoTIFF tags or product name (`processing.radiometry.resolve_radiometry`). Float data that
+    only a product name (or nothing) describes is left to each tile's values (the float-reflectance rule): None."""
     import numpy as np
 
     from spectral_llava.processing.radiometry import resolve_radiometry
 
-    resolved = resolve_radiometry(reader.source, input_offset=input_offset, input_scale=input_scale)
-    description = {**resolved.as_dict(), "strict": strict}
+    resolved = resolve_radiometry(reader.source, radiometry)
+    description = {**resolved.as_dict(), "strict": radiometry.strict}
     if resolved.source in ("product_name", "none") and np.issubdtype(np.dtype(reader.dtype), np.floating):
         description["per_tile"] = ("float data: each tile in reflectance range 0..1.5 is scaled by 10000 "
                                    "(float_reflectance), the others take the rule above")
@@ -106,6 +106,7 @@ def map_scene(source, model, processor, output, *, task: str = "classification",
         raise ValueError(f"engine={engine!r}; expected one of {', '.join(ENGINES)}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
+    from spectral_llava.processing.radiometry_settings import RadiometrySettings
     from spectral_llava.processing.scene_reader import SceneReader
     from spectral_llava.processing.sentinel2_io import product_id
 
@@ -129,7 +130,8 @@ def map_scene(source, model, processor, output, *, task: str = "classification",
     tiles = plan_tiles(reader.height, reader.width, tile_size, stride, where=source)
     batches = batches_of(tiles, batch_size)
     product = product_id(source)
-    applied, radiometry = scene_radiometry(reader, input_offset, input_scale, strict)
+    settings = RadiometrySettings(input_offset, input_scale, strict)
+    resolved, radiometry = scene_radiometry(reader, settings)
     annotator = TileAnnotator(model, processor, task, max_new_tokens) if engine == "local" else None
     pixel_size = abs(reader.transform.a) if georeferenced else None
     plan = {"source": source, "product_id": product, "height": reader.height, "width": reader.width,
@@ -156,7 +158,7 @@ def map_scene(source, model, processor, output, *, task: str = "classification",
         if progress is not None:
             progress(finished, total)
 
-    reading = TileBatches(reader, tiles, batches, image_processor, applied, strict)
+    reading = TileBatches(reader, tiles, batches, image_processor, settings, resolved)
     try:
         if progress is not None:
             progress(finished, total)

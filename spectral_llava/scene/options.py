@@ -51,6 +51,6 @@ class MapOptions(RadiometryOptions):
         """`map_scene`'s keyword arguments."""
         return {"task": self.task, "tile_size": self.tile_size, "stride": self.stride, "batch_size": self.batch_size,
                 "engine": self.engine, "ray_address": self.ray_address, "resume": self.resume,
-                "overview": False if self.no_overview else self.overview, **self.radiometry,
+                "overview": False if self.no_overview else self.overview, **self.radiometry.as_dict(),
                 "max_new_tokens": self.max_new_tokens, "num_workers": self.workers, "ray_actors": self.ray_actors,
                 "ray_cpus_per_actor": self.ray_cpus_per_actor, "ray_gpus_per_actor": self.ray_gpus_per_actor}

@@ -90,7 +90,7 @@ def run_ray(reading: TileBatches, pending: list[int], model, task: str, max_new_
     # Ray workers.
     image_processor = SpectralImageProcessor.from_dict(reading.image_processor.to_dict())
     reading = TileBatches(reading.reader, reading.tiles, reading.batches, image_processor, reading.radiometry,
-                          reading.strict)
+                          reading.resolved)
     started = not ray.is_initialized()
     if started:
         ray.init(address=ray_address, include_dashboard=False, logging_level=logging.WARNING)
