@@ -6,7 +6,8 @@ import torch
 
 from spectral_llava.train.data import expand_image_tokens
 
-TASKS = ("classification", "caption", "both")
+from .options import TASKS
+
 DEFAULT_MAX_NEW_TOKENS = {"classification": 48, "caption": 64}
 
 

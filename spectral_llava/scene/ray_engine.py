@@ -13,8 +13,8 @@ from collections import defaultdict
 
 import numpy as np
 
+from .engine import annotate_batch, raise_input_error
 from .inference import TileAnnotator
-from .mapping import annotate_batch, raise_input_error
 from .reading import TileBatches
 
 logger = logging.getLogger(__name__)

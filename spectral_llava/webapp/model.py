@@ -87,10 +87,15 @@ class ModelSession:
         if failure:
             raise failure[0]
 
-    def map_tiles(self, source: Path, output: Path, task: str = "classification", progress=None, **options):
-        """Tile `source` with `scene.map_scene` (the model's footprint per tile, `max_new_tokens` per answer) into
-        `output` -> MapResult."""
+    def map_options(self, task: str = "classification"):
+        """The `scene.MapOptions` of a map: `task`, the model's footprint per tile, the session's `max_new_tokens`
+        per answer."""
+        from spectral_llava.scene import MapOptions
+
+        return MapOptions(task=task, max_new_tokens=self.max_new_tokens)
+
+    def map_tiles(self, source: Path, output: Path, task: str = "classification", progress=None):
+        """Tile `source` into `output` with `scene.map_scene` and `map_options(task)` -> MapResult."""
         from spectral_llava.scene import map_scene
 
-        return map_scene(str(source), self.model, self.processor, output, task=task, progress=progress,
-                         max_new_tokens=self.max_new_tokens, **options)
+        return map_scene(str(source), self.model, self.processor, output, self.map_options(task), progress)

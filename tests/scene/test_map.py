@@ -16,10 +16,10 @@ from rasterio.windows import Window
 from rasterio.windows import bounds as window_bounds
 
 from scene_data import DATA, MAJOR_TOM, copy_band, write_safe_l2a
+from spectral_llava.processing.radiometry_settings import RadiometrySettings
 from spectral_llava.processing.scene_reader import SceneReader
 from spectral_llava.processing.sentinel2_io import read_image
-from spectral_llava.processing.radiometry_settings import RadiometrySettings
-from spectral_llava.scene import map_scene, read_tiles
+from spectral_llava.scene import MapOptions, map_scene, read_tiles
 from spectral_llava.scene.mapping import scene_radiometry
 from spectral_llava.scene.reading import TileBatches
 from spectral_llava.scene.tiling import batches_of, plan_tiles
@@ -27,11 +27,11 @@ from spectral_llava.scene.tiling import batches_of, plan_tiles
 CROP = os.path.join(DATA, "major-tom-s2l2a", "0U", "0U_199R",
                     "S2A_MSIL2A_20220706T085611_N0400_R007_T33NZA_20220706T153419")
 PRODUCT = "S2A_MSIL2A_20220706T085611_N0400_R007_T33NZA_20220706T153419"
-FAST = dict(max_new_tokens=6, overview=False)
+FAST = dict(max_new_tokens=6, no_overview=True)
 
 
-def run(model, source, output, **kwargs):
-    return map_scene(source, *model, output, **{**FAST, **kwargs})
+def run(model, source, output, **options):
+    return map_scene(source, *model, output, MapOptions(**{**FAST, **options}))
 
 
 def same_polygon(a, b) -> bool:
@@ -47,7 +47,7 @@ def comparable(rows):
 @pytest.fixture(scope="module")
 def crop_result(tiny_map_model, tmp_path_factory):
     output = tmp_path_factory.mktemp("map") / "crop.parquet"
-    return run(tiny_map_model, CROP, output, task="both", batch_size=4, overview=None)
+    return run(tiny_map_model, CROP, output, task="both", batch_size=4, no_overview=False)
 
 
 def test_rows_footprints_and_metadata(crop_result, tiny_map_model_dir):
@@ -343,7 +343,7 @@ def test_corrupt_jpeg2000_mid_run_leaves_nothing(tiny_map_model, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     with pytest.raises(ValueError, match=r"B08_10m\.jp2"):
-        run(tiny_map_model, safe, out / "x.parquet", num_workers=1)
+        run(tiny_map_model, safe, out / "x.parquet", workers=1)
     assert_nothing_written(out)
 
 

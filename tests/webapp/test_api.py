@@ -46,14 +46,14 @@ def test_caption_of_a_zipped_safe_product_equals_its_band_folder(client, app_ses
 
 
 def test_map_returns_the_geojson_of_map_scene(client, app_session, ben_zip, data, tmp_path):
-    from spectral_llava.scene import map_scene
+    from spectral_llava.scene import MapOptions, map_scene
 
     path = client.predict(handle_file(str(ben_zip)), api_name="/map")
     assert path.endswith(".geojson")
     with open(path, encoding="utf-8") as f:
         collection = json.load(f)
     direct = map_scene(str(data.ben_patch), app_session.model, app_session.processor, tmp_path / "direct.geojson",
-                       overview=False, max_new_tokens=app_session.max_new_tokens)
+                       MapOptions(no_overview=True, max_new_tokens=app_session.max_new_tokens))
     features = collection["features"]
     assert len(features) == len(direct.rows) == 4  # 120 px with 64 px tiles: 2 x 2, the edge tiles shifted inward
     assert [f["properties"]["labels"] for f in features] == [row["labels"] for row in direct.rows]
