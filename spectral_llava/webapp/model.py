@@ -18,18 +18,22 @@ from transformers import TextIteratorStreamer
 
 from spectral_llava.evaluation import classify_images, generate_answers, single_thread
 from spectral_llava.modeling_spectral_llava.tools.loading import load_model_and_processor
+from spectral_llava.processing.radiometry_settings import RadiometrySettings
 
 logger = logging.getLogger(__name__)
 
 
 class ModelSession:
-    """A Spectral-LLaVA model dir loaded once (`load_model_and_processor`), shared by every request of the app."""
+    """A Spectral-LLaVA model dir loaded once (`load_model_and_processor`), shared by every request of the app; every
+    image is read with the radiometric handling `radiometry`."""
 
-    def __init__(self, model_dir: str | os.PathLike, max_new_tokens: int = 64, device: str | None = None):
+    def __init__(self, model_dir: str | os.PathLike, max_new_tokens: int = 64, device: str | None = None,
+                 radiometry: RadiometrySettings = RadiometrySettings()):
         self.model_dir = str(model_dir)
         logger.info("loading the model from %s", self.model_dir)
         self.model, self.processor = load_model_and_processor(self.model_dir, device=device or "auto")
         self.max_new_tokens = int(max_new_tokens)
+        self.radiometry = radiometry
 
     @property
     def image_processor(self):
@@ -41,11 +45,13 @@ class ModelSession:
 
     def caption(self, source: Path) -> str:
         return generate_answers(self.model, self.processor, [str(source)], "caption",
-                                max_new_tokens=self.max_new_tokens, desc="caption")[0]["text"]
+                                max_new_tokens=self.max_new_tokens, desc="caption",
+                                radiometry=self.radiometry)[0]["text"]
 
     def classify(self, source: Path) -> dict:
         """{"labels": [...] most likely first, "text": the generated answer}."""
-        result = classify_images(self.model, self.processor, [str(source)], max_new_tokens=self.max_new_tokens)[0]
+        result = classify_images(self.model, self.processor, [str(source)], max_new_tokens=self.max_new_tokens,
+                                 radiometry=self.radiometry)[0]
         return {"labels": result["labels"], "text": result["text"]}
 
     def chat_prompt(self, source: Path, history: list[dict], message: str) -> str:
@@ -64,7 +70,8 @@ class ModelSession:
     def chat_stream(self, source: Path, history: list[dict], message: str):
         """Yield the answer to `message` as it grows, token by token (greedy decoding)."""
         prompt = self.chat_prompt(source, history, message)
-        inputs = self.processor(images=[str(source)], text=[prompt], return_tensors="pt").to(self.model.device)
+        inputs = self.processor(images=[str(source)], text=[prompt], return_tensors="pt",
+                                radiometry=self.radiometry).to(self.model.device)
         streamer = TextIteratorStreamer(self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
         failure = []
 
@@ -89,10 +96,10 @@ class ModelSession:
 
     def map_options(self, task: str = "classification"):
         """The `scene.MapOptions` of a map: `task`, the model's footprint per tile, the session's `max_new_tokens`
-        per answer."""
+        per answer and radiometric handling."""
         from spectral_llava.scene import MapOptions
 
-        return MapOptions(task=task, max_new_tokens=self.max_new_tokens)
+        return MapOptions(task=task, max_new_tokens=self.max_new_tokens, **self.radiometry.as_dict())
 
     def map_tiles(self, source: Path, output: Path, task: str = "classification", progress=None):
         """Tile `source` into `output` with `scene.map_scene` and `map_options(task)` -> MapResult."""

@@ -143,9 +143,9 @@ def test_map_tab_reports_progress_per_tile_and_renders_the_map(app_server, data)
 def test_no_analytics_and_model_requests_share_one_queue_slot(app_session, tmp_path):
     import os
 
-    from spectral_llava.webapp import AppConfig, SpectralApp
+    from spectral_llava.webapp import AppOptions, SpectralApp
 
-    demo = SpectralApp(app_session, AppConfig(model_dir=app_session.model_dir, work_root=str(tmp_path))).build()
+    demo = SpectralApp(app_session, AppOptions(model=app_session.model_dir, work_root=str(tmp_path))).build()
     assert demo.analytics_enabled is False and os.environ["GRADIO_ANALYTICS_ENABLED"] == "False"
     model_events = [fn for fn in demo.fns.values() if fn.concurrency_id == "model"]
     names = {fn.name for fn in model_events}
