@@ -8,7 +8,8 @@ import numpy as np
 
 from spectral_llava.utils.fileio import write_file_atomically
 
-NO_LABEL = "(no label)"
+from .palette import NO_LABEL
+
 RGB_BANDS = ("B04", "B03", "B02")
 
 
