@@ -311,6 +311,11 @@ def test_processor_kwargs_and_pipeline(tiny_model_dir, x1000):
     processor = AutoProcessor.from_pretrained(tiny_model_dir, trust_remote_code=True)
     inputs = processor(images=[MAJOR_TOM], text=["<image>"], input_offset=0, return_metadata=True)
     assert inputs["metadata"][0]["radiometry"]["source"] == "explicit"
+    # the repository's settings object works on the model dir's own copy of the processor too
+    whole = processor(images=[MAJOR_TOM], text=["<image>"], radiometry=RadiometrySettings(input_offset=0),
+                      return_metadata=True)
+    assert torch.equal(whole["pixel_values"], inputs["pixel_values"])
+    assert whole["metadata"][0]["radiometry"]["source"] == "explicit"
     assert processor(images=[MAJOR_TOM], text=["<image>"], return_metadata=True)["metadata"][0]["radiometry"][
         "offset"] == -1000.0
     with pytest.raises(ValueError, match=re.escape(x1000) + ".*band B02"):
@@ -318,6 +323,8 @@ def test_processor_kwargs_and_pipeline(tiny_model_dir, x1000):
     pipe = pipeline("image-text-to-text", model=tiny_model_dir, trust_remote_code=True)
     with pytest.raises(ValueError, match=re.escape(x1000) + ".*band B02"):
         pipe(images=x1000, text="<image>", strict=True, max_new_tokens=1)
+    with pytest.raises(ValueError, match=re.escape(x1000) + ".*band B02"):
+        pipe(images=x1000, text="<image>", radiometry=RadiometrySettings(strict=True), max_new_tokens=1)
     chat = pipe.processor.build_messages("caption", image=x1000)
     with pytest.raises(ValueError, match=re.escape(x1000) + ".*band B02"):
         pipe(text=chat, processor_kwargs={"strict": True}, max_new_tokens=1)
