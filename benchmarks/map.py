@@ -81,7 +81,7 @@ def main():
 
     from spectral_llava.inference import native_bf16
     from spectral_llava.processing.scene_reader import SceneReader
-    from spectral_llava.scene import map_scene
+    from spectral_llava.scene import MapOptions, map_scene
     from spectral_llava.scene.tiling import plan_tiles
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -105,13 +105,13 @@ def main():
 
         def run_map(index):
             map_scene(args.scene, pipe.model, pipe.processor, os.path.join(tmp, f"map{index}.parquet"),
-                      tile_size=size, stride=args.stride, batch_size=args.batch_size,
-                      max_new_tokens=args.max_new_tokens, overview=False)
+                      MapOptions(tile_size=size, stride=args.stride, batch_size=args.batch_size,
+                                 max_new_tokens=args.max_new_tokens, no_overview=True))
 
         run_pipeline(cut_outs[:1])  # warm-up: kernels, page cache
-        map_scene(args.scene, pipe.model, pipe.processor, os.path.join(tmp, "warm.parquet"), tile_size=size,
-                  stride=1068 - size if reader.width > size else size, batch_size=args.batch_size,
-                  max_new_tokens=4, overview=False)
+        map_scene(args.scene, pipe.model, pipe.processor, os.path.join(tmp, "warm.parquet"),
+                  MapOptions(tile_size=size, stride=1068 - size if reader.width > size else size,
+                             batch_size=args.batch_size, max_new_tokens=4, no_overview=True))
         load = os.getloadavg()[0]
         per_tile = {"map": [], "pipeline": []}
         cpu_per_tile = {"map": [], "pipeline": []}

@@ -8,7 +8,8 @@ import importlib
 
 _EXPORTS = {
     "SpectralImageProcessor": "image_processing_spectral_llava",
-    "RadiometryWarning": "radiometry", "resolve_radiometry": "radiometry",
+    "RadiometryWarning": "radiometry", "resolve_radiometry": "radiometry", "ResolvedRadiometry": "radiometry",
+    "RadiometrySettings": "radiometry_settings",
     "SpectralImage": "sentinel2_io", "canonical_band_name": "sentinel2_io", "read_image": "sentinel2_io",
     "detect_layout": "sentinel2_io", "read_header": "sentinel2_io", "SceneReader": "scene_reader",
     "SpectralLlavaProcessor": "processing_spectral_llava",

@@ -1,6 +1,7 @@
 """SpectralGPT preprocessing of Sentinel-2 imagery (AutoImageProcessor).
 
-Remote code: copied flat into saved model directories; imports only its siblings `sentinel2_io` and `radiometry`.
+Remote code: copied flat into saved model directories; imports only its siblings `sentinel2_io`, `radiometry` and
+`radiometry_settings`.
 
 `SpectralImageProcessor` picks the model's bands in the model's order, finds no-data, brings the values to
 reflectance x 10000 (`radiometry`: product offsets, scales, float reflectance, plausibility checks), fills no-data,
@@ -10,6 +11,7 @@ applies the SpectralGPT normalisation, resizes and batches: `pixel_values` (B, C
 
 import functools
 import os
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,7 +20,8 @@ from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
 from transformers.processing_utils import ImagesKwargs
 from transformers.utils import logging
 
-from .radiometry import apply_radiometry
+from .radiometry import ResolvedRadiometry, apply_radiometry
+from .radiometry_settings import RadiometrySettings
 from .sentinel2_io import (NOMINAL_PIXEL_SIZE_M, SPECTRALGPT_BANDS, SpectralImage, canonical_band_names,
                            ground_extent, read_image, resampling_method)
 
@@ -37,7 +40,8 @@ MAX_FOOTPRINT_RATIO = 2.0
 class SpectralImageProcessorKwargs(ImagesKwargs, total=False):
     """Options of `SpectralImageProcessor`: the constructor's, and at call time (directly or through the processor,
     flat or in `images_kwargs`) `band_names`, `resampling`, `do_rescale`, `rescale_factor`, `return_metadata`,
-    `return_band_mask` and `return_tensors`."""
+    `return_band_mask`, `return_tensors` and the radiometric handling: `radiometry` (a `RadiometrySettings`) or
+    its loose `input_offset`, `input_scale`, `strict`."""
 
     band_names: list[str] | tuple[str, ...] | None
     band_mean: list[float]
@@ -54,6 +58,8 @@ class SpectralImageProcessorKwargs(ImagesKwargs, total=False):
     input_offset: int | float | None
     input_scale: int | float | None
     strict: bool
+    # a RadiometrySettings: this module's copy or the repository's (a model dir's remote code is another module)
+    radiometry: Any
 
 
 class SpectralImageProcessor(BaseImageProcessor):
@@ -72,13 +78,15 @@ class SpectralImageProcessor(BaseImageProcessor):
     rescale: `do_rescale=False` keeps the 0..255 levels, `rescale_factor` replaces 1/255.
 
     Call: `processor(images, band_names=None, return_tensors="pt", return_metadata=False)`, plus `resampling`,
-    `do_rescale`, `rescale_factor`, `input_offset`, `input_scale`, `strict` overriding the configured ones for this
-    call; `images` is anything `read_image` reads or a list of those; `band_names` names the channels of unnamed
-    arrays/files. Returns a BatchFeature with `pixel_values` (B, C, S, S) float32 and `band_mask` (B, C) bool (unless
-    `return_band_mask=False`); with `return_metadata=True` also `metadata`, a list of one dict per image ("source",
-    "crs", "transform", "bounds", "band_names" read, "band_mask", "valid_mask" (C, H, W) bool on the native grid,
-    "radiometry": {"offset", "scale", "source", "detail", "band_offsets", "band_scales", "implausible"}) that is
-    never converted to tensors.
+    `do_rescale`, `rescale_factor` overriding the configured ones for this call, and the radiometric handling of
+    this call: `radiometry=RadiometrySettings(...)` whole, or any of `input_offset`, `input_scale`, `strict`
+    overriding the configured ones (`radiometry_settings`); `images` is anything `read_image` reads or a list of
+    those; `band_names` names the channels of unnamed arrays/files. Returns a BatchFeature with `pixel_values`
+    (B, C, S, S) float32 and `band_mask` (B, C) bool (unless `return_band_mask=False`); with `return_metadata=True`
+    also `metadata`, a list of one dict per image ("source", "crs", "transform", "bounds", "band_names" read,
+    "band_mask", "valid_mask" (C, H, W) bool on the native grid, "radiometry": what the settings resolved to for
+    the image, {"offset", "scale", "source", "detail", "band_offsets", "band_scales", "implausible"}) that is never
+    converted to tensors.
     """
 
     model_input_names = ["pixel_values"]
@@ -112,6 +120,7 @@ class SpectralImageProcessor(BaseImageProcessor):
         self.antialias = bool(antialias)
         self.do_rescale = bool(do_rescale)
         self.rescale_factor = float(rescale_factor)
+        RadiometrySettings(input_offset, input_scale, strict)  # refuses unusable values now, not at the first call
         self.input_offset = input_offset
         self.input_scale = input_scale
         self.strict = bool(strict)
@@ -122,19 +131,21 @@ class SpectralImageProcessor(BaseImageProcessor):
 
     def preprocess(self, images, band_names=None, return_tensors="pt", return_metadata: bool = False,
                    return_band_mask: bool = True, resampling: str | None = None, do_rescale: bool | None = None,
-                   rescale_factor: float | None = None, input_offset: float | None = None,
-                   input_scale: float | None = None, strict: bool | None = None, **kwargs) -> BatchFeature:
+                   rescale_factor: float | None = None, radiometry: RadiometrySettings | None = None,
+                   input_offset: float | None = None, input_scale: float | None = None, strict: bool | None = None,
+                   **kwargs) -> BatchFeature:
         unknown = set(kwargs) - {"images_kwargs", "data_format", "input_data_format", "do_convert_rgb"}
         if unknown:
             raise TypeError(f"SpectralImageProcessor got unexpected argument(s) {sorted(unknown)}")
         sources = flatten_images(images)
         if not sources:
             raise ValueError("images is empty: pass at least one image")
+        radiometry = self.radiometry_settings(radiometry, input_offset, input_scale, strict)
         pixel_values, band_masks, metadata = [], [], []
         for source in sources:
             image = self.read(source, band_names=band_names, resampling=resampling)
             values, band_mask, meta = self.normalise(image, do_rescale=do_rescale, rescale_factor=rescale_factor,
-                                                     input_offset=input_offset, input_scale=input_scale, strict=strict)
+                                                     radiometry=radiometry)
             pixel_values.append(values)
             band_masks.append(band_mask)
             metadata.append(meta)
@@ -149,6 +160,20 @@ class SpectralImageProcessor(BaseImageProcessor):
             data["metadata"] = metadata
         return BatchFeature(data=data)
 
+    def radiometry_settings(self, radiometry: RadiometrySettings | None = None, input_offset: float | None = None,
+                            input_scale: float | None = None, strict: bool | None = None) -> RadiometrySettings:
+        """The radiometric handling of one call: `radiometry` whole when given, else the configured `input_offset`,
+        `input_scale` and `strict`, each overridden by this call's value when not None."""
+        loose = {name: value for name, value in
+                 (("input_offset", input_offset), ("input_scale", input_scale), ("strict", strict))
+                 if value is not None}
+        if radiometry is not None:
+            if loose:
+                raise TypeError(f"pass radiometry= or {'/'.join(f'{name}=' for name in loose)}, not both")
+            return RadiometrySettings(radiometry.input_offset, radiometry.input_scale, radiometry.strict)
+        configured = {"input_offset": self.input_offset, "input_scale": self.input_scale, "strict": self.strict}
+        return RadiometrySettings(**{**configured, **loose})
+
     def read(self, source, band_names=None, resampling: str | None = None) -> SpectralImage:
         """Read one source, opening only the configured bands of a band folder."""
         is_folder = isinstance(source, (str, os.PathLike)) and os.path.isdir(source)
@@ -156,11 +181,10 @@ class SpectralImageProcessor(BaseImageProcessor):
                           resampling=resampling or self.resampling, select_bands=self.band_names)
 
     def normalise(self, image: SpectralImage, do_rescale: bool | None = None, rescale_factor: float | None = None,
-                  input_offset: float | None = None, input_scale: float | None = None, strict: bool | None = None,
-                  radiometry=None):
+                  radiometry: RadiometrySettings | None = None, resolved: ResolvedRadiometry | None = None):
         """Select, correct, fill and normalise the configured bands of one image -> ((C, H, W) float32, band_mask,
-        metadata). The keyword arguments default to the processor's own; `radiometry` (a `radiometry.Radiometry`,
-        e.g. resolved once per scene) skips the decision."""
+        metadata). The keyword arguments default to the processor's own (`radiometry`: the configured settings);
+        `resolved` (what the settings gave for a whole scene, resolved once) skips resolving them for this image."""
         source = image.metadata.get("source")
         where = source if source is not None else "the input array"
         height, width = image.data.shape[1:]
@@ -177,10 +201,8 @@ class SpectralImageProcessor(BaseImageProcessor):
         std = np.asarray(self.band_std, dtype=np.float64)[:, None, None]
         low, high = mean - 2 * std, mean + 2 * std
         corrected = apply_radiometry(
-            image, self.band_names, nodata_value=self.nodata_value, where=where, radiometry=radiometry,
-            input_offset=self.input_offset if input_offset is None else input_offset,
-            input_scale=self.input_scale if input_scale is None else input_scale,
-            strict=self.strict if strict is None else strict,
+            image, self.band_names, radiometry if radiometry is not None else self.radiometry_settings(),
+            nodata_value=self.nodata_value, resolved=resolved, where=where,
             window_top=dict(zip(self.band_names, high[:, 0, 0].tolist())))
         stack = np.empty((len(self.band_names), height, width), dtype=np.float64)
         valid_mask = np.zeros((len(self.band_names), height, width), dtype=bool)
@@ -214,7 +236,7 @@ class SpectralImageProcessor(BaseImageProcessor):
         values = (levels * rescale_factor).astype(np.float32) if do_rescale else levels.astype(np.float32)
         metadata = {key: image.metadata.get(key) for key in ("source", "crs", "transform", "bounds")}
         metadata.update(band_names=list(image.band_names), band_mask=band_mask.tolist(), valid_mask=valid_mask,
-                        radiometry=dict(corrected.radiometry.as_dict(), implausible=corrected.implausible))
+                        radiometry=dict(corrected.resolved.as_dict(), implausible=corrected.implausible))
         return values, band_mask, metadata
 
     def warn_if_squashed(self, height: int, width: int, transform, crs, where: str) -> None:

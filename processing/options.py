@@ -1,14 +1,15 @@
 """The radiometric-handling options of every command that reads images (caption, classify, evaluate, build-dataset,
-map), defined once: a dataclass whose field metadata holds the help text, parsed by transformers'
-`HfArgumentParser`. They map onto the image processor's `input_offset`, `input_scale` and `strict` (see
-`processing/radiometry.py` and README "Inputs"): raw values become `(raw + offset) * scale` = reflectance x 10000.
-Not remote code, and it imports nothing heavy: `--help` stays fast.
+map, app), defined once: a dataclass whose field metadata holds the help text, parsed by transformers'
+`HfArgumentParser`. `RadiometryOptions.radiometry` is the one object the rest of the code takes, a frozen
+`processing.radiometry_settings.RadiometrySettings` (see README "Inputs"): raw values become `(raw + offset) * scale`
+= reflectance x 10000. Not remote code, and it imports nothing heavy: `--help` stays fast.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
+
+from .radiometry_settings import EXPECTED, RadiometrySettings, out_of_range
 
 
 @dataclass(kw_only=True)
@@ -27,18 +28,11 @@ class RadiometryOptions:
                 "warning)"})
 
     def __post_init__(self):
-        if self.input_offset is not None and not math.isfinite(self.input_offset):
-            raise ValueError(f"--input-offset {self.input_offset}: expected a finite number")
-        if self.input_scale is not None and not (math.isfinite(self.input_scale) and self.input_scale > 0):
-            raise ValueError(f"--input-scale {self.input_scale}: expected a positive finite number")
+        wrong = out_of_range(self.input_offset, self.input_scale)
+        if wrong is not None:
+            raise ValueError(f"--{wrong.replace('_', '-')} {getattr(self, wrong)}: expected {EXPECTED[wrong]}")
 
     @property
-    def radiometry(self) -> dict:
-        """The image processor's keyword arguments: {"input_offset", "input_scale", "strict"}."""
-        return {"input_offset": self.input_offset, "input_scale": self.input_scale, "strict": self.strict}
-
-    def configure(self, image_processor):
-        """Make these the defaults of a loaded image processor (every later call uses them)."""
-        for name, value in self.radiometry.items():
-            setattr(image_processor, name, value)
-        return image_processor
+    def radiometry(self) -> RadiometrySettings:
+        """These options as the `RadiometrySettings` every layer down to the image processor takes."""
+        return RadiometrySettings(self.input_offset, self.input_scale, self.strict)

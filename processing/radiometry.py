@@ -1,12 +1,13 @@
 """Radiometric offset and scale of Sentinel-2 inputs: the same ground reaches the model as the same numbers.
 
-Remote code: copied flat into saved model directories; imports only its sibling `sentinel2_io` and third-party
-libraries.
+Remote code: copied flat into saved model directories; imports only its siblings `radiometry_settings` and
+`sentinel2_io` and third-party libraries.
 
 SpectralGPT expects reflectance x 10000. An input value `raw` becomes `(raw + offset) * scale`, per band. The
 first rule that applies decides (its name is the `source` recorded in the metadata):
 
-- explicit: `input_offset=` / `input_scale=` (CLI `--input-offset` / `--input-scale`); an omitted one is 0 / 1.
+- explicit: `RadiometrySettings(input_offset=, input_scale=)` (the image processor's `radiometry=` or its
+  `input_offset=` / `input_scale=`; CLI `--input-offset` / `--input-scale`); an omitted one is 0 / 1.
 - product_metadata: `MTD_MSIL1C.xml` / `MTD_MSIL2A.xml` beside the input or up to 4 folders above it (never above a
   `.SAFE` folder): offset `RADIO_ADD_OFFSET` / `BOA_ADD_OFFSET` per band (band ids named by its
   Spectral_Information list; 0 when absent), scale 10000 / `QUANTIFICATION_VALUE` (`BOA_QUANTIFICATION_VALUE`).
@@ -22,6 +23,10 @@ first rule that applies decides (its name is the `source` recorded in the metada
 No-data (non-finite values, the processor's `nodata_value` 0 and the file's declared no-data) is found on the raw
 values, before any offset. After offset and scale each band is checked (`check_plausibility`); an implausible
 band gives a `RadiometryWarning` naming the file and band, or a ValueError with `strict=True`.
+
+Two kinds of object, two names: `RadiometrySettings` is what the user asked for (explicit values or None for the
+rules above, and `strict`), one frozen object from the command-line flag to the image processor;
+`ResolvedRadiometry` is what those settings and the rules gave for one input (offset and scale per band, the rule).
 """
 
 import functools
@@ -33,11 +38,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .radiometry_settings import RULES_VERSION, RadiometrySettings
 from .sentinel2_io import (PRODUCT_NAME_RE, SpectralImage, canonical_band_name, is_safe_product,
-                          read_scale_offset_tags)
+                           read_scale_offset_tags)
 
-# Bump when a rule changes: feature caches and datasets record it and rebuild.
-RULES_VERSION = 1
 SOURCES = ("explicit", "product_metadata", "geotiff_tags", "product_name", "float_reflectance", "none")
 PRODUCT_METADATA_FILES = ("MTD_MSIL2A.xml", "MTD_MSIL1C.xml")
 # An image file lies at most this many folders below its SAFE root (GRANULE/<granule>/IMG_DATA/R10m/<file>).
@@ -61,8 +65,8 @@ class RadiometryWarning(UserWarning):
 
 
 @dataclass
-class Radiometry:
-    """How an input's raw values become reflectance x 10000: `(raw + offset) * scale`, per band.
+class ResolvedRadiometry:
+    """How one input's raw values become reflectance x 10000: `(raw + offset) * scale`, per band.
 
     `offset`/`scale` apply to every band except those listed in `band_offsets`/`band_scales`; `source` is the rule
     that decided (one of SOURCES), `detail` says what it found.
@@ -103,36 +107,26 @@ def _per_band(values: dict, neutral: float) -> tuple[float, dict]:
     return common, {band: value for band, value in values.items() if value != common}
 
 
-def radiometry_settings(input_offset=None, input_scale=None) -> dict:
-    """What decides the pixel values besides the files themselves: for feature-cache fingerprints and build info."""
-    return {"rules_version": RULES_VERSION,
-            "input_offset": None if input_offset is None else float(input_offset),
-            "input_scale": None if input_scale is None else float(input_scale)}
-
-
-def resolve_radiometry(source, input_offset=None, input_scale=None) -> Radiometry:
-    """The radiometry an input's explicit arguments, product metadata, GeoTIFF tags or product name give, before
+def resolve_radiometry(source, radiometry: RadiometrySettings | None = None) -> ResolvedRadiometry:
+    """The radiometry an input's explicit settings, product metadata, GeoTIFF tags or product name give, before
     looking at its values (the float-reflectance rule needs them: `apply_radiometry`).
 
     source: a path (GeoTIFF, band folder, `<dir>/<patch>` prefix, a SAFE folder or its MTD file), a
     `SpectralImage` (its metadata's "source" path and "scale_offset_tags" are used), or anything else (an array:
-    only explicit arguments apply).
+    only explicit settings apply). `radiometry`: the user's settings (default: the rules alone).
     """
-    if input_offset is not None or input_scale is not None:
-        offset = 0.0 if input_offset is None else float(input_offset)
-        scale = 1.0 if input_scale is None else float(input_scale)
-        if not np.isfinite(offset) or not np.isfinite(scale) or scale <= 0:
-            raise ValueError(f"input_offset={input_offset!r}, input_scale={input_scale!r}: need a finite offset "
-                             "and a positive finite scale")
-        return Radiometry(offset, scale, "explicit", "input_offset/input_scale given")
+    if radiometry is not None and radiometry.explicit:
+        offset = 0.0 if radiometry.input_offset is None else radiometry.input_offset
+        scale = 1.0 if radiometry.input_scale is None else radiometry.input_scale
+        return ResolvedRadiometry(offset, scale, "explicit", "input_offset/input_scale given")
     if isinstance(source, SpectralImage):
         path, tags = source.metadata.get("source"), source.metadata.get("scale_offset_tags", {})
     elif isinstance(source, (str, os.PathLike)):
         path, tags = os.fspath(source), None
     else:
-        return Radiometry(detail="an array without a path: no product information")
+        return ResolvedRadiometry(detail="an array without a path: no product information")
     if path is None:
-        return Radiometry(detail="an array without a path: no product information")
+        return ResolvedRadiometry(detail="an array without a path: no product information")
     path = os.fspath(path)
     metadata_file = find_product_metadata(path)
     if metadata_file is not None:
@@ -142,7 +136,7 @@ def resolve_radiometry(source, input_offset=None, input_scale=None) -> Radiometr
     if tags:
         return _tags_radiometry(tags)
     named = product_name_radiometry(path)
-    return named if named is not None else Radiometry()
+    return named if named is not None else ResolvedRadiometry()
 
 
 def find_product_metadata(path: str) -> str | None:
@@ -164,14 +158,14 @@ def find_product_metadata(path: str) -> str | None:
     return None
 
 
-def product_metadata_radiometry(metadata_file: str) -> Radiometry:
+def product_metadata_radiometry(metadata_file: str) -> ResolvedRadiometry:
     """Offsets (per band) and quantification value of a SAFE product metadata file."""
     stat = os.stat(metadata_file)
     offsets, quantification, baseline = _parse_product_metadata(metadata_file, stat.st_mtime_ns, stat.st_size)
     offset, band_offsets = _per_band(offsets, 0.0)
     detail = (f"{metadata_file}: processing baseline {baseline or '?'}, quantification value {quantification:g}, "
               + (f"add offset {offset:g}" if offsets else "no add offsets"))
-    return Radiometry(offset, 10000.0 / quantification, "product_metadata", detail, band_offsets)
+    return ResolvedRadiometry(offset, 10000.0 / quantification, "product_metadata", detail, band_offsets)
 
 
 @functools.lru_cache(maxsize=64)
@@ -207,7 +201,7 @@ def _parse_product_metadata(path: str, mtime_ns: int, size: int):
     return offsets, quantification, baseline
 
 
-def _tags_radiometry(tags: dict) -> Radiometry:
+def _tags_radiometry(tags: dict) -> ResolvedRadiometry:
     offsets, scales = {}, {}
     for band, (scale, offset) in tags.items():
         if not np.isfinite(scale) or scale <= 0:
@@ -217,10 +211,10 @@ def _tags_radiometry(tags: dict) -> Radiometry:
     offset, band_offsets = _per_band(offsets, 0.0)
     scale, band_scales = _per_band(scales, 1.0)
     detail = "GeoTIFF scale/offset tags " + ", ".join(f"{band} {s:g}/{o:g}" for band, (s, o) in sorted(tags.items()))
-    return Radiometry(offset, scale, "geotiff_tags", detail, band_offsets, band_scales)
+    return ResolvedRadiometry(offset, scale, "geotiff_tags", detail, band_offsets, band_scales)
 
 
-def product_name_radiometry(path: str) -> Radiometry | None:
+def product_name_radiometry(path: str) -> ResolvedRadiometry | None:
     """Offset from the processing baseline in the nearest Sentinel-2 product name among the path's components."""
     for component in reversed(os.path.abspath(path).split(os.sep)):
         match = PRODUCT_NAME_RE.match(component)
@@ -228,11 +222,13 @@ def product_name_radiometry(path: str) -> Radiometry | None:
             continue
         baseline = int(match.group("baseline"))
         if baseline == REPROCESSED_BASELINE:
-            return Radiometry(0.0, 1.0, "product_name", f"{component}: N9999, a reprocessed product without offset")
+            return ResolvedRadiometry(0.0, 1.0, "product_name",
+                                      f"{component}: N9999, a reprocessed product without offset")
         if baseline >= FIRST_OFFSET_BASELINE:
-            return Radiometry(BASELINE_OFFSET, 1.0, "product_name",
-                              f"{component}: processing baseline {baseline / 100:05.2f} >= 04.00")
-        return Radiometry(0.0, 1.0, "product_name", f"{component}: processing baseline {baseline / 100:05.2f} < 04.00")
+            return ResolvedRadiometry(BASELINE_OFFSET, 1.0, "product_name",
+                                      f"{component}: processing baseline {baseline / 100:05.2f} >= 04.00")
+        return ResolvedRadiometry(0.0, 1.0, "product_name",
+                                  f"{component}: processing baseline {baseline / 100:05.2f} < 04.00")
     return None
 
 
@@ -264,41 +260,43 @@ class CorrectedBands:
 
     values: dict
     valid: dict
-    radiometry: Radiometry
+    resolved: ResolvedRadiometry
     implausible: dict
 
 
-def apply_radiometry(image: SpectralImage, bands=None, input_offset=None, input_scale=None, strict: bool = False,
-                     nodata_value=0, radiometry: Radiometry | None = None, window_top: dict | None = None,
+def apply_radiometry(image: SpectralImage, bands=None, radiometry: RadiometrySettings | None = None,
+                     nodata_value=0, resolved: ResolvedRadiometry | None = None, window_top: dict | None = None,
                      where: str | None = None) -> CorrectedBands:
-    """Decide (unless `radiometry` is given) and apply the radiometry of `image`'s `bands` (default all).
+    """Resolve the user's `radiometry` settings for `image` (unless `resolved` is given, e.g. once per scene) and
+    apply the result to `image`'s `bands` (default all).
 
     No-data is found on the raw values first (`valid_pixels`); float reflectance is recognised; each band is then
-    checked by `check_plausibility` (warning, or ValueError when `strict`). `window_top` (band -> the top of the
-    model's input window) adds the saturated share to the messages.
+    checked by `check_plausibility` (warning, or ValueError with the settings' `strict`). `window_top` (band -> the
+    top of the model's input window) adds the saturated share to the messages.
     """
+    radiometry = radiometry if radiometry is not None else RadiometrySettings()
     where = where or image.metadata.get("source") or "the input array"
     channel = {band: index for index, band in enumerate(image.band_names)}
     bands = [band for band in (bands if bands is not None else image.band_names) if band in channel]
     declared = image.metadata.get("nodata")
     valid = {band: valid_pixels(image.data[channel[band]], nodata_value, declared) for band in bands}
-    if radiometry is None:
-        radiometry = resolve_radiometry(image, input_offset, input_scale)
-        if radiometry.source in ("product_name", "none") and is_float_reflectance(image, valid):
-            named = radiometry.source == "product_name"
-            ignored = f"; product name rule ignored ({radiometry.detail})" if named else ""
-            radiometry = Radiometry(0.0, 10000.0, "float_reflectance",
-                                    f"float values in reflectance range (99 % <= {FLOAT_REFLECTANCE_MAX:g})"
-                                    + ignored)
+    if resolved is None:
+        resolved = resolve_radiometry(image, radiometry)
+        if resolved.source in ("product_name", "none") and is_float_reflectance(image, valid):
+            named = resolved.source == "product_name"
+            ignored = f"; product name rule ignored ({resolved.detail})" if named else ""
+            resolved = ResolvedRadiometry(0.0, 10000.0, "float_reflectance",
+                                          f"float values in reflectance range (99 % <= {FLOAT_REFLECTANCE_MAX:g})"
+                                          + ignored)
             warnings.warn(f"{where}: float values in reflectance range 0..{FLOAT_REFLECTANCE_MAX:g}; scaled by 10000 "
                           "to reflectance x 10000 (pass input_scale= / --input-scale to override)",
                           RadiometryWarning, stacklevel=2)
-    values = {band: radiometry.apply(band, image.data[channel[band]]) for band in bands}
-    implausible = check_plausibility(values, valid, radiometry, where, strict=strict, window_top=window_top)
-    return CorrectedBands(values, valid, radiometry, implausible)
+    values = {band: resolved.apply(band, image.data[channel[band]]) for band in bands}
+    implausible = check_plausibility(values, valid, resolved, where, strict=radiometry.strict, window_top=window_top)
+    return CorrectedBands(values, valid, resolved, implausible)
 
 
-def check_plausibility(values: dict, valid: dict, radiometry: Radiometry, where: str, strict: bool = False,
+def check_plausibility(values: dict, valid: dict, resolved: ResolvedRadiometry, where: str, strict: bool = False,
                        window_top: dict | None = None) -> dict:
     """{band: reason} for bands whose valid reflectance x 10000 is implausible for Sentinel-2: a median above
     reflectance 2.0 (such a band saturates the model window), more than 10 % of pixels below reflectance -0.05,
@@ -324,8 +322,8 @@ def check_plausibility(values: dict, valid: dict, radiometry: Radiometry, where:
             continue
         reasons[band] = reason
     if reasons:
-        message = (f"{where}: implausible Sentinel-2 values after offset {radiometry.offset:g} and scale "
-                   f"{radiometry.scale:g} (source {radiometry.source}): "
+        message = (f"{where}: implausible Sentinel-2 values after offset {resolved.offset:g} and scale "
+                   f"{resolved.scale:g} (source {resolved.source}): "
                    + "; ".join(f"band {band}: {reason}" for band, reason in reasons.items())
                    + ". Check the input's units; set input_offset= / input_scale= (--input-offset / --input-scale)")
         if strict:
@@ -334,6 +332,6 @@ def check_plausibility(values: dict, valid: dict, radiometry: Radiometry, where:
     return reasons
 
 
-__all__ = ["Radiometry", "RadiometryWarning", "CorrectedBands", "resolve_radiometry", "apply_radiometry",
-           "check_plausibility", "find_product_metadata", "product_metadata_radiometry", "product_name_radiometry",
-           "radiometry_settings", "valid_pixels", "is_float_reflectance", "RULES_VERSION", "SOURCES"]
+__all__ = ["RadiometrySettings", "ResolvedRadiometry", "RadiometryWarning", "CorrectedBands", "resolve_radiometry",
+           "apply_radiometry", "check_plausibility", "find_product_metadata", "product_metadata_radiometry",
+           "product_name_radiometry", "valid_pixels", "is_float_reflectance", "RULES_VERSION", "SOURCES"]

@@ -18,7 +18,7 @@ sys.path.insert(0, REPO)
 from PIL import Image  # noqa: E402
 
 from spectral_llava.utils.fileio import write_file_atomically  # noqa: E402
-from spectral_llava.webapp import AppConfig, launch  # noqa: E402
+from spectral_llava.webapp import AppOptions, launch  # noqa: E402
 from spectral_llava.webapp.browser import browser_page, upload_and_caption  # noqa: E402
 
 def free_port() -> int:
@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     parser.add_argument("--colours", type=int, default=128, help="palette size of the PNG")
     args = parser.parse_args(argv)
 
-    demo, url = launch(AppConfig(model_dir=args.model, port=free_port()), block=False)
+    demo, url = launch(AppOptions(model=args.model, port=free_port()), block=False)
     try:
         with browser_page(url, width=args.width, height=args.height) as (page, _):
             caption = upload_and_caption(page, args.image if len(args.image) > 1 else args.image[0])

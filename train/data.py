@@ -7,19 +7,19 @@ roots that resolve its `image` paths).
 - `SpectralLlavaCollator` pads a list of records into `input_ids`, `attention_mask`, `labels` and either
   `pixel_values` (images read and normalised by the processor) or `vision_features` (read from a
   `inference.feature_cache.FeatureCache`).
-- `processor_for_dataset(processor, dataset_dir)` reads the images with the explicit radiometric handling the
-  dataset's build recorded.
+- `dataset_radiometry(dataset_dir)`: the radiometric handling the dataset's build recorded, which training reads
+  the images with.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 
 import torch
 
 from spectral_llava.inference.feature_cache import FeatureCache
 from spectral_llava.inference.prompts import expand_image_tokens
+from spectral_llava.processing.radiometry_settings import RadiometrySettings
 from spectral_llava.spectral_inst.dataset import load_build_info, resolve_image_path
 
 logger = logging.getLogger(__name__)
@@ -28,21 +28,17 @@ IGNORE_INDEX = -100
 ROLES = {"human": "user", "gpt": "assistant", "system": "system", "user": "user", "assistant": "assistant"}
 
 
-def processor_for_dataset(processor, dataset_dir):
-    """`processor`, or a copy whose image processor reads images with the explicit radiometric handling
-    (`input_offset`, `input_scale`, `strict`) that `build_info.json` records for the dataset's build, so training
-    sees the pixels the captions were computed from. The original (exported with the model) is left untouched."""
-    recorded = load_build_info(dataset_dir).get("radiometry") or {}
-    settings = {key: recorded.get(key) for key in ("input_offset", "input_scale") if recorded.get(key) is not None}
-    if not settings:
-        return processor
-    image_processor = copy.deepcopy(processor.image_processor)
-    for key, value in {**settings, "strict": bool(recorded.get("strict"))}.items():
-        setattr(image_processor, key, value)
-    configured = copy.copy(processor)
-    configured.image_processor = image_processor
+def dataset_radiometry(dataset_dir) -> RadiometrySettings | None:
+    """The radiometric handling (`input_offset`, `input_scale`, `strict`) that `build_info.json` records for the
+    dataset's build, so that training sees the pixels the captions were computed from; None for a build that
+    recorded none (the image processor's own settings then apply)."""
+    recorded = load_build_info(dataset_dir).get("radiometry")
+    if recorded is None:
+        return None
+    settings = RadiometrySettings(recorded.get("input_offset"), recorded.get("input_scale"),
+                                  bool(recorded.get("strict")))
     logger.info("images of %s are read with its build's radiometry %s", dataset_dir, settings)
-    return configured
+    return settings
 
 
 def chat_messages(conversations) -> list[dict]:
@@ -106,13 +102,16 @@ class SpectralLlavaCollator:
     """Records (dicts with `conversations`, `image`, `patch_id`) -> a padded training batch.
 
     Right padding with `pad_token_id` (labels -100, attention 0). With a `FeatureCache`, `vision_features` come from
-    it instead of `pixel_values`.
+    it instead of `pixel_values`; images are read with the radiometric handling `radiometry` (default the image
+    processor's own).
     """
 
-    def __init__(self, processor, image_roots: dict[str, str], feature_cache: FeatureCache | None = None):
+    def __init__(self, processor, image_roots: dict[str, str], feature_cache: FeatureCache | None = None,
+                 radiometry: RadiometrySettings | None = None):
         self.processor = processor
         self.image_roots = image_roots
         self.feature_cache = feature_cache
+        self.radiometry = radiometry
         self.pad_token_id = processor.tokenizer.pad_token_id
 
     def __call__(self, records: list[dict]) -> dict[str, torch.Tensor]:
@@ -130,5 +129,6 @@ class SpectralLlavaCollator:
             batch["vision_features"] = self.feature_cache.get([record["patch_id"] for record in records])
         else:
             paths = [resolve_image_path(record["image"], self.image_roots) for record in records]
-            batch["pixel_values"] = self.processor.image_processor(paths, return_tensors="pt")["pixel_values"]
+            batch["pixel_values"] = self.processor.image_processor(paths, return_tensors="pt",
+                                                                   radiometry=self.radiometry)["pixel_values"]
         return batch

@@ -14,12 +14,13 @@ from . import add_command, options_of
 def run(args) -> None:
     from spectral_llava.inference import generate_answers, load_for_inference, refuse_squashed_inputs
 
-    options = options_of(args, CaptionOptions)
-    model, processor = load_for_inference(args.model, radiometry=options_of(args, RadiometryOptions))
+    options, radiometry = options_of(args, CaptionOptions), options_of(args, RadiometryOptions).radiometry
+    model, processor = load_for_inference(args.model)
     if not args.resize_whole_image:
         refuse_squashed_inputs(args.paths, processor.image_processor, args.model)
     answers = generate_answers(model, processor, args.paths, options.task, question=options.prompt,
-                               batch_size=options.batch_size, max_new_tokens=options.max_new_tokens)
+                               batch_size=options.batch_size, max_new_tokens=options.max_new_tokens,
+                               radiometry=radiometry)
     for path, answer in zip(args.paths, answers):
         print(json.dumps({"image": path, "text": answer["text"], "radiometry": answer["radiometry"]},
                          ensure_ascii=False), flush=True)

@@ -14,11 +14,12 @@ def run(args) -> None:
     from spectral_llava.inference import classify_images, load_for_inference, refuse_squashed_inputs
 
     options = options_of(args, GenerationOptions)
-    model, processor = load_for_inference(args.model, radiometry=options_of(args, RadiometryOptions))
+    radiometry = options_of(args, RadiometryOptions).radiometry
+    model, processor = load_for_inference(args.model)
     if not args.resize_whole_image:
         refuse_squashed_inputs(args.paths, processor.image_processor, args.model)
     for row in classify_images(model, processor, args.paths, batch_size=options.batch_size,
-                               max_new_tokens=options.max_new_tokens):
+                               max_new_tokens=options.max_new_tokens, radiometry=radiometry):
         print(json.dumps({"image": row["image"], "labels": row["labels"], "radiometry": row["radiometry"]}),
               flush=True)
 

@@ -39,11 +39,12 @@ def _options(args, *classes) -> dict:
 
 
 def _loaded(args) -> dict:
-    """model= and processor= of --model, its image processor set to the radiometry flags (checked first)."""
+    """model= and processor= of --model, and radiometry=: the settings of the radiometry flags (checked first)."""
     from spectral_llava.inference import load_for_inference
 
-    model, processor = load_for_inference(args.model, radiometry=options_of(args, RadiometryOptions))
-    return {"model": model, "processor": processor}
+    radiometry = options_of(args, RadiometryOptions).radiometry
+    model, processor = load_for_inference(args.model)
+    return {"model": model, "processor": processor, "radiometry": radiometry}
 
 
 def run_linear_probe(args) -> None:
@@ -98,8 +99,7 @@ def run_encoder(args) -> None:
     from spectral_llava.evaluation.scores import probe_headline
 
     options = _options(args, EncoderOptions)
-    encoder = FrozenEncoder(args.model)
-    options_of(args, RadiometryOptions).configure(encoder.image_processor)
+    encoder = FrozenEncoder(args.model, radiometry=options_of(args, RadiometryOptions).radiometry)
     result = run_encoder_eval(args.model, args.output, encoder=encoder, **options)
     print(json.dumps({name: probe_headline(entry) for name, entry in result["results"].items()}, indent=1))
 

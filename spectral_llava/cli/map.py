@@ -14,7 +14,7 @@ def run(args) -> None:
 
     options = options_of(args, MapOptions)
     model, processor = load_model_and_processor(args.model)
-    result = map_scene(args.input, model, processor, args.output, **options.map_kwargs())
+    result = map_scene(args.input, model, processor, args.output, options)
     print(json.dumps({"output": str(result.output), "overview": str(result.overview) if result.overview else None,
                       "counts": result.counts}), flush=True)
 

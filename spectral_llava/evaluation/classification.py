@@ -67,10 +67,11 @@ def write_jsonl(path, rows) -> None:
     atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
 
 
-def run_classify_eval(model_dir, output_dir, model=None, processor=None, **options) -> dict:
+def run_classify_eval(model_dir, output_dir, model=None, processor=None, radiometry=None, **options) -> dict:
     """Classify EuroSAT class folders (`eurosat`) and/or the patches of a Spectral-Inst `split` (`dataset`):
     EuroSAT accuracy + OUTPUT/confusion_matrix.png, BigEarthNet-19 micro/macro F1. Also writes
-    OUTPUT/classification.json and OUTPUT/classification_predictions.jsonl. `options`: `ClassifyOptions` fields."""
+    OUTPUT/classification.json and OUTPUT/classification_predictions.jsonl. `options`: `ClassifyOptions` fields;
+    `radiometry` (a `RadiometrySettings`) is how the images are read."""
     options = ClassifyOptions(**options)
     if options.eurosat is None and options.dataset is None:
         raise ValueError("give --eurosat ROOT and/or --dataset DIR")
@@ -85,7 +86,8 @@ def run_classify_eval(model_dir, output_dir, model=None, processor=None, **optio
     if model is None:
         model, processor = load_model_and_processor(model_dir)
     predicted = classify_images(model, processor, [path for path, _, _ in items], batch_size=options.batch_size,
-                                max_new_tokens=options.max_new_tokens, tower_cache=options.tower_cache)
+                                max_new_tokens=options.max_new_tokens, tower_cache=options.tower_cache,
+                                radiometry=radiometry)
     rows = [dict(p, source=source, true=truth) for p, (_, source, truth) in zip(predicted, items)]
     result = {"model": str(model_dir), "eurosat": options.eurosat, "dataset": options.dataset,
               "split": options.split if options.dataset else None,

@@ -27,14 +27,16 @@ def eurosat_samples(root: str | os.PathLike, max_per_class: int | None = None):
     return paths, labels, list(classes)
 
 
-def eurosat_features(model_dir, eurosat_root, output_dir, options: FeatureOptions, model=None, processor=None):
-    """(features {"vision", "grounded"}, labels, class_names, paths) of the EuroSAT images; the pooled cache
-    defaults to OUTPUT/feature-cache."""
+def eurosat_features(model_dir, eurosat_root, output_dir, options: FeatureOptions, model=None, processor=None,
+                     radiometry=None):
+    """(features {"vision", "grounded"}, labels, class_names, paths) of the EuroSAT images, read with the
+    radiometric handling `radiometry` (a `RadiometrySettings`; default the image processor's own); the pooled
+    cache defaults to OUTPUT/feature-cache."""
     paths, labels, class_names = eurosat_samples(eurosat_root, options.max_per_class)
     if model is None:
         model, processor = load_model_and_processor(model_dir)
     logger.info("features of %d EuroSAT images (%d classes) from %s", len(paths), len(class_names), eurosat_root)
     cache_dir = options.cache_dir if options.cache_dir is not None else os.path.join(output_dir, "feature-cache")
     features = probe_features(model, processor.image_processor, paths, cache_dir, options.tower_cache,
-                              options.feature_batch_size)
+                              options.feature_batch_size, radiometry)
     return features, labels, class_names, paths

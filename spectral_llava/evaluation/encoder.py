@@ -21,6 +21,8 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
+from spectral_llava.processing.radiometry_settings import RadiometrySettings
+
 from spectral_llava.utils.fileio import atomic_write_json, atomic_write_text
 
 from . import encoder_data, geobench
@@ -47,12 +49,13 @@ GEOBENCH_DIFFERENCES = [
 class FrozenEncoder:
     """The tower of a Spectral-LLaVA model dir or of a converted SpectralGPT tower dir, with its image processor."""
 
-    def __init__(self, model_dir, device: str = "auto"):
+    def __init__(self, model_dir, device: str = "auto", radiometry: RadiometrySettings | None = None):
         from spectral_llava.modeling_spectral_llava.configuration_spectral_llava import (SpectralGPTConfig,
                                                                                         SpectralLlavaConfig)
         from spectral_llava.modeling_spectral_llava.tools.loading import check_model_dir, default_device
 
         self.model_dir = check_model_dir(model_dir)
+        self.radiometry = radiometry  # how images are read (None: the image processor's own handling)
         model_type = json.loads(Path(model_dir, "config.json").read_text()).get("model_type")
         self.model = None
         if model_type == SpectralLlavaConfig.model_type:
@@ -81,7 +84,7 @@ class FrozenEncoder:
 
         config = SimpleNamespace(vision_feature_layer=self.feature_layer)
         owner = SimpleNamespace(vision_tower=self.tower, config=config)  # what feature_fingerprint reads of a model
-        return feature_fingerprint(owner, self.image_processor)
+        return feature_fingerprint(owner, self.image_processor, self.radiometry)
 
     def pooled(self, pixel_values: torch.Tensor, pooling: str) -> torch.Tensor:
         """(B, D) pooled features of a batch of pixel values."""
@@ -103,10 +106,10 @@ def image_encoder(encoder: FrozenEncoder, reader: str, pooling: str):
 
     def encode(keys, paths):
         if reader == "file":
-            pixels = encoder.image_processor(list(paths))["pixel_values"]
+            pixels = encoder.image_processor(list(paths), radiometry=encoder.radiometry)["pixel_values"]
         else:
             arrays = [geobench.read_bands(path, bands, reader == "geobench-fixed") for path in paths]
-            pixels = encoder.image_processor(arrays, band_names=bands)["pixel_values"]
+            pixels = encoder.image_processor(arrays, band_names=bands, radiometry=encoder.radiometry)["pixel_values"]
         return encoder.pooled(pixels, pooling)
 
     return encode

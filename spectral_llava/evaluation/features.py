@@ -20,6 +20,7 @@ import torch
 
 from spectral_llava.inference.feature_cache import (FeatureCache, encode_in_batches, feature_fingerprint, image_ids,
                                                     open_tower_cache, tower_encoder)
+from spectral_llava.processing.radiometry_settings import RadiometrySettings
 
 logger = logging.getLogger(__name__)
 
@@ -28,10 +29,11 @@ def projector_is_linear(model) -> bool:
     return model.config.projector_type == "linear"
 
 
-def pooled_encoder(model, image_processor, raw_cache: FeatureCache | None = None):
+def pooled_encoder(model, image_processor, raw_cache: FeatureCache | None = None,
+                   radiometry: RadiometrySettings | None = None):
     """An encoder of images into pooled rows: [tower output mean-pooled (D) | projector input tokens (K * D')];
-    the raw tower output comes from `raw_cache` when given."""
-    tower = tower_encoder(model, image_processor)
+    the raw tower output comes from `raw_cache` when given, else from images read with `radiometry`."""
+    tower = tower_encoder(model, image_processor, radiometry)
     token_mean = projector_is_linear(model)
 
     def encode(ids: Sequence[str], paths: Sequence[str]) -> torch.Tensor:
@@ -46,7 +48,7 @@ def pooled_encoder(model, image_processor, raw_cache: FeatureCache | None = None
 
 
 def tower_features(model, image_processor, paths: Sequence[str], cache_dir=None, tower_cache=None,
-                   batch_size: int = 8, desc: str = "tower features"):
+                   batch_size: int = 8, desc: str = "tower features", radiometry: RadiometrySettings | None = None):
     """(vision (N, D), tokens (N, K, D')) for `paths`, from one tower pass per image.
 
     `vision` is the tower output mean-pooled over its T*h*w tokens; `tokens` are the visual tokens the
@@ -56,11 +58,12 @@ def tower_features(model, image_processor, paths: Sequence[str], cache_dir=None,
     `cache_dir` keeps these pooled rows in the feature cache ``cache_dir/pooled-<fingerprint>`` (a few KB per
     image; the fingerprint covers the tower weights, layout and image processor), so later runs on the same tower
     skip the tower. `tower_cache` is a training feature cache (`--cache-features` of align/finetune; raw tower
-    output keyed by patch id) to read from and extend instead of running the tower directly.
+    output keyed by patch id) to read from and extend instead of running the tower directly. Images are read with
+    the radiometric handling `radiometry` (default the image processor's own), which both fingerprints cover.
     """
     images = image_ids(paths)
     missing, pooled = images, None
-    fingerprint = feature_fingerprint(model, image_processor) if cache_dir or tower_cache else None
+    fingerprint = feature_fingerprint(model, image_processor, radiometry) if cache_dir or tower_cache else None
     if cache_dir is not None:
         config = model.config
         settings = json.dumps([fingerprint, config.visual_token_layout, config.spatial_pool,
@@ -71,8 +74,8 @@ def tower_features(model, image_processor, paths: Sequence[str], cache_dir=None,
         logger.info("tower features: %d of %d images cached in %s", len(images) - len(missing), len(images),
                     pooled.root)
     raw_cache = open_tower_cache(tower_cache, model, image_processor, list(missing.values()), batch_size,
-                                 fingerprint)
-    encode = pooled_encoder(model, image_processor, raw_cache)
+                                 fingerprint, radiometry)
+    encode = pooled_encoder(model, image_processor, raw_cache, radiometry)
     if pooled is not None:
         rows = pooled.build(images, encode, batch_size=batch_size, desc=desc).get(list(images))
     else:
@@ -83,9 +86,11 @@ def tower_features(model, image_processor, paths: Sequence[str], cache_dir=None,
 
 
 def probe_features(model, image_processor, paths: Sequence[str], cache_dir=None, tower_cache=None,
-                   batch_size: int = 8) -> dict:
-    """{"vision": (N, D), "grounded": (N, d_llm)} float32 arrays, both from the same tower pass."""
-    vision, tokens = tower_features(model, image_processor, paths, cache_dir, tower_cache, batch_size)
+                   batch_size: int = 8, radiometry: RadiometrySettings | None = None) -> dict:
+    """{"vision": (N, D), "grounded": (N, d_llm)} float32 arrays, both from the same tower pass (images read with
+    `radiometry`)."""
+    vision, tokens = tower_features(model, image_processor, paths, cache_dir, tower_cache, batch_size,
+                                    radiometry=radiometry)
     projector = model.multi_modal_projector
     with torch.inference_mode():
         weight = projector.linear_1.weight

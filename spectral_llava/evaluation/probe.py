@@ -130,16 +130,17 @@ def linear_probe(features: dict, labels, class_names: Sequence[str], **options) 
     return result
 
 
-def run_linear_probe(model_dir, eurosat_root, output_dir, model=None, processor=None, **options) -> dict:
+def run_linear_probe(model_dir, eurosat_root, output_dir, model=None, processor=None, radiometry=None,
+                     **options) -> dict:
     """Write OUTPUT/linear_probe.json and OUTPUT/linear_probe.png; returns the result dict.
 
     `options`: the fields of `ProbeOptions` and `evaluation.data.FeatureOptions`; pass `model`/`processor` to
-    reuse loaded ones.
+    reuse loaded ones; `radiometry` (a `RadiometrySettings`) is how the images are read.
     """
     probe, feature_options = split_options(options, ProbeOptions, FeatureOptions)
     output_dir = Path(output_dir)
     features, labels, class_names, _ = eurosat_features(model_dir, eurosat_root, output_dir, feature_options,
-                                                        model, processor)
+                                                        model, processor, radiometry)
     result = linear_probe(features, labels, class_names, **vars(probe))
     result.update({"model": str(model_dir), "eurosat": str(eurosat_root)})
     atomic_write_json(output_dir / "linear_probe.json", result)

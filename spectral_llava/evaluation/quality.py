@@ -29,12 +29,14 @@ def nan_mean(values) -> float:
     return float(np.mean(values)) if values else math.nan
 
 
-def run_quality(model_dir, dataset_dir, output_dir, model=None, processor=None, judge_model=None, **options) -> dict:
+def run_quality(model_dir, dataset_dir, output_dir, model=None, processor=None, judge_model=None, radiometry=None,
+                **options) -> dict:
     """Caption the patches of a Spectral-Inst split with the `[caption]` prompt and score the captions:
     label consistency for model and reference captions, BLEU-1..4 / METEOR / ROUGE-L / CIDEr-D against the dataset's
     reference caption (`caption_metrics.score_captions`), and, with a judge (`options["judge"]`, or a loaded
     (model, tokenizer) pair `judge_model`), the LLaVA-Bench-style relative score against the dataset's reference
-    caption. Writes OUTPUT/quality.json and OUTPUT/captions.jsonl. `options`: `QualityOptions` fields."""
+    caption. Writes OUTPUT/quality.json and OUTPUT/captions.jsonl. `options`: `QualityOptions` fields; `radiometry`
+    (a `RadiometrySettings`) is how the images are read."""
     options = QualityOptions(**options)
     output_dir = Path(output_dir)
     rows = load_patches(dataset_dir, options.split, options.max_samples)
@@ -44,7 +46,7 @@ def run_quality(model_dir, dataset_dir, output_dir, model=None, processor=None, 
         model, processor = load_model_and_processor(model_dir)
     answers = generate_answers(model, processor, [row["path"] for row in rows], "caption",
                                batch_size=options.batch_size, max_new_tokens=options.max_new_tokens,
-                               tower_cache=options.tower_cache, desc="captioning")
+                               tower_cache=options.tower_cache, desc="captioning", radiometry=radiometry)
     records = []
     for row, answer in zip(rows, answers):
         vocabulary = vocabulary_of(row["source"])

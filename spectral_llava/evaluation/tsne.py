@@ -30,15 +30,16 @@ def tsne_embeddings(features: dict, seed: int = TsneOptions.seed, perplexity: fl
     return embedded
 
 
-def run_tsne(model_dir, eurosat_root, output_dir, model=None, processor=None, **options) -> dict:
+def run_tsne(model_dir, eurosat_root, output_dir, model=None, processor=None, radiometry=None, **options) -> dict:
     """Write OUTPUT/tsne.png and OUTPUT/tsne.json (the 2-D points); returns the JSON dict.
 
-    `options`: the fields of `TsneOptions` and `evaluation.data.FeatureOptions`.
+    `options`: the fields of `TsneOptions` and `evaluation.data.FeatureOptions`; `radiometry` (a
+    `RadiometrySettings`) is how the images are read.
     """
     tsne, feature_options = split_options(options, TsneOptions, FeatureOptions)
     output_dir = Path(output_dir)
     features, labels, class_names, paths = eurosat_features(model_dir, eurosat_root, output_dir, feature_options,
-                                                            model, processor)
+                                                            model, processor, radiometry)
     embedded = tsne_embeddings(features, tsne.seed, tsne.perplexity)
     plot_tsne(embedded, labels, class_names, output_dir / "tsne.png")
     result = {"model": str(model_dir), "eurosat": str(eurosat_root), "seed": tsne.seed, "class_names": class_names,

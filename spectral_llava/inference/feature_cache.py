@@ -22,8 +22,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
+from spectral_llava.processing.radiometry_settings import RadiometrySettings
 from spectral_llava.utils.fileio import atomic_write_json, write_file_atomically
-from spectral_llava.processing.radiometry import radiometry_settings
 
 logger = logging.getLogger(__name__)
 
@@ -31,19 +31,18 @@ logger = logging.getLogger(__name__)
 Encoder = Callable[[Sequence[str], Sequence[str]], torch.Tensor]
 
 
-def feature_fingerprint(model, image_processor) -> str:
-    """sha256 over the tower weights, tower config, feature layer, image-processor config and radiometric handling
-    (`radiometry_settings`: the rules version and the processor's input offset and scale; `strict` changes no
-    value and is left out)."""
+def feature_fingerprint(model, image_processor, radiometry: RadiometrySettings | None = None) -> str:
+    """sha256 over the tower weights, tower config, feature layer, image-processor config and the radiometric
+    handling the images are read with (`radiometry`, default the processor's own; its `cache_key`: the rules version
+    and the input offset and scale, `strict` changes no value)."""
     digest = hashlib.sha256()
     tower = model.vision_tower
     digest.update(tower.config.to_json_string(use_diff=False).encode())
     digest.update(f"vision_feature_layer={model.config.vision_feature_layer}".encode())
     processing = json.loads(image_processor.to_json_string())
-    for key in ("processor_class", "strict"):
+    for key in ("processor_class", "input_offset", "input_scale", "strict"):  # the call's settings stand for them
         processing.pop(key, None)
-    processing["radiometry"] = radiometry_settings(getattr(image_processor, "input_offset", None),
-                                                   getattr(image_processor, "input_scale", None))
+    processing["radiometry"] = image_processor.radiometry_settings(radiometry).cache_key()
     digest.update(json.dumps(processing, sort_keys=True).encode())
     for name, tensor in sorted(tower.state_dict().items()):
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
@@ -51,12 +50,13 @@ def feature_fingerprint(model, image_processor) -> str:
     return digest.hexdigest()
 
 
-def tower_encoder(model, image_processor) -> Encoder:
-    """An encoder of image paths into the tower's output at `vision_feature_layer` (tower in eval mode)."""
+def tower_encoder(model, image_processor, radiometry: RadiometrySettings | None = None) -> Encoder:
+    """An encoder of image paths, read with the radiometric handling `radiometry` (default the processor's own),
+    into the tower's output at `vision_feature_layer` (tower in eval mode)."""
     tower = model.vision_tower
 
     def encode(ids: Sequence[str], paths: Sequence[str]) -> torch.Tensor:
-        pixels = image_processor(list(paths), return_tensors="pt")["pixel_values"]
+        pixels = image_processor(list(paths), return_tensors="pt", radiometry=radiometry)["pixel_values"]
         parameter = next(tower.parameters())
         was_training = tower.training
         tower.eval()
@@ -188,10 +188,12 @@ def image_ids(paths: Sequence[str]) -> dict[str, str]:
 
 
 def open_tower_cache(tower_cache, model, image_processor, paths: Sequence[str], batch_size: int = 8,
-                     fingerprint: str | None = None) -> FeatureCache | None:
-    """The training feature cache at `tower_cache` holding the raw tower output of every path (encoding only the
-    images it lacks), or None when `tower_cache` is None or there are no paths."""
+                     fingerprint: str | None = None,
+                     radiometry: RadiometrySettings | None = None) -> FeatureCache | None:
+    """The training feature cache at `tower_cache` holding the raw tower output of every path read with the
+    radiometric handling `radiometry` (encoding only the images it lacks), or None when `tower_cache` is None or
+    there are no paths."""
     if tower_cache is None or not paths:
         return None
-    cache = FeatureCache(tower_cache, fingerprint or feature_fingerprint(model, image_processor))
-    return cache.build(image_ids(paths), tower_encoder(model, image_processor), batch_size=batch_size)
+    cache = FeatureCache(tower_cache, fingerprint or feature_fingerprint(model, image_processor, radiometry))
+    return cache.build(image_ids(paths), tower_encoder(model, image_processor, radiometry), batch_size=batch_size)

@@ -10,7 +10,8 @@ from spectral_llava.inference.mentions import mentioned_classes
 from spectral_llava.inference.prompts import expand_image_tokens
 from spectral_llava.inference.runtime import native_bf16
 
-TASKS = ("classification", "caption", "both")
+from .options import TASKS
+
 DEFAULT_MAX_NEW_TOKENS = {"classification": 48, "caption": 64}
 
 

@@ -1,4 +1,10 @@
-"""`map_scene`: a Sentinel-2 scene in, one georeferenced row of labels (and captions) per tile out."""
+"""`map_scene`: a Sentinel-2 scene in, one georeferenced row of labels (and captions) per tile out.
+
+The job in steps: open the scene and check it can be mapped (`open_scene`, `check_georeferencing`), plan its tiles
+and radiometry (`plan_scene`), start or resume the checkpoints, run an engine over the pending batches
+(`run_engine`), assemble one row per mapped tile (`assemble_rows`), write the table and the overview
+(`write_outputs`).
+"""
 
 from __future__ import annotations
 
@@ -9,17 +15,17 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from tqdm.auto import tqdm
 
-from .inference import TileAnnotator, task_list
+from .engine import run_local
+from .inference import TileAnnotator
+from .options import MapOptions
 from .outputs import Checkpoints, output_format, write_tiles
 from .reading import TileBatches
-from .tiling import batches_of, plan_tiles, tile_id
+from .tiling import Tile, batches_of, plan_tiles, tile_id
 
 logger = logging.getLogger(__name__)
 
-ENGINES = ("local", "ray")
 EDGE_RULE = ("tiles are tile_size px, stride px apart from the top-left corner; where the scene's width or height is "
              "not covered, one more tile is placed flush with the right/bottom edge (shifted inward, overlapping its "
              "neighbour), so every tile is full size; a scene smaller than one tile is refused")
@@ -42,8 +48,97 @@ class MapResult:
     metadata: dict = field(default_factory=dict)
 
 
-def default_overview(output: Path) -> Path:
-    return output.with_name(f"{output.stem}_overview.png")
+@dataclass
+class ScenePlan:
+    """What a run does with a scene: its tiles in batches, the radiometry resolved once for it (`resolved`, or None
+    when each tile's values decide) and `description`, the run's settings that a resumed run must match."""
+
+    product: str
+    tiles: list[Tile]
+    batches: list[list[int]]
+    tile_size: int
+    stride: int
+    resolved: object
+    description: dict
+
+
+def map_scene(source, model, processor, output, options: MapOptions | None = None, progress=None) -> MapResult:
+    """Tile a scene, label (and/or caption) every tile with the model, write one row per tile.
+
+    source: a multi-band GeoTIFF / COG, a band folder (Major-TOM, BigEarthNet, SSL4EO), a SAFE product or its
+      granule / IMG_DATA folder. model, processor: loaded Spectral-LLaVA objects (`engine="ray"` reloads the model in
+      each actor from `model.name_or_path`, which must then be a model dir every Ray node can read).
+    output: `.parquet` (GeoParquet, the scene's CRS), `.geojson` (RFC 7946, WGS84) or `.gpkg`; written atomically.
+    options: a `MapOptions` (default: its defaults): task, tile size and stride (edges follow `EDGE_RULE`, no-data
+      tiles `NODATA_RULE`), batch size, engine, resume, overview and the radiometric handling, decided once for the
+      scene (`scene_radiometry`), applied to every window and recorded in the output's metadata["radiometry"].
+    progress: `progress(done, total)` is called as tiles finish.
+    """
+    options = options if options is not None else MapOptions()
+    output = Path(output)
+    output_format(output)
+    reader = open_scene(os.path.abspath(os.fspath(source)), processor.image_processor)
+    try:
+        check_georeferencing(reader, output)
+        plan = plan_scene(reader, model, processor.image_processor, options)
+        checkpoints = Checkpoints(output)
+        done = checkpoints.start(plan.description, options.resume)
+        resumed = sum(len(plan.batches[k]) for k in done)
+        precision = run_engine(reader, plan, checkpoints, done, model, processor, options, progress)
+        rows = assemble_rows(checkpoints.rows(), plan, reader.transform)
+        result = write_outputs(output, reader, plan, rows, options, precision, resumed)
+        checkpoints.remove()
+        return result
+    finally:
+        reader.close()
+
+
+def open_scene(source: str, image_processor):
+    """A `SceneReader` of `source` (headers only) holding every band the model reads, else a ValueError naming the
+    missing ones."""
+    from spectral_llava.processing.scene_reader import SceneReader
+
+    reader = SceneReader(source, select_bands=image_processor.band_names, resampling=image_processor.resampling)
+    missing = [band for band in image_processor.band_names if band not in reader.band_names]
+    if missing:
+        reader.close()
+        raise ValueError(f"{source}: band(s) {', '.join(missing)} missing; the model reads "
+                         f"{', '.join(image_processor.band_names)} (for a SAFE product pass the .SAFE folder or the "
+                         "granule's IMG_DATA folder, which hold every band)")
+    return reader
+
+
+def check_georeferencing(reader, output: Path) -> None:
+    """A scene without a CRS cannot be written as GeoJSON (WGS84); other formats get footprints in pixel
+    coordinates, warned."""
+    if reader.crs is not None:
+        return
+    if output_format(output) == "GeoJSON":
+        raise ValueError(f"{reader.source} has no georeferencing (no CRS): GeoJSON needs WGS84 coordinates; write "
+                         ".parquet or .gpkg to get tile footprints in pixel coordinates")
+    warnings.warn(f"{reader.source} has no georeferencing (no CRS): tile footprints are written in pixel coordinates "
+                  "(x = column, y = row of the 10 m grid) without a CRS", stacklevel=3)
+
+
+def plan_scene(reader, model, image_processor, options: MapOptions) -> ScenePlan:
+    """The tiles (`plan_tiles`) in batches (`batches_of`) and the radiometry (`scene_radiometry`) of the run."""
+    from spectral_llava.processing.sentinel2_io import product_id
+
+    tile_size = int(options.tile_size or image_processor.image_size)
+    stride = int(options.stride or tile_size)
+    tiles = plan_tiles(reader.height, reader.width, tile_size, stride, where=reader.source)
+    batches = batches_of(tiles, options.batch_size)
+    product = product_id(reader.source)
+    resolved, radiometry = scene_radiometry(reader, options.radiometry)
+    description = {"source": reader.source, "product_id": product, "height": reader.height, "width": reader.width,
+                   "tile_size": tile_size, "stride": stride, "batch_size": options.batch_size, "task": options.task,
+                   "max_new_tokens": options.max_new_tokens, "model": model_fingerprint(model),
+                   "radiometry": radiometry}
+    logger.info("%s: %dx%d px, %d tiles of %d px (stride %d, %d shifted inward at the edges) in %d batches of %d",
+                reader.source, reader.height, reader.width, len(tiles), tile_size, stride,
+                sum(tile.shifted for tile in tiles), len(batches), options.batch_size)
+    logger.info("radiometry: %s", radiometry)
+    return ScenePlan(product, tiles, batches, tile_size, stride, resolved, description)
 
 
 def model_fingerprint(model) -> dict:
@@ -51,17 +146,17 @@ def model_fingerprint(model) -> dict:
             "config_sha256": hashlib.sha256(model.config.to_json_string(use_diff=False).encode()).hexdigest()}
 
 
-def scene_radiometry(reader, input_offset, input_scale, strict: bool):
-    """(Radiometry applied to every tile, or None, and its description for the output's metadata) of the scene's
-    radiometric handling, decided once from the explicit values, the product metadata, GeoTIFF tags or product name
-    (`processing.radiometry.resolve_radiometry`). Float data that only a product name (or nothing) describes is
-    left to each tile's values (the float-reflectance rule): None."""
+def scene_radiometry(reader, radiometry):
+    """(`ResolvedRadiometry` applied to every tile, or None, and its description for the output's metadata) of the
+    user's settings `radiometry` (a `RadiometrySettings`) for the scene, decided once from the explicit values, the
+    product metadata, GeoTIFF tags or product name (`processing.radiometry.resolve_radiometry`). Float data that
+    only a product name (or nothing) describes is left to each tile's values (the float-reflectance rule): None."""
     import numpy as np
 
     from spectral_llava.processing.radiometry import resolve_radiometry
 
-    resolved = resolve_radiometry(reader.source, input_offset=input_offset, input_scale=input_scale)
-    description = {**resolved.as_dict(), "strict": strict}
+    resolved = resolve_radiometry(reader.source, radiometry)
+    description = {**resolved.as_dict(), "strict": radiometry.strict}
     if resolved.source in ("product_name", "none") and np.issubdtype(np.dtype(reader.dtype), np.floating):
         description["per_tile"] = ("float data: each tile in reflectance range 0..1.5 is scaled by 10000 "
                                    "(float_reflectance), the others take the rule above")
@@ -69,84 +164,14 @@ def scene_radiometry(reader, input_offset, input_scale, strict: bool):
     return resolved, description
 
 
-def _footprint(transform, tile) -> "object":
-    import shapely
-
-    corners = [(tile.x, tile.y), (tile.x + tile.size, tile.y), (tile.x + tile.size, tile.y + tile.size),
-               (tile.x, tile.y + tile.size)]
-    return shapely.Polygon([transform @ corner for corner in corners])
-
-
-def map_scene(source, model, processor, output, *, task: str = "classification", tile_size: int | None = None,
-              stride: int | None = None, batch_size: int = 8, engine: str = "local", ray_address: str | None = None,
-              resume: bool = False, overview=None, input_offset: float | None = None,
-              input_scale: float | None = None, strict: bool = False, progress=None,
-              max_new_tokens: int | dict | None = None, num_workers: int | None = None, ray_actors: int = 1,
-              ray_cpus_per_actor: float = 1, ray_gpus_per_actor: float = 0) -> MapResult:
-    """Tile a scene, label (and/or caption) every tile with the model, write one row per tile.
-
-    source: a multi-band GeoTIFF / COG, a band folder (Major-TOM, BigEarthNet, SSL4EO), a SAFE product or its
-      granule / IMG_DATA folder. model, processor: loaded Spectral-LLaVA objects (`engine="ray"` reloads the model in
-      each actor from `model.name_or_path`, which must then be a model dir every Ray node can read).
-    output: `.parquet` (GeoParquet, the scene's CRS), `.geojson` (RFC 7946, WGS84) or `.gpkg`; written atomically.
-    task: "classification" | "caption" | "both". tile_size, stride: pixels of the 10 m grid (default: the model's
-      image size, no overlap); edges follow `EDGE_RULE`, no-data tiles `NODATA_RULE`.
-    batch_size: tiles per model call. resume: continue a killed run from its checkpoints (`.OUT.work/` beside the
-      output). overview: PNG path (default OUT_overview.png beside the output; False for none).
-    input_offset, input_scale, strict: radiometric handling, as the image processor takes them; decided once for
-      the scene (`scene_radiometry`), applied to every window and recorded in the output's metadata["radiometry"].
-    progress: `progress(done, total)` is called as tiles finish. num_workers: DataLoader workers reading windows
-      while the model runs (default 1; 0 reads in the main process). ray_actors, ray_cpus_per_actor,
-      ray_gpus_per_actor: the Ray model-actor pool.
-    """
-    output = Path(output)
-    output_format(output)
-    task_list(task)
-    if engine not in ENGINES:
-        raise ValueError(f"engine={engine!r}; expected one of {', '.join(ENGINES)}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
-    from spectral_llava.processing.scene_reader import SceneReader
-    from spectral_llava.processing.sentinel2_io import product_id
-
-    source = os.path.abspath(os.fspath(source))
-    image_processor = processor.image_processor
-    reader = SceneReader(source, select_bands=image_processor.band_names, resampling=image_processor.resampling)
-    missing = [band for band in image_processor.band_names if band not in reader.band_names]
-    if missing:
-        raise ValueError(f"{source}: band(s) {', '.join(missing)} missing; the model reads "
-                         f"{', '.join(image_processor.band_names)} (for a SAFE product pass the .SAFE folder or the "
-                         "granule's IMG_DATA folder, which hold every band)")
-    georeferenced = reader.crs is not None
-    if not georeferenced:
-        if output_format(output) == "GeoJSON":
-            raise ValueError(f"{source} has no georeferencing (no CRS): GeoJSON needs WGS84 coordinates; write "
-                             ".parquet or .gpkg to get tile footprints in pixel coordinates")
-        warnings.warn(f"{source} has no georeferencing (no CRS): tile footprints are written in pixel coordinates "
-                      "(x = column, y = row of the 10 m grid) without a CRS", stacklevel=2)
-    tile_size = int(tile_size or image_processor.image_size)
-    stride = int(stride or tile_size)
-    tiles = plan_tiles(reader.height, reader.width, tile_size, stride, where=source)
-    batches = batches_of(tiles, batch_size)
-    product = product_id(source)
-    applied, radiometry = scene_radiometry(reader, input_offset, input_scale, strict)
-    annotator = TileAnnotator(model, processor, task, max_new_tokens) if engine == "local" else None
-    pixel_size = abs(reader.transform.a) if georeferenced else None
-    plan = {"source": source, "product_id": product, "height": reader.height, "width": reader.width,
-            "tile_size": tile_size, "stride": stride, "batch_size": batch_size, "task": task,
-            "max_new_tokens": max_new_tokens, "model": model_fingerprint(model), "radiometry": radiometry}
-    shifted = sum(tile.shifted for tile in tiles)
-    logger.info("%s: %dx%d px, %d tiles of %d px (stride %d, %d shifted inward at the edges) in %d batches of %d",
-                source, reader.height, reader.width, len(tiles), tile_size, stride, shifted, len(batches), batch_size)
-    logger.info("radiometry: %s", radiometry)
-
-    checkpoints = Checkpoints(output)
-    done = checkpoints.start(plan, resume)
-    pending = [k for k in range(len(batches)) if k not in done]
-    resumed = sum(len(batches[k]) for k in done)
-    total = len(tiles)
-    bar = tqdm(total=total, initial=resumed, unit="tile", desc=f"map {product}")
-    finished = resumed
+def run_engine(reader, plan: ScenePlan, checkpoints: Checkpoints, done: set[int], model, processor,
+               options: MapOptions, progress=None) -> str:
+    """Annotate the planned batches not `done` with the options' engine, checkpointing each batch as it finishes
+    and calling `progress(done, total)`; returns the precision the model ran in. A bad input (ValueError,
+    FileNotFoundError) removes the checkpoints: resuming cannot help."""
+    total = len(plan.tiles)
+    finished = sum(len(plan.batches[k]) for k in done)
+    bar = tqdm(total=total, initial=finished, unit="tile", desc=f"map {plan.product}")
 
     def on_batch(k: int, rows: list[dict]) -> None:
         nonlocal finished
@@ -156,85 +181,77 @@ def map_scene(source, model, processor, output, *, task: str = "classification",
         if progress is not None:
             progress(finished, total)
 
-    reading = TileBatches(reader, tiles, batches, image_processor, applied, strict)
+    pending = [k for k in range(len(plan.batches)) if k not in done]
+    reading = TileBatches(reader, plan.tiles, plan.batches, processor.image_processor, options.radiometry,
+                          plan.resolved)
     try:
         if progress is not None:
             progress(finished, total)
-        if engine == "local":
-            run_local(reading, pending, annotator, on_batch, num_workers)
-            precision = annotator.precision
-        else:
-            from .ray_engine import run_ray
+        if options.engine == "local":
+            annotator = TileAnnotator(model, processor, options.task, options.max_new_tokens)
+            run_local(reading, pending, annotator, on_batch, options.workers)
+            return annotator.precision
+        from .ray_engine import run_ray
 
-            precision = run_ray(reading, pending, model, task, max_new_tokens, on_batch, ray_address=ray_address,
-                                actors=ray_actors, cpus_per_actor=ray_cpus_per_actor,
-                                gpus_per_actor=ray_gpus_per_actor)
+        return run_ray(reading, pending, model, options.task, options.max_new_tokens, on_batch,
+                       ray_address=options.ray_address, actors=options.ray_actors,
+                       cpus_per_actor=options.ray_cpus_per_actor, gpus_per_actor=options.ray_gpus_per_actor)
     except (ValueError, FileNotFoundError):
-        checkpoints.remove()  # a bad input: resuming cannot help, leave nothing behind
+        checkpoints.remove()
         raise
     finally:
         bar.close()
-        reader.close()
 
+
+def assemble_rows(stored: list[dict], plan: ScenePlan, transform) -> list[dict]:
+    """One row per mapped tile from the checkpoint rows, in tile order, with its id and footprint polygon."""
     rows = []
-    for stored in sorted(checkpoints.rows(), key=lambda row: row["tile_index"]):
-        if not stored["mapped"]:
+    for checkpoint in sorted(stored, key=lambda row: row["tile_index"]):
+        if not checkpoint["mapped"]:
             continue
-        tile = tiles[stored["tile_index"]]
-        row = {"tile_id": tile_id(product, tile_size, stride, tile.row, tile.col), "row": tile.row, "col": tile.col,
-               "labels": list(stored["labels"])}
+        tile = plan.tiles[checkpoint["tile_index"]]
+        row = {"tile_id": tile_id(plan.product, plan.tile_size, plan.stride, tile.row, tile.col), "row": tile.row,
+               "col": tile.col, "labels": list(checkpoint["labels"])}
         for column in ("caption", "classification_text"):
-            if column in stored:
-                row[column] = stored[column]
-        row["valid_fraction"] = float(stored["valid_fraction"])
-        row["geometry"] = _footprint(reader.transform, tile)
+            if column in checkpoint:
+                row[column] = checkpoint[column]
+        row["valid_fraction"] = float(checkpoint["valid_fraction"])
+        row["geometry"] = _footprint(transform, tile)
         row["tile_index"] = tile.index
         rows.append(row)
+    return rows
+
+
+def _footprint(transform, tile: Tile):
+    import shapely
+
+    corners = [(tile.x, tile.y), (tile.x + tile.size, tile.y), (tile.x + tile.size, tile.y + tile.size),
+               (tile.x, tile.y + tile.size)]
+    return shapely.Polygon([transform @ corner for corner in corners])
+
+
+def write_outputs(output: Path, reader, plan: ScenePlan, rows: list[dict], options: MapOptions, precision: str,
+                  resumed: int) -> MapResult:
+    """Write the tile table with the run's metadata, and the overview PNG unless the options say none."""
+    total, shifted = len(plan.tiles), sum(tile.shifted for tile in plan.tiles)
     counts = {"tiles": total, "mapped": len(rows), "skipped_nodata": total - len(rows), "edge_shifted": shifted,
               "resumed": resumed}
-    metadata = {"source": source, "product_id": product, "model": plan["model"], "task": task,
-                "tile_size_px": tile_size, "stride_px": stride,
-                "tile_size_m": tile_size * pixel_size if pixel_size else None,
+    georeferenced = reader.crs is not None
+    pixel_size = abs(reader.transform.a) if georeferenced else None
+    metadata = {"source": reader.source, "product_id": plan.product, "model": plan.description["model"],
+                "task": options.task, "tile_size_px": plan.tile_size, "stride_px": plan.stride,
+                "tile_size_m": plan.tile_size * pixel_size if pixel_size else None,
                 "crs": reader.crs.to_string() if georeferenced else None, "georeferenced": georeferenced,
-                "radiometry": radiometry, "precision": precision, "engine": engine, "edge_rule": EDGE_RULE,
-                "nodata_rule": NODATA_RULE, "counts": counts}
-    overview_path = None if overview is False else Path(overview) if overview else default_overview(output)
+                "radiometry": plan.description["radiometry"], "precision": precision, "engine": options.engine,
+                "edge_rule": EDGE_RULE, "nodata_rule": NODATA_RULE, "counts": counts}
     table = [{key: value for key, value in row.items() if key != "tile_index"} for row in rows]
     write_tiles(table, reader.crs, output, metadata)
-    if overview_path is not None:
+    overview = options.overview_path(output)
+    if overview is not None:
         from .overview import write_overview
 
-        write_overview(overview_path, reader, rows, tiles, f"{product} - {task} - {len(rows)} tiles")
-        reader.close()
-    checkpoints.remove()
+        write_overview(overview, reader, rows, plan.tiles, f"{plan.product} - {options.task} - {len(rows)} tiles")
     logger.info("wrote %s (%d tiles mapped, %d all no-data skipped, %d edge tiles shifted inward, %d resumed)%s",
                 output, counts["mapped"], counts["skipped_nodata"], shifted, resumed,
-                f" and {overview_path}" if overview_path else "")
-    return MapResult(output, overview_path, table, counts, reader.crs, metadata)
-
-
-def run_local(reading: TileBatches, pending: list[int], annotator: TileAnnotator, on_batch,
-              num_workers: int | None = None) -> None:
-    """Batches `pending` of `reading`, read by DataLoader workers while the model annotates the previous ones."""
-    workers = 1 if num_workers is None else num_workers
-    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(reading, pending), batch_size=None,
-                                         num_workers=workers, prefetch_factor=2 if workers else None)
-    for item in loader:
-        raise_input_error(item)
-        on_batch(item["batch"], annotate_batch(annotator, item))
-
-
-def raise_input_error(item: dict) -> None:
-    if item.get("error"):
-        raise (FileNotFoundError if item["error_type"] == "FileNotFoundError" else ValueError)(item["error"])
-
-
-def annotate_batch(annotator: TileAnnotator, item: dict) -> list[dict]:
-    """Checkpoint rows of one read batch: every tile, annotated where it holds data."""
-    results = iter(annotator(item["pixel_values"]))
-    rows = []
-    for index, fraction, mapped in zip(item["tiles"], item["valid_fraction"], item["mapped"]):
-        row = {"tile_index": int(index), "valid_fraction": float(fraction), "mapped": bool(mapped)}
-        row.update(next(results) if mapped else {"labels": []})
-        rows.append(row)
-    return rows
+                f" and {overview}" if overview else "")
+    return MapResult(output, overview, table, counts, reader.crs, metadata)

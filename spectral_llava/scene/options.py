@@ -1,21 +1,27 @@
-"""Options of `spectral-llava map`, defined once: a dataclass whose field metadata holds the help text, parsed by
-transformers' `HfArgumentParser`; `MapOptions.map_kwargs()` are `map_scene`'s keyword arguments. No torch import
-here: `--help` stays fast."""
+"""Options of `spectral-llava map` and of `map_scene`, defined once: a dataclass whose field metadata holds the help
+text, parsed by transformers' `HfArgumentParser` and passed whole to `map_scene(source, model, processor, output,
+options)`. No torch import here: `--help` stays fast."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from pathlib import Path
+from typing import Literal, get_args
 
 from spectral_llava.processing.options import RadiometryOptions
+
+Task = Literal["classification", "caption", "both"]
+Engine = Literal["local", "ray"]
+TASKS = get_args(Task)
+ENGINES = get_args(Engine)
 
 
 @dataclass(kw_only=True)
 class MapOptions(RadiometryOptions):
-    """How `map_scene` tiles a scene and runs the model on it (the input, model and output are arguments)."""
+    """How `map_scene` tiles a scene and runs the model on it (the input, model and output are arguments); the
+    radiometric handling (`input_offset`, `input_scale`, `strict`) reaches every tile as `self.radiometry`."""
 
-    task: Literal["classification", "caption", "both"] = field(default="classification", metadata={
-        "help": "labels, captions or both for every tile"})
+    task: Task = field(default="classification", metadata={"help": "labels, captions or both for every tile"})
     tile_size: int | None = field(default=None, metadata={
         "help": "tile side in 10 m pixels (default: the model's image size, 128 = 1.28 km)", "metavar": "PX"})
     stride: int | None = field(default=None, metadata={"help": "pixels between tiles (default: --tile-size)",
@@ -26,7 +32,7 @@ class MapOptions(RadiometryOptions):
     workers: int | None = field(default=None, metadata={
         "help": "DataLoader workers reading tiles while the model runs (default 1; 0 reads in the main process)",
         "metavar": "N"})
-    engine: Literal["local", "ray"] = field(default="local", metadata={"help": "run locally or on a Ray cluster"})
+    engine: Engine = field(default="local", metadata={"help": "run locally or on a Ray cluster"})
     ray_address: str | None = field(default=None, metadata={
         "help": "Ray cluster to join (e.g. auto or ray://head:10001; default: start a local instance)",
         "metavar": "ADDR"})
@@ -40,6 +46,9 @@ class MapOptions(RadiometryOptions):
 
     def __post_init__(self):
         super().__post_init__()
+        for name, allowed in (("task", TASKS), ("engine", ENGINES)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"--{name} {getattr(self, name)!r}: expected one of {', '.join(allowed)}")
         for name in ("tile_size", "stride", "batch_size", "max_new_tokens", "ray_actors"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -47,10 +56,9 @@ class MapOptions(RadiometryOptions):
         if self.workers is not None and self.workers < 0:
             raise ValueError(f"--workers {self.workers}: expected 0 or more")
 
-    def map_kwargs(self) -> dict:
-        """`map_scene`'s keyword arguments."""
-        return {"task": self.task, "tile_size": self.tile_size, "stride": self.stride, "batch_size": self.batch_size,
-                "engine": self.engine, "ray_address": self.ray_address, "resume": self.resume,
-                "overview": False if self.no_overview else self.overview, **self.radiometry,
-                "max_new_tokens": self.max_new_tokens, "num_workers": self.workers, "ray_actors": self.ray_actors,
-                "ray_cpus_per_actor": self.ray_cpus_per_actor, "ray_gpus_per_actor": self.ray_gpus_per_actor}
+    def overview_path(self, output: Path) -> Path | None:
+        """The overview PNG of a run writing `output`: None with `no_overview`, else `overview`, else
+        OUT_overview.png beside the output."""
+        if self.no_overview:
+            return None
+        return Path(self.overview) if self.overview else output.with_name(f"{output.stem}_overview.png")

@@ -9,7 +9,7 @@ import numpy as np
 from spectral_llava.processing.rendering import TRUE_COLOUR, stretch_rgb
 from spectral_llava.utils.fileio import write_file_atomically
 
-NO_LABEL = "(no label)"
+from .palette import NO_LABEL
 
 
 def quicklook(reader, max_size: int = 1024) -> np.ndarray:

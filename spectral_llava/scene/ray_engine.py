@@ -13,8 +13,8 @@ from collections import defaultdict
 
 import numpy as np
 
+from .engine import annotate_batch, raise_input_error
 from .inference import TileAnnotator
-from .mapping import annotate_batch, raise_input_error
 from .reading import TileBatches
 
 logger = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ def run_ray(reading: TileBatches, pending: list[int], model, task: str, max_new_
     # Ray workers.
     image_processor = SpectralImageProcessor.from_dict(reading.image_processor.to_dict())
     reading = TileBatches(reading.reader, reading.tiles, reading.batches, image_processor, reading.radiometry,
-                          reading.strict)
+                          reading.resolved)
     started = not ray.is_initialized()
     if started:
         ray.init(address=ray_address, include_dashboard=False, logging_level=logging.WARNING)

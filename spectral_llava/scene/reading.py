@@ -5,14 +5,17 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from spectral_llava.processing.radiometry_settings import RadiometrySettings
+
 from .tiling import Tile
 
 
 class TileBatches(torch.utils.data.Dataset):
     """Item k: the tiles of planned batch k, read through `reader` (a SceneReader) and preprocessed by
-    `image_processor` (`normalise` + `resize`, as its call does) with the scene's radiometry: `radiometry` (a
-    `processing.radiometry.Radiometry` decided once for the scene), or None to let each tile's values decide (the
-    float-reflectance rule); `strict` makes implausible values an error.
+    `image_processor` (`normalise` + `resize`, as its call does) with the user's radiometric handling `radiometry`
+    (a `RadiometrySettings`; default the processor's own) as the scene resolved it: `resolved` (a
+    `processing.radiometry.ResolvedRadiometry` decided once for the scene), or None to let each tile's values
+    decide (the float-reflectance rule).
 
     A tile's `valid_fraction` is the share of its pixels that hold data (finite and not the processor's
     `nodata_value`) in every band the scene has; tiles with none are not preprocessed (skipped, never shown to the
@@ -21,14 +24,14 @@ class TileBatches(torch.utils.data.Dataset):
     {"batch": k, "error": message, "error_type": name}, so that it leaves a worker with its message intact.
     """
 
-    def __init__(self, reader, tiles: list[Tile], batches: list[list[int]], image_processor, radiometry=None,
-                 strict: bool = False):
+    def __init__(self, reader, tiles: list[Tile], batches: list[list[int]], image_processor,
+                 radiometry: RadiometrySettings | None = None, resolved=None):
         self.reader = reader
         self.tiles = tiles
         self.batches = batches
         self.image_processor = image_processor
         self.radiometry = radiometry
-        self.strict = strict
+        self.resolved = resolved
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -52,7 +55,8 @@ class TileBatches(torch.utils.data.Dataset):
             fraction = float(valid.all(axis=0).mean())
             fractions.append(fraction)
             if fraction > 0:
-                values, _, _ = self.image_processor.normalise(window, strict=self.strict, radiometry=self.radiometry)
+                values, _, _ = self.image_processor.normalise(window, radiometry=self.radiometry,
+                                                              resolved=self.resolved)
                 normalised.append(values)
         if normalised:
             pixel_values = self.image_processor.resize(normalised)

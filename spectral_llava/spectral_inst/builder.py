@@ -21,7 +21,6 @@ from pathlib import Path
 
 from spectral_llava.utils.fileio import atomic_write_json, atomic_write_text, replace_dir
 from spectral_llava.processing.options import RadiometryOptions
-from spectral_llava.processing.radiometry import radiometry_settings
 from spectral_llava.processing.rendering import RGB_PERCENTILES
 
 from .captioners import caption_all, caption_of, make_captioner
@@ -247,7 +246,7 @@ def describe_build(config: BuildConfig, captioner: str, roots: dict[str, str], s
         "label_format": "format_labels(): 'Labels: ' + '; '.join(sorted(labels))",
         "indices": INDEX_DEFINITIONS,
         "thresholds": THRESHOLDS,
-        "radiometry": {**radiometry_settings(config.input_offset, config.input_scale), "strict": config.strict,
+        "radiometry": {**config.radiometry.cache_key(), "strict": config.strict,
                        "rules": "processing/radiometry.py; each record's `radiometry` says what was applied"},
         "captioner": captioner,
         "seed": config.seed,

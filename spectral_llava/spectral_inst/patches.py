@@ -1,5 +1,5 @@
 """Per-patch processing: read the bands, bring them to reflectance (``processing.radiometry.apply_radiometry``:
-product offsets, or the build's ``input_offset``/``input_scale``/``strict``), compute the spectral summary, render
+product offsets, or the build's explicit ``RadiometrySettings``), compute the spectral summary, render
 the RGB PNG, cache the record.
 
 Records are cached atomically as ``OUTPUT/.work/records/<hh>/<id>.json`` and PNGs as
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from spectral_llava.processing.radiometry_settings import RadiometrySettings
 from spectral_llava.processing.rendering import TRUE_COLOUR, stretch_rgb
 from spectral_llava.utils.fileio import atomic_write_bytes, atomic_write_json
 
@@ -93,10 +94,10 @@ def rgb_relpath(task: PatchTask) -> str:
     return f"rgb/{task.source}/{bucket(task.id)}/{task.id}.png"
 
 
-def read_patch_bands(task: PatchTask, radiometry: dict | None = None):
+def read_patch_bands(task: PatchTask, radiometry: RadiometrySettings | None = None):
     """(reflectance bands {B02, B03, B04, B08, B11} on the 10 m grid, valid-pixel mask, image metadata, the
-    `processing.radiometry.Radiometry` applied). `radiometry`: {"input_offset", "input_scale", "strict"} for
-    `apply_radiometry` (default: the automatic rules, implausible values warn)."""
+    `processing.radiometry.ResolvedRadiometry` applied). `radiometry`: the build's settings for `apply_radiometry`
+    (default: the automatic rules, implausible values warn)."""
     from spectral_llava.processing.radiometry import apply_radiometry
     from spectral_llava.processing.sentinel2_io import read_image
 
@@ -105,13 +106,13 @@ def read_patch_bands(task: PatchTask, radiometry: dict | None = None):
     missing = [name for name in SUMMARY_BANDS if name not in names or not mask[names.index(name)]]
     if missing:
         raise ValueError(f"{task.path}: bands {missing} are missing (needed for RGB and indices)")
-    corrected = apply_radiometry(image, list(SUMMARY_BANDS), **(radiometry or {}))
+    corrected = apply_radiometry(image, list(SUMMARY_BANDS), radiometry)
     data = np.stack([corrected.values[name].astype(np.float32) for name in SUMMARY_BANDS])
     valid = np.all([corrected.valid[name] for name in SUMMARY_BANDS], axis=0)
     bands = {name: data[index] / 10000.0 for index, name in enumerate(SUMMARY_BANDS)}
     if image.metadata.get("crs") is None or image.metadata.get("transform") is None:
         raise ValueError(f"{task.path}: no georeference (CRS/transform) to locate the patch")
-    return bands, valid, image.metadata, corrected.radiometry
+    return bands, valid, image.metadata, corrected.resolved
 
 
 def _labels_place_and_date(task: PatchTask, latitude: float, longitude: float) -> dict:
@@ -131,15 +132,14 @@ def _labels_place_and_date(task: PatchTask, latitude: float, longitude: float) -
             "season": season_of(acquisition_date, latitude)}
 
 
-def process_patch(task: PatchTask, output_dir: str | os.PathLike, radiometry: dict | None = None) -> dict:
+def process_patch(task: PatchTask, output_dir: str | os.PathLike,
+                  radiometry: RadiometrySettings | None = None) -> dict:
     """Read one patch (with the radiometric handling `radiometry`, see `read_patch_bands`), write its RGB PNG and
     its cached metadata record; return the record."""
     from PIL import Image
 
-    from spectral_llava.processing.radiometry import radiometry_settings
-
     output_dir = Path(output_dir)
-    radiometry = dict(radiometry or {})
+    radiometry = radiometry if radiometry is not None else RadiometrySettings()
     bands, valid, metadata, applied = read_patch_bands(task, radiometry)
     summary = spectral_summary(bands, valid)
     height, width = valid.shape
@@ -156,7 +156,7 @@ def process_patch(task: PatchTask, output_dir: str | os.PathLike, radiometry: di
         "height": int(height), "width": int(width), "snow": bool(snow), "cloud": bool(cloud),
         "flag_source": "metadata" if task.snow is not None else "spectral", "reben_patch_id": task.reben_patch_id,
         "radiometry": applied.as_dict(),
-        "radiometry_settings": radiometry_settings(radiometry.get("input_offset"), radiometry.get("input_scale")),
+        "radiometry_settings": radiometry.cache_key(),
         **summary,
     }
     atomic_write_json(record_path(output_dir, task.id), record)
@@ -169,7 +169,7 @@ def _png_bytes(image) -> bytes:
     return handle.getvalue()
 
 
-def _process_safely(args: tuple[PatchTask, str, dict | None]) -> tuple[str, dict]:
+def _process_safely(args: tuple[PatchTask, str, RadiometrySettings | None]) -> tuple[str, dict]:
     task, output_dir, radiometry = args
     try:
         return "ok", process_patch(task, output_dir, radiometry)
@@ -177,17 +177,16 @@ def _process_safely(args: tuple[PatchTask, str, dict | None]) -> tuple[str, dict
         return "error", {"id": task.id, "path": task.path, "reason": f"{type(error).__name__}: {error}"}
 
 
-def load_cached_record(output_dir: str | os.PathLike, task: PatchTask, radiometry: dict | None = None) -> dict | None:
+def load_cached_record(output_dir: str | os.PathLike, task: PatchTask,
+                       radiometry: RadiometrySettings | None = None) -> dict | None:
     """The cached record of ``task`` when it and its PNG exist and are readable and it was made with the same
     radiometric handling (``radiometry`` as for ``process_patch``), else None."""
-    from spectral_llava.processing.radiometry import radiometry_settings
-
     path = record_path(output_dir, task.id)
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    settings = radiometry_settings((radiometry or {}).get("input_offset"), (radiometry or {}).get("input_scale"))
+    settings = (radiometry if radiometry is not None else RadiometrySettings()).cache_key()
     if (record.get("record_version") != RECORD_VERSION or record.get("image_path") != task.image_path
             or record.get("radiometry_settings") != settings
             or not (Path(output_dir) / record["rgb_path"]).is_file()):
@@ -212,7 +211,7 @@ def _pool_context():
 
 
 def process_all(tasks: list[PatchTask], output_dir: str, num_proc: int = 1,
-                radiometry: dict | None = None) -> tuple[list[PatchTask], list[dict]]:
+                radiometry: RadiometrySettings | None = None) -> tuple[list[PatchTask], list[dict]]:
     """Make sure every task has a cached record (reused, or processed with ``num_proc`` workers and the
     radiometric handling ``radiometry``, see ``process_patch``).
 

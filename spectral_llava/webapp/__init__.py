@@ -1,6 +1,6 @@
 """Spectral-LLaVA web app (gradio): `spectral-llava app --model DIR`.
 
-`launch(AppConfig(model_dir=...))` loads the model once and serves the page; `build_app(ModelSession, AppConfig)`
+`launch(AppOptions(model=...))` loads the model once and serves the page; `build_app(ModelSession, AppOptions)`
 returns the gradio Blocks for embedding or tests. See webapp/app.py for the page and the stable API. The names
 below are imported on first use, so that `webapp.options` (what the command line parses) does not load gradio.
 """
@@ -8,7 +8,7 @@ below are imported on first use, so that `webapp.options` (what the command line
 import importlib
 
 _EXPORTS = {
-    "AppConfig": "app", "SpectralApp": "app", "build_app": "app", "launch": "app", "serve": "app",
+    "SpectralApp": "app", "build_app": "app", "launch": "app", "serve": "app",
     "InputError": "inputs", "InputLimits": "inputs", "ModelSession": "model", "AppOptions": "options",
 }
 __all__ = sorted(_EXPORTS)

@@ -1,9 +1,10 @@
 """The gradio Blocks app: look at a Sentinel-2 input, caption it, classify it, chat about it, map a scene.
 
-`build_app(session, config)` returns the Blocks; `launch(config)` loads the model once and serves it. Requests go
-through gradio's queue: everything that runs the model shares one concurrency group (`config.concurrency`,
-default 1), reading inputs has its own. Analytics are off and the page needs nothing from the internet (fonts
-shipped with gradio or the system's, Leaflet inlined into the map, no basemap).
+`build_app(session, options)` returns the Blocks; `launch(options)` loads the model once and serves it, both
+configured by one `webapp.options.AppOptions`. Requests go through gradio's queue: everything that runs the model
+shares one concurrency group (`options.concurrency`, default 1), reading inputs has its own. Analytics are off and
+the page needs nothing from the internet (fonts shipped with gradio or the system's, Leaflet inlined into the map,
+no basemap).
 
 Stable API (gradio `api_name`), each taking one file (GeoTIFF, single band file or zip):
 `/caption` -> str, `/classify` -> list of labels, `/map` -> the GeoJSON file of the tiles.
@@ -20,7 +21,6 @@ import os
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before gradio is imported: no telemetry, no version check
@@ -30,9 +30,10 @@ from gradio.utils import get_upload_folder  # noqa: E402
 from rasterio.errors import RasterioError  # noqa: E402
 
 from spectral_llava.processing.image_processing_spectral_llava import MAX_FOOTPRINT_RATIO  # noqa: E402
+from spectral_llava.scene.options import TASKS as MAP_TASKS  # noqa: E402
 
 from .describe import InputReport, describe_input, input_footprint_ratio  # noqa: E402
-from .inputs import InputError, InputLimits, available_samples, new_work_dir, resolve_upload  # noqa: E402
+from .inputs import InputError, available_samples, new_work_dir, resolve_upload  # noqa: E402
 from .model import ModelSession  # noqa: E402
 from .options import AppOptions  # noqa: E402
 from .tile_map import map_document, map_iframe  # noqa: E402
@@ -47,22 +48,7 @@ CSS = """
 #caption-output textarea { font-size: 1.05em; opacity: 1 !important; color: var(--body-text-color) !important;
                            -webkit-text-fill-color: var(--body-text-color) !important; }
 """
-MAP_TASKS = ("classification", "caption", "both")
 QUICKLOOK_CACHE = 32
-
-
-@dataclass
-class AppConfig:
-    """What `launch` serves; the defaults are `spectral-llava app`'s (`webapp.options.AppOptions`)."""
-
-    model_dir: str
-    host: str = AppOptions.host
-    port: int = AppOptions.port
-    concurrency: int = AppOptions.concurrency
-    max_new_tokens: int = AppOptions.max_new_tokens
-    limits: InputLimits = field(default_factory=InputLimits)
-    max_upload_mb: int = AppOptions.max_upload_mb
-    work_root: str | None = None  # default: a temp dir removed at exit
 
 
 class PageError(gr.Error):
@@ -160,11 +146,12 @@ def radiometry_markdown(report: InputReport) -> str:
 class SpectralApp:
     """The handlers behind the page and the API, over one loaded model."""
 
-    def __init__(self, session: ModelSession, config: AppConfig):
+    def __init__(self, session: ModelSession, options: AppOptions):
         self.session = session
-        self.config = config
-        self.work_root = Path(config.work_root or tempfile.mkdtemp(prefix="spectral-llava-app-"))
-        if config.work_root is None:
+        self.options = options
+        self.limits = options.limits()
+        self.work_root = Path(options.work_root or tempfile.mkdtemp(prefix="spectral-llava-app-"))
+        if options.work_root is None:
             atexit.register(shutil.rmtree, self.work_root, True)
         self.samples = available_samples()
         self.private_roots = [self.work_root, self.work_root.resolve(), get_upload_folder()]
@@ -173,7 +160,7 @@ class SpectralApp:
     # -- inputs ------------------------------------------------------------------------------------------------
 
     def resolve(self, files) -> Path:
-        return resolve_upload(files, self.work_root / "inputs", self.config.limits)
+        return resolve_upload(files, self.work_root / "inputs", self.limits)
 
     def check_footprint(self, source: Path) -> None:
         """Refuse an input more than MAX_FOOTPRINT_RATIO times the model's footprint (the rule of
@@ -192,7 +179,7 @@ class SpectralApp:
             source = self.samples[sample]
         else:
             source = self.resolve(files)
-        report = describe_input(source, self.session.image_processor)
+        report = describe_input(source, self.session.image_processor, self.session.radiometry)
         self.quicklooks[str(source)] = report.quicklook
         while len(self.quicklooks) > QUICKLOOK_CACHE:
             self.quicklooks.pop(next(iter(self.quicklooks)))
@@ -302,7 +289,7 @@ class SpectralApp:
     # -- page ----------------------------------------------------------------------------------------------------
 
     def build(self) -> gr.Blocks:
-        model_group = {"concurrency_id": "model", "concurrency_limit": self.config.concurrency}
+        model_group = {"concurrency_id": "model", "concurrency_limit": self.options.concurrency}
         private = {"api_visibility": "private"}
         # uploads in gradio's cache are removed after a day, checked hourly
         with gr.Blocks(title="Spectral-LLaVA", analytics_enabled=False, delete_cache=(3600, 86400)) as demo:
@@ -374,27 +361,27 @@ class SpectralApp:
             api_buttons[0].click(self.api_caption, api_file, api_text, api_name="caption", **model_group)
             api_buttons[1].click(self.api_classify, api_file, api_labels, api_name="classify", **model_group)
             api_buttons[2].click(self.api_map, api_file, api_geojson, api_name="map", **model_group)
-        demo.queue(default_concurrency_limit=self.config.concurrency)
+        demo.queue(default_concurrency_limit=self.options.concurrency)
         return demo
 
 
-def build_app(session: ModelSession, config: AppConfig) -> gr.Blocks:
-    return SpectralApp(session, config).build()
+def build_app(session: ModelSession, options: AppOptions) -> gr.Blocks:
+    return SpectralApp(session, options).build()
 
 
-def serve(demo: gr.Blocks, config: AppConfig, block: bool = True) -> str:
-    """Serve built Blocks on config.host:config.port (offline theme, errors shown in the page); returns the URL.
+def serve(demo: gr.Blocks, options: AppOptions, block: bool = True) -> str:
+    """Serve built Blocks on options.host:options.port (offline theme, errors shown in the page); returns the URL.
     With block=False the server runs in a background thread (demo.close() stops it)."""
-    _, url, _ = demo.launch(server_name=config.host, server_port=config.port, prevent_thread_lock=not block,
+    _, url, _ = demo.launch(server_name=options.host, server_port=options.port, prevent_thread_lock=not block,
                             show_error=True, ssr_mode=False, pwa=False, mcp_server=False, theme=THEME, css=CSS,
-                            max_file_size=f"{config.max_upload_mb}mb", footer_links=["api", "gradio"])
+                            max_file_size=f"{options.max_upload_mb}mb", footer_links=["api", "gradio"])
     return url
 
 
-def launch(config: AppConfig, block: bool = True):
+def launch(options: AppOptions, block: bool = True):
     """Load the model once and serve the app; returns (Blocks, local URL) once the server stops (block=True) or
     at once (block=False)."""
-    session = ModelSession(config.model_dir, max_new_tokens=config.max_new_tokens)
-    demo = build_app(session, config)
-    logger.info("serving %s on http://%s:%d (Ctrl+C stops)", config.model_dir, config.host, config.port)
-    return demo, serve(demo, config, block=block)
+    session = ModelSession(options.model, max_new_tokens=options.max_new_tokens, radiometry=options.radiometry)
+    demo = build_app(session, options)
+    logger.info("serving %s on http://%s:%d (Ctrl+C stops)", options.model, options.host, options.port)
+    return demo, serve(demo, options, block=block)

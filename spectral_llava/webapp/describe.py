@@ -125,9 +125,10 @@ def band_rows(metadata: dict, model_bands, sizes: dict[str, float], geographic: 
     return rows
 
 
-def describe_input(source: Path, image_processor) -> InputReport:
-    """Read `source` through the model's image processor (metadata) and the reader (renderings)."""
-    features = image_processor(str(source), return_metadata=True)
+def describe_input(source: Path, image_processor, radiometry=None) -> InputReport:
+    """Read `source` through the model's image processor (metadata; with the radiometric handling `radiometry`, a
+    `RadiometrySettings`, default the processor's own) and the reader (renderings)."""
+    features = image_processor(str(source), return_metadata=True, radiometry=radiometry)
     metadata = features["metadata"][0]
     model_bands = list(getattr(image_processor, "band_names", SPECTRALGPT_BANDS))
     select = None if source.is_file() else sorted(set(TRUE_COLOUR + FALSE_COLOUR))

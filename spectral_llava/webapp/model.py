@@ -19,18 +19,22 @@ from transformers import TextIteratorStreamer
 from spectral_llava.inference.generation import classify_images, generate_answers
 from spectral_llava.inference.loading import load_for_inference
 from spectral_llava.inference.runtime import single_thread
+from spectral_llava.processing.radiometry_settings import RadiometrySettings
 
 logger = logging.getLogger(__name__)
 
 
 class ModelSession:
-    """A Spectral-LLaVA model dir loaded once (`load_for_inference`), shared by every request of the app."""
+    """A Spectral-LLaVA model dir loaded once (`load_for_inference`), shared by every request of the app; every
+    image is read with the radiometric handling `radiometry`."""
 
-    def __init__(self, model_dir: str | os.PathLike, max_new_tokens: int = 64, device: str | None = None):
+    def __init__(self, model_dir: str | os.PathLike, max_new_tokens: int = 64, device: str | None = None,
+                 radiometry: RadiometrySettings = RadiometrySettings()):
         self.model_dir = str(model_dir)
         logger.info("loading the model from %s", self.model_dir)
         self.model, self.processor = load_for_inference(self.model_dir, device=device or "auto")
         self.max_new_tokens = int(max_new_tokens)
+        self.radiometry = radiometry
 
     @property
     def image_processor(self):
@@ -42,11 +46,13 @@ class ModelSession:
 
     def caption(self, source: Path) -> str:
         return generate_answers(self.model, self.processor, [str(source)], "caption",
-                                max_new_tokens=self.max_new_tokens, desc="caption")[0]["text"]
+                                max_new_tokens=self.max_new_tokens, desc="caption",
+                                radiometry=self.radiometry)[0]["text"]
 
     def classify(self, source: Path) -> dict:
         """{"labels": [...] most likely first, "text": the generated answer}."""
-        result = classify_images(self.model, self.processor, [str(source)], max_new_tokens=self.max_new_tokens)[0]
+        result = classify_images(self.model, self.processor, [str(source)], max_new_tokens=self.max_new_tokens,
+                                 radiometry=self.radiometry)[0]
         return {"labels": result["labels"], "text": result["text"]}
 
     def chat_prompt(self, source: Path, history: list[dict], message: str) -> str:
@@ -65,7 +71,8 @@ class ModelSession:
     def chat_stream(self, source: Path, history: list[dict], message: str):
         """Yield the answer to `message` as it grows, token by token (greedy decoding)."""
         prompt = self.chat_prompt(source, history, message)
-        inputs = self.processor(images=[str(source)], text=[prompt], return_tensors="pt").to(self.model.device)
+        inputs = self.processor(images=[str(source)], text=[prompt], return_tensors="pt",
+                                radiometry=self.radiometry).to(self.model.device)
         streamer = TextIteratorStreamer(self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
         failure = []
 
@@ -88,10 +95,15 @@ class ModelSession:
         if failure:
             raise failure[0]
 
-    def map_tiles(self, source: Path, output: Path, task: str = "classification", progress=None, **options):
-        """Tile `source` with `scene.map_scene` (the model's footprint per tile, `max_new_tokens` per answer) into
-        `output` -> MapResult."""
+    def map_options(self, task: str = "classification"):
+        """The `scene.MapOptions` of a map: `task`, the model's footprint per tile, the session's `max_new_tokens`
+        per answer and radiometric handling."""
+        from spectral_llava.scene import MapOptions
+
+        return MapOptions(task=task, max_new_tokens=self.max_new_tokens, **self.radiometry.as_dict())
+
+    def map_tiles(self, source: Path, output: Path, task: str = "classification", progress=None):
+        """Tile `source` into `output` with `scene.map_scene` and `map_options(task)` -> MapResult."""
         from spectral_llava.scene import map_scene
 
-        return map_scene(str(source), self.model, self.processor, output, task=task, progress=progress,
-                         max_new_tokens=self.max_new_tokens, **options)
+        return map_scene(str(source), self.model, self.processor, output, self.map_options(task), progress)

@@ -1,14 +1,20 @@
 """Options of `spectral-llava app`, defined once: a dataclass whose field metadata holds the help text, parsed by
-transformers' `HfArgumentParser`; `AppOptions.config(model_dir)` is the `webapp.AppConfig` to launch. No gradio or
-torch import here: `--help` stays fast."""
+transformers' `HfArgumentParser`. `AppOptions` is the app's whole configuration (`webapp.launch(AppOptions(model=
+...))`), radiometric handling included. No gradio or torch import here: `--help` stays fast."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from spectral_llava.processing.options import RadiometryOptions
 
-@dataclass
-class AppOptions:
+
+@dataclass(kw_only=True)
+class AppOptions(RadiometryOptions):
+    """What `launch` serves; the radiometric handling (`input_offset`, `input_scale`, `strict`) applies to every
+    image the app reads, as `self.radiometry`."""
+
+    model: str = field(metadata={"help": "Spectral-LLaVA model directory", "metavar": "DIR"})
     host: str = field(default="127.0.0.1", metadata={
         "help": "address to listen on (127.0.0.1: this machine only; 0.0.0.0 for every interface)"})
     port: int = field(default=7860, metadata={"help": "port to listen on"})
@@ -21,21 +27,22 @@ class AppOptions:
     max_upload_mb: int = field(default=1024, metadata={"help": "largest upload accepted", "metavar": "MB"})
     max_unpacked_mb: int | None = field(default=None, metadata={
         "help": "largest total size a zip may unpack to (default: 2048)", "metavar": "MB"})
+    work_root: str | None = field(default=None, metadata={
+        "help": "folder for unpacked uploads and maps (default: a temporary folder removed at exit)",
+        "metavar": "DIR"})
 
     def __post_init__(self):
+        super().__post_init__()
         for name in ("port", "concurrency", "max_new_tokens", "max_scene_pixels", "max_upload_mb", "max_unpacked_mb"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"--{name.replace('_', '-')} {value}: expected a positive integer")
 
-    def config(self, model_dir: str):
-        """The `webapp.AppConfig` of these options for `model_dir`."""
-        from .app import AppConfig
+    def limits(self):
+        """The `webapp.inputs.InputLimits` of these options (their defaults where an option is None)."""
         from .inputs import InputLimits
 
         defaults = InputLimits()
         unpacked = self.max_unpacked_mb * 1024 ** 2 if self.max_unpacked_mb else defaults.max_unpacked_bytes
-        limits = InputLimits(max_scene_pixels=self.max_scene_pixels or defaults.max_scene_pixels,
-                             max_unpacked_bytes=unpacked)
-        return AppConfig(model_dir=model_dir, host=self.host, port=self.port, concurrency=self.concurrency,
-                         max_new_tokens=self.max_new_tokens, limits=limits, max_upload_mb=self.max_upload_mb)
+        return InputLimits(max_scene_pixels=self.max_scene_pixels or defaults.max_scene_pixels,
+                           max_unpacked_bytes=unpacked)

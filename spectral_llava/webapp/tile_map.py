@@ -22,11 +22,9 @@ from PIL import Image
 from rasterio.transform import Affine
 from rasterio.warp import Resampling, calculate_default_transform, reproject, transform_bounds
 
+from spectral_llava.scene.palette import NO_LABEL, NO_LABEL_COLOUR, PALETTE
+
 LEAFLET_DIR = Path(__file__).resolve().parent / "static" / "leaflet"
-# Colour-blind-friendly qualitative palette (Okabe-Ito, then Tableau 10 for more labels).
-PALETTE = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#4E79A7", "#F28E2B",
-           "#E15759", "#76B7B2", "#59A14F", "#EDC948", "#B07AA1", "#FF9DA7", "#9C755F", "#BAB0AC")
-NO_LABEL = "(no label)"
 
 
 class OfflineMap(folium.Map):
@@ -75,7 +73,7 @@ def label_colours(features: list[dict]) -> dict[str, str]:
         label = first_label(feature)
         counts[label] = counts.get(label, 0) + 1
     ordered = sorted(counts, key=lambda label: (-counts[label], label))
-    return {label: PALETTE[index % len(PALETTE)] if label != NO_LABEL else "#777777"
+    return {label: PALETTE[index % len(PALETTE)] if label != NO_LABEL else NO_LABEL_COLOUR
             for index, label in enumerate(ordered)}
 
 

@@ -9,18 +9,15 @@ import torch
 
 import spectral_llava.inference as inference
 from spectral_llava.inference import load_for_inference, native_bf16
-from spectral_llava.processing.options import RadiometryOptions
 
 
-def test_load_for_inference_chooses_device_dtype_and_radiometry(tiny_model_dir):
-    radiometry = RadiometryOptions(input_offset=-1000, input_scale=1.0, strict=True)
-    model, processor = load_for_inference(tiny_model_dir, device="cpu", dtype=torch.bfloat16, radiometry=radiometry)
+def test_load_for_inference_chooses_device_and_dtype(tiny_model_dir):
+    model, processor = load_for_inference(tiny_model_dir, device="cpu", dtype=torch.bfloat16)
     assert not model.training and model.device == torch.device("cpu")
     assert {parameter.dtype for parameter in model.parameters()} == {torch.bfloat16}
-    image_processor = processor.image_processor
-    assert (image_processor.input_offset, image_processor.input_scale, image_processor.strict) == (-1000, 1.0, True)
     model, processor = load_for_inference(tiny_model_dir, device="cpu")
     assert next(model.parameters()).dtype == torch.float32
+    # the processor keeps the dir's own radiometric handling: callers pass their settings with each call
     assert processor.image_processor.input_offset is None and processor.image_processor.strict is False
 
 

@@ -1,12 +1,9 @@
 """Module and function sizes: no module outside tests/ over 500 lines, no function over 80."""
 
-import pytest
 from layout_graph import PACKAGE_ROOTS, REPO, SCRIPT_FOLDERS, Module, module_name, source_files
 
 MAX_MODULE_LINES = 500
 MAX_FUNCTION_LINES = 80
-# Being split on another branch (`options`); the test below ignores exactly this function until that merges.
-KNOWN_LONG_FUNCTIONS = ["spectral_llava/scene/mapping.py:map_scene"]
 
 
 def modules():
@@ -32,10 +29,5 @@ def test_no_module_over_500_lines():
 
 
 def test_no_function_over_80_lines():
-    assert {name: lines for name, lines in long_functions().items() if name not in KNOWN_LONG_FUNCTIONS} == {}
+    assert long_functions() == {}
 
-
-@pytest.mark.xfail(strict=False, reason="map_scene is being split on the `options` branch; passes once it is merged")
-@pytest.mark.parametrize("name", KNOWN_LONG_FUNCTIONS)
-def test_known_long_function_is_split(name):
-    assert name not in long_functions()

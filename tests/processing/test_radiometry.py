@@ -6,6 +6,7 @@ values or with GeoTIFF scale/offset tags.
 """
 
 import contextlib
+import dataclasses
 import glob
 import hashlib
 import io
@@ -21,7 +22,8 @@ import torch
 
 from spectral_llava.processing.image_processing_spectral_llava import SpectralImageProcessor
 from spectral_llava.processing.radiometry import (RULES_VERSION, RadiometryWarning, find_product_metadata,
-                                   product_metadata_radiometry, radiometry_settings, resolve_radiometry)
+                                                  product_metadata_radiometry, resolve_radiometry)
+from spectral_llava.processing.radiometry_settings import RadiometrySettings
 from spectral_llava.processing.sentinel2_io import read_image
 
 DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
@@ -196,12 +198,42 @@ def test_product_name_rule_and_contract():
     assert resolve_radiometry(EUROSAT_TIF).as_dict()["source"] == "none"
     assert resolve_radiometry(read_image(MAJOR_TOM)).offset == -1000.0
     assert resolve_radiometry(np.zeros((12, 8, 8))).source == "none"
-    explicit = resolve_radiometry(MAJOR_TOM, input_offset=0)
+    explicit = resolve_radiometry(MAJOR_TOM, RadiometrySettings(input_offset=0))
     assert (explicit.offset, explicit.scale, explicit.source) == (0.0, 1.0, "explicit")
-    with pytest.raises(ValueError, match="input_scale"):
-        resolve_radiometry(MAJOR_TOM, input_scale=0)
-    assert radiometry_settings(-1000) == {"rules_version": RULES_VERSION, "input_offset": -1000.0,
-                                          "input_scale": None}
+    # settings without explicit values leave the decision to the rules
+    assert resolve_radiometry(MAJOR_TOM, RadiometrySettings(strict=True)).source == "product_name"
+
+
+def test_settings_are_one_frozen_validated_object():
+    settings = RadiometrySettings(-1000)
+    assert (settings.input_offset, settings.input_scale, settings.strict) == (-1000.0, None, False)
+    assert settings.cache_key() == {"rules_version": RULES_VERSION, "input_offset": -1000.0, "input_scale": None}
+    assert RadiometrySettings(-1000, strict=True).cache_key() == settings.cache_key()  # strict changes no value
+    assert RadiometrySettings(**settings.as_dict()) == settings
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.input_offset = 0
+    with pytest.raises(ValueError, match=re.escape("input_scale=0.0: expected a positive finite number")):
+        RadiometrySettings(input_scale=0)
+    with pytest.raises(ValueError, match=re.escape("input_offset=nan: expected a finite number")):
+        RadiometrySettings(input_offset=float("nan"))
+
+
+def test_the_processor_takes_the_settings_whole_or_as_loose_kwargs(processor):
+    settings = RadiometrySettings(input_offset=-1000, strict=True)
+    whole = processor(MAJOR_TOM, radiometry=settings, return_metadata=True)
+    loose = processor(MAJOR_TOM, input_offset=-1000, strict=True, return_metadata=True)
+    assert torch.equal(whole["pixel_values"], loose["pixel_values"])
+    assert whole["metadata"][0]["radiometry"]["source"] == "explicit"
+    assert processor.radiometry_settings(input_offset=-1000, strict=True) == settings
+    configured = SpectralImageProcessor(input_offset=-1000, strict=True)
+    assert configured.radiometry_settings() == settings
+    assert configured.radiometry_settings(strict=False) == RadiometrySettings(-1000)
+    # the settings object is the whole handling of the call: the processor's configured values do not mix in
+    assert configured.radiometry_settings(RadiometrySettings()) == RadiometrySettings()
+    with pytest.raises(TypeError, match="pass radiometry= or input_offset=, not both"):
+        processor(MAJOR_TOM, radiometry=settings, input_offset=0)
+    with pytest.raises(ValueError, match=re.escape("input_scale=-1.0: expected a positive finite number")):
+        SpectralImageProcessor(input_scale=-1)
 
 
 # ---------------------------------------------------------------------------------------------- values
@@ -279,6 +311,11 @@ def test_processor_kwargs_and_pipeline(tiny_model_dir, x1000):
     processor = AutoProcessor.from_pretrained(tiny_model_dir, trust_remote_code=True)
     inputs = processor(images=[MAJOR_TOM], text=["<image>"], input_offset=0, return_metadata=True)
     assert inputs["metadata"][0]["radiometry"]["source"] == "explicit"
+    # the repository's settings object works on the model dir's own copy of the processor too
+    whole = processor(images=[MAJOR_TOM], text=["<image>"], radiometry=RadiometrySettings(input_offset=0),
+                      return_metadata=True)
+    assert torch.equal(whole["pixel_values"], inputs["pixel_values"])
+    assert whole["metadata"][0]["radiometry"]["source"] == "explicit"
     assert processor(images=[MAJOR_TOM], text=["<image>"], return_metadata=True)["metadata"][0]["radiometry"][
         "offset"] == -1000.0
     with pytest.raises(ValueError, match=re.escape(x1000) + ".*band B02"):
@@ -286,6 +323,8 @@ def test_processor_kwargs_and_pipeline(tiny_model_dir, x1000):
     pipe = pipeline("image-text-to-text", model=tiny_model_dir, trust_remote_code=True)
     with pytest.raises(ValueError, match=re.escape(x1000) + ".*band B02"):
         pipe(images=x1000, text="<image>", strict=True, max_new_tokens=1)
+    with pytest.raises(ValueError, match=re.escape(x1000) + ".*band B02"):
+        pipe(images=x1000, text="<image>", radiometry=RadiometrySettings(strict=True), max_new_tokens=1)
     chat = pipe.processor.build_messages("caption", image=x1000)
     with pytest.raises(ValueError, match=re.escape(x1000) + ".*band B02"):
         pipe(text=chat, processor_kwargs={"strict": True}, max_new_tokens=1)

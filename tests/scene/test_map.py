@@ -17,9 +17,10 @@ from rasterio.windows import bounds as window_bounds
 
 from sentinel2_samples import MAJOR_TOM, copy_band, write_safe_l2a
 from testing_utils import DATA
+from spectral_llava.processing.radiometry_settings import RadiometrySettings
 from spectral_llava.processing.scene_reader import SceneReader
 from spectral_llava.processing.sentinel2_io import read_image
-from spectral_llava.scene import map_scene, read_tiles
+from spectral_llava.scene import MapOptions, map_scene, read_tiles
 from spectral_llava.scene.mapping import scene_radiometry
 from spectral_llava.scene.reading import TileBatches
 from spectral_llava.scene.tiling import batches_of, plan_tiles
@@ -27,11 +28,11 @@ from spectral_llava.scene.tiling import batches_of, plan_tiles
 CROP = os.path.join(DATA, "major-tom-s2l2a", "0U", "0U_199R",
                     "S2A_MSIL2A_20220706T085611_N0400_R007_T33NZA_20220706T153419")
 PRODUCT = "S2A_MSIL2A_20220706T085611_N0400_R007_T33NZA_20220706T153419"
-FAST = dict(max_new_tokens=6, overview=False)
+FAST = dict(max_new_tokens=6, no_overview=True)
 
 
-def run(model, source, output, **kwargs):
-    return map_scene(source, *model, output, **{**FAST, **kwargs})
+def run(model, source, output, **options):
+    return map_scene(source, *model, output, MapOptions(**{**FAST, **options}))
 
 
 def same_polygon(a, b) -> bool:
@@ -47,7 +48,7 @@ def comparable(rows):
 @pytest.fixture(scope="module")
 def crop_result(tiny_map_model, tmp_path_factory):
     output = tmp_path_factory.mktemp("map") / "crop.parquet"
-    return run(tiny_map_model, CROP, output, task="both", batch_size=4, overview=None)
+    return run(tiny_map_model, CROP, output, task="both", batch_size=4, no_overview=False)
 
 
 def test_rows_footprints_and_metadata(crop_result, tiny_map_model_dir):
@@ -115,9 +116,9 @@ def test_windowed_batches_match_the_processor_on_cut_out_tiles(tiny_map_model):
     reader = SceneReader(source, select_bands=processor.image_processor.band_names)
     tiles = plan_tiles(reader.height, reader.width, 64, 300 if source == MAJOR_TOM else 40)
     batches = batches_of(tiles, 4)
-    radiometry, _ = scene_radiometry(reader, None, None, strict=False)
-    assert (radiometry.source, radiometry.offset, radiometry.scale) == ("product_name", -1000.0, 1.0)
-    reading = TileBatches(reader, tiles, batches, processor.image_processor, radiometry)
+    resolved, _ = scene_radiometry(reader, RadiometrySettings())
+    assert (resolved.source, resolved.offset, resolved.scale) == ("product_name", -1000.0, 1.0)
+    reading = TileBatches(reader, tiles, batches, processor.image_processor, RadiometrySettings(), resolved)
     whole = read_image(source)
     for k in range(len(batches)):
         item = reading[k]
@@ -135,10 +136,12 @@ def test_map_applies_the_scenes_radiometry_to_every_window_and_records_it(tiny_m
     reader = SceneReader(CROP, select_bands=processor.image_processor.band_names)
     tiles = plan_tiles(reader.height, reader.width, 32, 32)
     batches = batches_of(tiles, 4)
-    radiometry, description = scene_radiometry(reader, None, None, strict=False)
-    corrected = TileBatches(reader, tiles, batches, processor.image_processor, radiometry)[0]["pixel_values"]
-    raw = TileBatches(reader, tiles, batches, processor.image_processor,
-                      scene_radiometry(reader, 0.0, None, strict=False)[0])[0]["pixel_values"]
+    resolved, description = scene_radiometry(reader, RadiometrySettings())
+    corrected = TileBatches(reader, tiles, batches, processor.image_processor, RadiometrySettings(),
+                            resolved)[0]["pixel_values"]
+    explicit_zero = RadiometrySettings(input_offset=0.0)
+    raw = TileBatches(reader, tiles, batches, processor.image_processor, explicit_zero,
+                      scene_radiometry(reader, explicit_zero)[0])[0]["pixel_values"]
     assert (corrected - raw).abs().mean() > 0.05  # 1000 DN is about a third of the SpectralGPT window
     whole = read_image(CROP, select_bands=processor.image_processor.band_names)
     crop = whole.data[:, tiles[0].y:tiles[0].y + 32, tiles[0].x:tiles[0].x + 32]
@@ -171,11 +174,12 @@ def test_per_band_offsets_of_a_safe_product_reach_every_window(tiny_map_model, t
         f.write(metadata)
     image_processor = tiny_map_model[1].image_processor
     reader = SceneReader(safe, select_bands=image_processor.band_names)
-    radiometry, description = scene_radiometry(reader, None, None, strict=False)
+    resolved, description = scene_radiometry(reader, RadiometrySettings())
     assert (description["source"], description["offset"], description["band_offsets"]) == (
         "product_metadata", -1000.0, {"B02": -900.0})
     tiles = plan_tiles(reader.height, reader.width, 120, 120)
-    windowed = TileBatches(reader, tiles, batches_of(tiles, 1), image_processor, radiometry)[0]["pixel_values"]
+    windowed = TileBatches(reader, tiles, batches_of(tiles, 1), image_processor, RadiometrySettings(),
+                           resolved)[0]["pixel_values"]
     whole = image_processor(safe, return_metadata=True)
     assert whole["metadata"][0]["radiometry"]["band_offsets"] == {"B02": -900.0}
     torch.testing.assert_close(windowed, whole["pixel_values"], rtol=0, atol=1e-6)
@@ -340,7 +344,7 @@ def test_corrupt_jpeg2000_mid_run_leaves_nothing(tiny_map_model, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     with pytest.raises(ValueError, match=r"B08_10m\.jp2"):
-        run(tiny_map_model, safe, out / "x.parquet", num_workers=1)
+        run(tiny_map_model, safe, out / "x.parquet", workers=1)
     assert_nothing_written(out)
 
 

@@ -1,6 +1,7 @@
 """A `spectral-llava map` killed with SIGKILL and continued with --resume ends with the fresh run's rows; the Ray
 engine writes the local engine's rows."""
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -11,12 +12,13 @@ import pytest
 import torch
 
 from testing_utils import DATA, REPO
-from spectral_llava.scene import map_scene, read_tiles
+from spectral_llava.scene import MapOptions, map_scene, read_tiles
 from spectral_llava.scene.outputs import Checkpoints
 
 CROP = os.path.join(DATA, "major-tom-s2l2a", "0U", "0U_199R",
                     "S2A_MSIL2A_20220706T085611_N0400_R007_T33NZA_20220706T153419")
-SETTINGS = dict(tile_size=32, stride=16, batch_size=3, task="both", max_new_tokens=6)  # 49 tiles, 17 batches
+SETTINGS = MapOptions(tile_size=32, stride=16, batch_size=3, task="both", max_new_tokens=6,
+                      no_overview=True)  # 49 tiles, 17 batches
 
 
 def comparable(rows):
@@ -46,8 +48,8 @@ def test_resume_after_sigkill_gives_the_same_rows_once(tiny_map_model, tiny_map_
     done = Checkpoints(output).done()
     assert 2 <= len(done) < 17
 
-    resumed = map_scene(CROP, *tiny_map_model, output, resume=True, overview=False, **SETTINGS)
-    fresh = map_scene(CROP, *tiny_map_model, tmp_path / "fresh.parquet", overview=False, **SETTINGS)
+    resumed = map_scene(CROP, *tiny_map_model, output, dataclasses.replace(SETTINGS, resume=True))
+    fresh = map_scene(CROP, *tiny_map_model, tmp_path / "fresh.parquet", SETTINGS)
     assert resumed.counts["resumed"] == 3 * len(done) and fresh.counts["resumed"] == 0
     assert resumed.counts["tiles"] == resumed.counts["mapped"] == 49
     assert comparable(resumed.rows) == comparable(fresh.rows)
@@ -60,12 +62,13 @@ def test_resume_after_sigkill_gives_the_same_rows_once(tiny_map_model, tiny_map_
 @pytest.mark.slow
 def test_ray_engine_equals_the_local_engine_row_by_row(tiny_map_model, tmp_path):
     ray = pytest.importorskip("ray")
-    settings = dict(tile_size=32, stride=24, batch_size=4, task="both", max_new_tokens=8, overview=False)
-    local = map_scene(CROP, *tiny_map_model, tmp_path / "local.parquet", **settings)
+    settings = MapOptions(tile_size=32, stride=24, batch_size=4, task="both", max_new_tokens=8, no_overview=True)
+    local = map_scene(CROP, *tiny_map_model, tmp_path / "local.parquet", settings)
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 2**20,
              runtime_env={"env_vars": {"PYTHONPATH": REPO, "OMP_NUM_THREADS": str(torch.get_num_threads())}})
     try:
-        distributed = map_scene(CROP, *tiny_map_model, tmp_path / "ray.parquet", engine="ray", **settings)
+        distributed = map_scene(CROP, *tiny_map_model, tmp_path / "ray.parquet",
+                                dataclasses.replace(settings, engine="ray"))
     finally:
         ray.shutdown()
     assert distributed.counts == local.counts and local.counts["tiles"] == 25

@@ -278,7 +278,7 @@ def test_metadata_added_later_overrides_cached_v1_labels(tmp_path):
 
 
 def test_radiometry_is_recorded_and_a_change_reprocesses_the_records(tmp_path):
-    from spectral_llava.processing.radiometry import RULES_VERSION
+    from spectral_llava.processing.radiometry_settings import RULES_VERSION, RadiometrySettings
 
     build_dataset(_small_config(tmp_path, max_patches=2))
     info = json.loads((tmp_path / "build_info.json").read_text())["radiometry"]
@@ -294,7 +294,9 @@ def test_radiometry_is_recorded_and_a_change_reprocesses_the_records(tmp_path):
     assert {r["radiometry"]["source"] for r in records} == {"explicit"}
     # a wrong offset with strict: every patch is refused, naming its folder and band
     tasks, _, _ = discover(_small_config(tmp_path, max_patches=2))
-    ready, errors = patches.process_all(tasks, str(tmp_path / "strict"), 1, {"input_offset": -1000.0, "strict": True})
+    strict = _small_config(tmp_path, input_offset=-1000.0, strict=True).radiometry
+    assert strict == RadiometrySettings(-1000.0, strict=True)  # the config's flags, as one settings object
+    ready, errors = patches.process_all(tasks, str(tmp_path / "strict"), 1, strict)
     assert ready == [] and len(errors) == 2
     assert all(re.search(re.escape(item["path"]) + r".*band B\d\d: .*negative reflectance", item["reason"])
                for item in errors)

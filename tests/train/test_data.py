@@ -8,7 +8,9 @@ import torch
 
 from spectral_llava.inference.feature_cache import FeatureCache, feature_fingerprint, tower_encoder
 from spectral_llava.spectral_inst import load_split, resolve_image_path
-from spectral_llava.train.data import IGNORE_INDEX, SpectralLlavaCollator, processor_for_dataset
+from spectral_llava.processing.image_processing_spectral_llava import SpectralImageProcessor
+from spectral_llava.processing.radiometry_settings import RadiometrySettings
+from spectral_llava.train.data import IGNORE_INDEX, SpectralLlavaCollator, dataset_radiometry
 
 
 def test_collator_masks_everything_but_the_answer(model_and_processor, dataset_dir):
@@ -74,14 +76,20 @@ def test_feature_cache_matches_tower_and_is_invalidated(model_and_processor, dat
             layer_norm.sub_(1.0)
 
 
-def test_training_reads_images_with_the_builds_explicit_radiometry(model_and_processor, tmp_path):
+def test_training_reads_images_with_the_builds_radiometry(model_and_processor, dataset_dir, tmp_path):
     _, processor = model_and_processor
-    (tmp_path / "build_info.json").write_text(json.dumps({"radiometry": {"input_offset": None, "input_scale": None}}))
-    assert processor_for_dataset(processor, tmp_path) is processor
+    (tmp_path / "build_info.json").write_text(json.dumps({"image_roots": {}}))
+    assert dataset_radiometry(tmp_path) is None
     (tmp_path / "build_info.json").write_text(json.dumps({"radiometry": {"input_offset": -1000.0, "strict": True}}))
-    configured = processor_for_dataset(processor, tmp_path)
-    assert (configured.image_processor.input_offset, configured.image_processor.strict) == (-1000.0, True)
-    assert configured.tokenizer is processor.tokenizer
+    settings = dataset_radiometry(tmp_path)
+    assert settings == RadiometrySettings(-1000.0, None, True)
+    # the collator hands the settings to the image processor: the pixels of an explicit offset and scale
+    records, roots = load_split(dataset_dir, "instructions", "train")
+    path = resolve_image_path(records[0]["image"], roots)
+    expected = processor.image_processor(path, input_offset=100, input_scale=0.5)["pixel_values"]
+    assert not torch.equal(expected, processor.image_processor(path)["pixel_values"])
+    batch = SpectralLlavaCollator(processor, roots, radiometry=RadiometrySettings(100, 0.5))([records[0]])
+    assert torch.equal(batch["pixel_values"], expected)
     assert (processor.image_processor.input_offset, processor.image_processor.strict) == (None, False)
 
 
@@ -91,7 +99,11 @@ def test_feature_cache_fingerprint_follows_the_radiometry(tiny_model_dir):
     model, processor = load_model_and_processor(tiny_model_dir, device="cpu")
     image_processor = processor.image_processor
     default = feature_fingerprint(model, image_processor)
-    image_processor.strict = True
-    assert feature_fingerprint(model, image_processor) == default  # strict changes no value
-    image_processor.input_offset = -1000
-    assert feature_fingerprint(model, image_processor) != default
+    assert feature_fingerprint(model, image_processor, RadiometrySettings()) == default
+    # strict changes no value
+    assert feature_fingerprint(model, image_processor, RadiometrySettings(strict=True)) == default
+    explicit = feature_fingerprint(model, image_processor, RadiometrySettings(input_offset=-1000))
+    assert explicit != default
+    # the processor's configured settings count as much as the ones passed
+    configured = SpectralImageProcessor.from_dict({**image_processor.to_dict(), "input_offset": -1000})
+    assert feature_fingerprint(model, configured) == explicit

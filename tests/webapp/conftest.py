@@ -49,14 +49,14 @@ def app_session(app_model_dir):
     return ModelSession(app_model_dir, max_new_tokens=MAX_NEW_TOKENS, device="cpu")
 
 
-def _serve(session, tmp_path_factory, **limits):
-    from spectral_llava.webapp import AppConfig, InputLimits, SpectralApp, serve
+def _serve(session, tmp_path_factory, **options):
+    from spectral_llava.webapp import AppOptions, SpectralApp, serve
 
-    config = AppConfig(model_dir=session.model_dir, port=free_port(), max_new_tokens=MAX_NEW_TOKENS,
-                       limits=InputLimits(**limits), work_root=str(tmp_path_factory.mktemp("app-work")))
-    app = SpectralApp(session, config)
+    options = AppOptions(model=session.model_dir, port=free_port(), max_new_tokens=MAX_NEW_TOKENS,
+                         work_root=str(tmp_path_factory.mktemp("app-work")), **options)
+    app = SpectralApp(session, options)
     demo = app.build()
-    url = serve(demo, config, block=False)
+    url = serve(demo, options, block=False)
     return demo, url, app
 
 

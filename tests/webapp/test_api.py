@@ -46,14 +46,14 @@ def test_caption_of_a_zipped_safe_product_equals_its_band_folder(client, app_ses
 
 
 def test_map_returns_the_geojson_of_map_scene(client, app_session, ben_zip, data, tmp_path):
-    from spectral_llava.scene import map_scene
+    from spectral_llava.scene import MapOptions, map_scene
 
     path = client.predict(handle_file(str(ben_zip)), api_name="/map")
     assert path.endswith(".geojson")
     with open(path, encoding="utf-8") as f:
         collection = json.load(f)
     direct = map_scene(str(data.ben_patch), app_session.model, app_session.processor, tmp_path / "direct.geojson",
-                       overview=False, max_new_tokens=app_session.max_new_tokens)
+                       MapOptions(no_overview=True, max_new_tokens=app_session.max_new_tokens))
     features = collection["features"]
     assert len(features) == len(direct.rows) == 4  # 120 px with 64 px tiles: 2 x 2, the edge tiles shifted inward
     assert [f["properties"]["labels"] for f in features] == [row["labels"] for row in direct.rows]
@@ -143,9 +143,9 @@ def test_map_tab_reports_progress_per_tile_and_renders_the_map(app_server, data)
 def test_no_analytics_and_model_requests_share_one_queue_slot(app_session, tmp_path):
     import os
 
-    from spectral_llava.webapp import AppConfig, SpectralApp
+    from spectral_llava.webapp import AppOptions, SpectralApp
 
-    demo = SpectralApp(app_session, AppConfig(model_dir=app_session.model_dir, work_root=str(tmp_path))).build()
+    demo = SpectralApp(app_session, AppOptions(model=app_session.model_dir, work_root=str(tmp_path))).build()
     assert demo.analytics_enabled is False and os.environ["GRADIO_ANALYTICS_ENABLED"] == "False"
     model_events = [fn for fn in demo.fns.values() if fn.concurrency_id == "model"]
     names = {fn.name for fn in model_events}

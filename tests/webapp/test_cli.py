@@ -23,6 +23,22 @@ def test_app_arguments_and_defaults():
     assert (args.host, args.port, args.max_scene_pixels) == ("0.0.0.0", 9000, 1_000_000)
 
 
+
+def test_the_parsed_options_are_the_apps_whole_configuration():
+    from spectral_llava.cli import options_of
+    from spectral_llava.processing.radiometry_settings import RadiometrySettings
+    from spectral_llava.webapp import AppOptions, InputLimits
+
+    args = build_parser().parse_args(["app", "--model", "m", "--max-unpacked-mb", "10", "--work-root", "w",
+                                      "--input-offset", "-1000", "--strict"])
+    options = options_of(args, AppOptions)
+    assert (options.model, options.work_root) == ("m", "w")
+    assert options.radiometry == RadiometrySettings(input_offset=-1000, strict=True)
+    assert options.limits() == InputLimits(max_unpacked_bytes=10 * 1024 ** 2)
+    with pytest.raises(ValueError, match="--max-new-tokens 0: expected a positive integer"):
+        AppOptions(model="m", max_new_tokens=0)
+
+
 def _get(url: str) -> bytes:
     with urllib.request.urlopen(url, timeout=5) as response:
         return response.read()

@@ -7,7 +7,8 @@ import numpy as np
 from rasterio.crs import CRS
 from rasterio.transform import from_origin
 
-from spectral_llava.webapp.tile_map import LEAFLET_DIR, PALETTE, label_colours, map_document, map_iframe, mercator_overlay
+from spectral_llava.scene.palette import NO_LABEL, PALETTE
+from spectral_llava.webapp.tile_map import LEAFLET_DIR, label_colours, map_document, map_iframe, mercator_overlay
 
 
 def tile(tile_id, labels, west, south, size=0.01):
@@ -25,7 +26,7 @@ def collection():
 def test_colours_follow_the_first_label_most_frequent_first():
     colours = label_colours(collection()["features"])
     assert list(colours) == ["Forest", "(no label)", "Pasture"]
-    assert colours["Forest"] == PALETTE[0] and colours["(no label)"] == "#777777"
+    assert colours["Forest"] == PALETTE[0] and colours[NO_LABEL] == "#777777"
 
 
 def test_document_inlines_leaflet_and_loads_nothing_from_the_internet():
