@@ -82,7 +82,7 @@ def map_scene(source, model, processor, output, *, task: str = "classification",
               resume: bool = False, overview=None, input_offset: float | None = None,
               input_scale: float | None = None, strict: bool = False, progress=None,
               max_new_tokens: int | dict | None = None, num_workers: int | None = None, ray_actors: int = 1,
-              ray_cpus_per_actor: float = 1, ray_gpus_per_actor: float = 0) -> MapResult:
+              ray_cpus_per_actor: float = 1, ray_gpus_per_actor: float = 0, max_tiles: int | None = None) -> MapResult:
     """Tile a scene, label (and/or caption) every tile with the model, write one row per tile.
 
     source: a multi-band GeoTIFF / COG, a band folder (Major-TOM, BigEarthNet, SSL4EO), a SAFE product or its
@@ -90,7 +90,9 @@ def map_scene(source, model, processor, output, *, task: str = "classification",
       each actor from `model.name_or_path`, which must then be a model dir every Ray node can read).
     output: `.parquet` (GeoParquet, the scene's CRS), `.geojson` (RFC 7946, WGS84) or `.gpkg`; written atomically.
     task: "classification" | "caption" | "both". tile_size, stride: pixels of the 10 m grid (default: the model's
-      image size, no overlap); edges follow `EDGE_RULE`, no-data tiles `NODATA_RULE`.
+      image size, no overlap); edges follow `EDGE_RULE`, no-data tiles `NODATA_RULE`. max_tiles: map at most that
+      many tiles, spread over the whole scene (`tiling.spread_tiles`). A scene over `SCENE_WINDOW_LIMIT` (4 x 4
+      Sentinel-2 tiles, `processing.sentinel2_io`) is refused from its headers.
     batch_size: tiles per model call. resume: continue a killed run from its checkpoints (`.OUT.work/` beside the
       output). overview: PNG path (default OUT_overview.png beside the output; False for none).
     input_offset, input_scale, strict: radiometric handling, as the image processor takes them; decided once for
@@ -126,7 +128,7 @@ def map_scene(source, model, processor, output, *, task: str = "classification",
                       "(x = column, y = row of the 10 m grid) without a CRS", stacklevel=2)
     tile_size = int(tile_size or image_processor.image_size)
     stride = int(stride or tile_size)
-    tiles = plan_tiles(reader.height, reader.width, tile_size, stride, where=source)
+    tiles = plan_tiles(reader.height, reader.width, tile_size, stride, where=source, max_tiles=max_tiles)
     batches = batches_of(tiles, batch_size)
     product = product_id(source)
     applied, radiometry = scene_radiometry(reader, input_offset, input_scale, strict)
@@ -134,7 +136,8 @@ def map_scene(source, model, processor, output, *, task: str = "classification",
     pixel_size = abs(reader.transform.a) if georeferenced else None
     plan = {"source": source, "product_id": product, "height": reader.height, "width": reader.width,
             "tile_size": tile_size, "stride": stride, "batch_size": batch_size, "task": task,
-            "max_new_tokens": max_new_tokens, "model": model_fingerprint(model), "radiometry": radiometry}
+            "max_new_tokens": max_new_tokens, "model": model_fingerprint(model), "radiometry": radiometry,
+            "max_tiles": max_tiles}
     shifted = sum(tile.shifted for tile in tiles)
     logger.info("%s: %dx%d px, %d tiles of %d px (stride %d, %d shifted inward at the edges) in %d batches of %d",
                 source, reader.height, reader.width, len(tiles), tile_size, stride, shifted, len(batches), batch_size)
@@ -193,7 +196,7 @@ def map_scene(source, model, processor, output, *, task: str = "classification",
     counts = {"tiles": total, "mapped": len(rows), "skipped_nodata": total - len(rows), "edge_shifted": shifted,
               "resumed": resumed}
     metadata = {"source": source, "product_id": product, "model": plan["model"], "task": task,
-                "tile_size_px": tile_size, "stride_px": stride,
+                "tile_size_px": tile_size, "stride_px": stride, "max_tiles": max_tiles,
                 "tile_size_m": tile_size * pixel_size if pixel_size else None,
                 "crs": reader.crs.to_string() if georeferenced else None, "georeferenced": georeferenced,
                 "radiometry": radiometry, "precision": precision, "engine": engine, "edge_rule": EDGE_RULE,

@@ -21,6 +21,9 @@ class MapOptions(RadiometryOptions):
     stride: int | None = field(default=None, metadata={"help": "pixels between tiles (default: --tile-size)",
                                                        "metavar": "PX"})
     batch_size: int = field(default=8, metadata={"help": "tiles per model call"})
+    max_tiles: int | None = field(default=None, metadata={
+        "help": "map at most N tiles, an evenly spaced sub-grid spread over the whole scene (a preview of a large "
+                "scene; default: every tile)", "metavar": "N"})
     max_new_tokens: int | None = field(default=None, metadata={
         "help": "generated tokens per answer (default 48 for labels, 64 for captions)", "metavar": "N"})
     workers: int | None = field(default=None, metadata={
@@ -40,7 +43,7 @@ class MapOptions(RadiometryOptions):
 
     def __post_init__(self):
         super().__post_init__()
-        for name in ("tile_size", "stride", "batch_size", "max_new_tokens", "ray_actors"):
+        for name in ("tile_size", "stride", "batch_size", "max_tiles", "max_new_tokens", "ray_actors"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"--{name.replace('_', '-')} {value}: expected a positive integer")
@@ -53,4 +56,5 @@ class MapOptions(RadiometryOptions):
                 "engine": self.engine, "ray_address": self.ray_address, "resume": self.resume,
                 "overview": False if self.no_overview else self.overview, **self.radiometry,
                 "max_new_tokens": self.max_new_tokens, "num_workers": self.workers, "ray_actors": self.ray_actors,
-                "ray_cpus_per_actor": self.ray_cpus_per_actor, "ray_gpus_per_actor": self.ray_gpus_per_actor}
+                "ray_cpus_per_actor": self.ray_cpus_per_actor, "ray_gpus_per_actor": self.ray_gpus_per_actor,
+                "max_tiles": self.max_tiles}
