@@ -11,7 +11,8 @@ _EXPORTS = {
     "RadiometryWarning": "radiometry", "resolve_radiometry": "radiometry", "ResolvedRadiometry": "radiometry",
     "RadiometrySettings": "radiometry_settings",
     "SpectralImage": "sentinel2_io", "canonical_band_name": "sentinel2_io", "read_image": "sentinel2_io",
-    "detect_layout": "sentinel2_io", "read_header": "sentinel2_io", "SceneReader": "scene_reader",
+    "detect_layout": "sentinel2_io", "read_header": "sentinel2_io", "check_declared_size": "sentinel2_io",
+    "SceneReader": "scene_reader",
     "SpectralLlavaProcessor": "processing_spectral_llava",
 }
 __all__ = sorted(_EXPORTS)

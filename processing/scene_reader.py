@@ -16,8 +16,9 @@ from rasterio.warp import Resampling, reproject, transform_bounds
 from rasterio.windows import Window, from_bounds
 from rasterio.windows import transform as window_transform
 
-from .sentinel2_io import (CANONICAL_BANDS, GDAL_OPTIONS, SpectralImage, aligned_factor, canonical_band_names,
-                           detect_layout, image_metadata, open_raster, read_header, read_pixels, resampling_method)
+from .sentinel2_io import (CANONICAL_BANDS, GDAL_OPTIONS, SCENE_WINDOW_LIMIT, SizeLimit, SpectralImage, aligned_factor,
+                           canonical_band_names, check_declared_size, detect_layout, image_metadata, open_raster,
+                           read_header, read_pixels, resampling_method)
 
 # Windowed scene reads cap GDAL's block cache (default: 5% of RAM): with tiles visited strip by strip (scene.tiling)
 # the blocks in use fit easily (12 bands x a few 1024 x 1024 uint16 JPEG2000 / GeoTIFF blocks of 2 MiB).
@@ -29,19 +30,22 @@ class SceneReader:
     """Windows of a scene on its finest (10 m) grid, read without loading the scene.
 
     `source`: a multi-band GeoTIFF, a band folder, a SAFE product (or granule / IMG_DATA / R10m folder) or a path
-    prefix, as for `read_image`. Only header information is read on construction. `read(row_off, col_off, height,
-    width)` reads that window of the reference grid: each band file is read on its own window (with the few extra
-    source pixels resampling needs) and resampled onto the 10 m window, giving the pixels `read_image` gives for
-    the whole scene (see tests), so memory is bounded by the window. Open files are per process: a reader can be
-    pickled into DataLoader workers and reopens its files there.
+    prefix, as for `read_image`. Only header information is read on construction, and every file's declared size
+    is checked against `limit` (default SCENE_WINDOW_LIMIT, 4 x 4 Sentinel-2 tiles; `check_declared_size`).
+    `read(row_off, col_off, height, width)` reads that window of the reference grid: each band file is read on its
+    own window (with the few extra source pixels resampling needs) and resampled onto the 10 m window, giving the
+    pixels `read_image` gives for the whole scene (see tests), so memory is bounded by the window. Open files are
+    per process: a reader can be pickled into DataLoader workers and reopens its files there.
 
     Attributes: `source`, `band_names` (canonical order), `height`, `width`, `crs`, `transform`, `nodata`, `dtype`
     (stored data type), `scale_offset_tags` (as in `read_image`'s metadata), `files` ({band: path} for band folders,
     {} for a multi-band file). Windows carry the same metadata as `read_image`'s images, plus "window".
     """
 
-    def __init__(self, source, select_bands=None, resampling: str = "bilinear", band_names=None):
+    def __init__(self, source, select_bands=None, resampling: str = "bilinear", band_names=None,
+                 limit: SizeLimit = SCENE_WINDOW_LIMIT):
         self.source = os.fspath(source)
+        self.limit = limit
         self.method = resampling_method(resampling)
         self._datasets: dict = {}
         self._pid = None
@@ -56,7 +60,7 @@ class SceneReader:
         self.transform, self.crs, self.height, self.width, self.nodata = self._grid
 
     def _init_multiband(self, path: str, select_bands, band_names) -> None:
-        header = read_header(path)
+        header = check_declared_size(read_header(path), self.limit)
         names = header.band_names(band_names)
         wanted = set(canonical_band_names(select_bands, "select_bands")) if select_bands else set(names)
         self.files, self._multiband = {}, path
@@ -73,7 +77,7 @@ class SceneReader:
         if not files:
             raise ValueError(f"{self.source}: none of the requested bands has a file")
         self.files, self._multiband = dict(files), None
-        headers = {band: read_header(path) for band, path in self.files.items()}
+        headers = {band: check_declared_size(read_header(path), self.limit) for band, path in self.files.items()}
         self.scale_offset_tags = {}
         for band, header in headers.items():
             header.check_single_band(band)

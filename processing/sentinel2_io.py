@@ -8,7 +8,9 @@ third-party libraries.
   `KNOWN_LAYOUTS`, `RASTER_EXTENSIONS`, `PRODUCT_NAME_RE`, `canonical_band_name(s)`, `parse_band_file_name`,
   `detect_layout` -> `SourceLayout` (kind, path, files, prefix), `is_safe_product`, `safe_band_files`, `product_id`.
 - Headers, no pixels: `read_header(path)` -> `RasterHeader` (size, CRS, transform, dtype, nodata, band names,
-  scale/offset tags); `read_scale_offset_tags(source)`.
+  scale/offset tags); `read_scale_offset_tags(source)`; `check_declared_size(header, limit)`, the one check of a
+  raster's declared size against a `SizeLimit` (`WHOLE_IMAGE_LIMIT`: one Sentinel-2 tile, for every whole-image
+  read; `SCENE_WINDOW_LIMIT`: 4 x 4 tiles, for windowed scene reads), made before any pixel is read.
 - Pixels: `read_image(source, band_names=None, resampling="bilinear", select_bands=None)` turns a GeoTIFF, a band
   folder, a SAFE product (or its granule, IMG_DATA or R10m/R20m/R60m folder), a path prefix, an array or a tensor
   into a `SpectralImage` on the 10 m grid; `open_raster` and `read_pixels` (whole bands or windows, errors naming
@@ -19,6 +21,7 @@ third-party libraries.
 
 import math
 import os
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -148,6 +151,46 @@ def header_of(dataset, path: str) -> RasterHeader:
                         tuple(dataset.offsets))
 
 
+@dataclass(frozen=True)
+class SizeLimit:
+    """The largest raster file a kind of read accepts, judged from its header: at most `max_pixels` (declared width
+    x height) and `max_samples` (bands x width x height). `reads` names the reads it governs and `advice` says what
+    to do instead, for the error message."""
+
+    max_pixels: int
+    max_samples: int
+    reads: str
+    advice: str
+
+
+S2_TILE_SIDE = 10980  # pixels of a whole Sentinel-2 tile (110 km) on the 10 m grid
+# Whole-image reads (the image processor, pipeline(), caption / classify, build-dataset, the web app) hold every band
+# of the file as float32 at once: at most one Sentinel-2 tile, 13 bands of it (about 7.9 GiB with the resampling).
+WHOLE_IMAGE_LIMIT = SizeLimit(S2_TILE_SIDE ** 2, 13 * S2_TILE_SIDE ** 2,
+                              f"whole-image reads (one Sentinel-2 tile, {S2_TILE_SIDE} x {S2_TILE_SIDE})",
+                              "map larger scenes tile by tile with `spectral-llava map`")
+# Windowed scene reads (`spectral-llava map`) hold one batch of tiles, whatever the scene's size; what grows with
+# the scene is the tile plan and the output (one row per tile): at most 4 x 4 Sentinel-2 tiles, 118,336 tiles of
+# 128 px.
+SCENE_WINDOW_LIMIT = SizeLimit(16 * S2_TILE_SIDE ** 2, 13 * 16 * S2_TILE_SIDE ** 2,
+                               f"windowed scene reads (4 x 4 Sentinel-2 tiles, {4 * S2_TILE_SIDE} x "
+                               f"{4 * S2_TILE_SIDE})",
+                               "cut the scene into smaller files (e.g. with `gdal_translate -srcwin`) and map each")
+
+
+def check_declared_size(header: RasterHeader, limit: SizeLimit = WHOLE_IMAGE_LIMIT) -> RasterHeader:
+    """`header` when the raster size it declares is within `limit`, else a ValueError naming the file and its
+    declared width x height. Headers only: readers call it before reading any pixel of the file."""
+    pixels = header.width * header.height
+    if pixels > limit.max_pixels:
+        raise ValueError(f"{header.path} declares {header.width} x {header.height} pixels, over the limit of "
+                         f"{limit.reads}: {limit.max_pixels:,} pixels; {limit.advice}")
+    if header.count * pixels > limit.max_samples:
+        raise ValueError(f"{header.path} declares {header.count} bands of {header.width} x {header.height} pixels, "
+                         f"over the limit of {limit.reads}: {limit.max_samples:,} band pixels; {limit.advice}")
+    return header
+
+
 def read_header(path) -> RasterHeader:
     """The header of one raster file (no pixels read); an unreadable file is a ValueError naming it."""
     path = os.fspath(path)
@@ -181,6 +224,7 @@ def read_image(source, band_names=None, resampling: str = "bilinear", select_ban
     resampling: how 20 m and 60 m bands are brought onto the 10 m grid using the files' georeferencing
       (one of RESAMPLING_METHODS).
     select_bands: for patch folders, read only these bands (the others are not opened).
+    Every file's declared size is checked against WHOLE_IMAGE_LIMIT (`check_declared_size`) before any pixel is read.
     """
     method = resampling_method(resampling)
     if isinstance(source, SpectralImage):
@@ -237,7 +281,7 @@ def _from_array(array: np.ndarray, band_names, dtype=None) -> SpectralImage:
 
 def _read_multiband_file(path: str, band_names) -> SpectralImage:
     with open_raster(path) as dataset:
-        header = header_of(dataset, path)
+        header = check_declared_size(header_of(dataset, path))
         names = header.band_names(band_names)
         data = read_pixels(dataset, path).astype(np.float32, copy=False)
     return SpectralImage(data, names, image_metadata(path, header.crs, header.transform, data.shape[1:], header.nodata,
@@ -284,15 +328,17 @@ def _to_grid(band: np.ndarray, src_transform, src_crs, dst_transform, dst_crs, d
 
 
 def _read_band_files(where: str, files: dict, method: Resampling) -> SpectralImage:
-    bands, headers, tags = {}, {}, {}
-    for band, path in files.items():
-        with open_raster(path) as dataset:
-            headers[band] = header = header_of(dataset, path)
-            header.check_single_band(band)
-            bands[band] = read_pixels(dataset, path, 1).astype(np.float32, copy=False)
-            tags.update(header.scale_offset_tags([band]))
-    if not bands:
+    if not files:
         raise ValueError(f"{where}: none of the requested bands has a file")
+    bands, headers, tags = {}, {}, {}
+    with ExitStack() as stack:
+        datasets = {band: stack.enter_context(open_raster(path)) for band, path in files.items()}
+        for band, dataset in datasets.items():  # every header checked before any pixel is read
+            headers[band] = header = check_declared_size(header_of(dataset, files[band]))
+            header.check_single_band(band)
+            tags.update(header.scale_offset_tags([band]))
+        for band, dataset in datasets.items():
+            bands[band] = read_pixels(dataset, files[band], 1).astype(np.float32, copy=False)
     # The reference grid is the finest band's (10 m); ties go to the canonical order.
     names = [band for band in CANONICAL_BANDS if band in bands]
     ref = headers[min(names, key=lambda band: abs(headers[band].transform.a))]
@@ -320,6 +366,7 @@ def ground_extent(height: int, width: int, transform=None, crs=None) -> tuple[fl
 
 
 __all__ = ["SpectralImage", "RasterHeader", "read_image", "read_header", "header_of", "read_scale_offset_tags",
+           "SizeLimit", "check_declared_size", "WHOLE_IMAGE_LIMIT", "SCENE_WINDOW_LIMIT", "S2_TILE_SIDE",
            "open_raster", "read_pixels", "resampling_method", "aligned_factor", "image_metadata", "ground_extent",
            "GDAL_OPTIONS", "RESAMPLING_METHODS", "NOMINAL_PIXEL_SIZE_M",
            # names and layouts, from sentinel2_bands

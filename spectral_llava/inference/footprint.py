@@ -6,14 +6,16 @@ from typing import Sequence
 
 from spectral_llava.processing.image_processing_spectral_llava import MAX_FOOTPRINT_RATIO, footprint_ratio
 from spectral_llava.processing.scene_reader import SceneReader
+from spectral_llava.processing.sentinel2_io import WHOLE_IMAGE_LIMIT
 
 
 def refuse_squashed_inputs(paths: Sequence[str], image_processor, model_dir: str) -> None:
     """Refuse inputs whose ground extent exceeds the model's footprint more than MAX_FOOTPRINT_RATIO times in either
-    direction: one answer for a whole scene squashed into the model's image size is not what the user wants."""
+    direction: one answer for a whole scene squashed into the model's image size is not what the user wants.
+    Inputs declaring more than WHOLE_IMAGE_LIMIT are refused first (headers only), as the processor would."""
     size = image_processor.image_size
     for path in paths:
-        with SceneReader(path, select_bands=image_processor.band_names) as reader:  # headers only
+        with SceneReader(path, select_bands=image_processor.band_names, limit=WHOLE_IMAGE_LIMIT) as reader:
             height, width = reader.height, reader.width
             if getattr(image_processor, "do_center_crop", False):
                 height, width = min(height, image_processor.crop_size), min(width, image_processor.crop_size)

@@ -71,7 +71,9 @@ def map_scene(source, model, processor, output, options: MapOptions | None = Non
     output: `.parquet` (GeoParquet, the scene's CRS), `.geojson` (RFC 7946, WGS84) or `.gpkg`; written atomically.
     options: a `MapOptions` (default: its defaults): task, tile size and stride (edges follow `EDGE_RULE`, no-data
       tiles `NODATA_RULE`), batch size, engine, resume, overview and the radiometric handling, decided once for the
-      scene (`scene_radiometry`), applied to every window and recorded in the output's metadata["radiometry"].
+      scene (`scene_radiometry`), applied to every window and recorded in the output's metadata["radiometry"];
+      `max_tiles` maps at most that many tiles, spread over the whole scene (`tiling.spread_tiles`). A scene over
+      `SCENE_WINDOW_LIMIT` (4 x 4 Sentinel-2 tiles, `processing.sentinel2_io`) is refused from its headers.
     progress: `progress(done, total)` is called as tiles finish.
     """
     options = options if options is not None else MapOptions()
@@ -126,14 +128,14 @@ def plan_scene(reader, model, image_processor, options: MapOptions) -> ScenePlan
 
     tile_size = int(options.tile_size or image_processor.image_size)
     stride = int(options.stride or tile_size)
-    tiles = plan_tiles(reader.height, reader.width, tile_size, stride, where=reader.source)
+    tiles = plan_tiles(reader.height, reader.width, tile_size, stride, where=reader.source, max_tiles=options.max_tiles)
     batches = batches_of(tiles, options.batch_size)
     product = product_id(reader.source)
     resolved, radiometry = scene_radiometry(reader, options.radiometry)
     description = {"source": reader.source, "product_id": product, "height": reader.height, "width": reader.width,
                    "tile_size": tile_size, "stride": stride, "batch_size": options.batch_size, "task": options.task,
                    "max_new_tokens": options.max_new_tokens, "model": model_fingerprint(model),
-                   "radiometry": radiometry}
+                   "radiometry": radiometry, "max_tiles": options.max_tiles}
     logger.info("%s: %dx%d px, %d tiles of %d px (stride %d, %d shifted inward at the edges) in %d batches of %d",
                 reader.source, reader.height, reader.width, len(tiles), tile_size, stride,
                 sum(tile.shifted for tile in tiles), len(batches), options.batch_size)
@@ -240,6 +242,7 @@ def write_outputs(output: Path, reader, plan: ScenePlan, rows: list[dict], optio
     pixel_size = abs(reader.transform.a) if georeferenced else None
     metadata = {"source": reader.source, "product_id": plan.product, "model": plan.description["model"],
                 "task": options.task, "tile_size_px": plan.tile_size, "stride_px": plan.stride,
+                "max_tiles": options.max_tiles,
                 "tile_size_m": plan.tile_size * pixel_size if pixel_size else None,
                 "crs": reader.crs.to_string() if georeferenced else None, "georeferenced": georeferenced,
                 "radiometry": plan.description["radiometry"], "precision": precision, "engine": options.engine,

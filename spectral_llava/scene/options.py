@@ -27,6 +27,9 @@ class MapOptions(RadiometryOptions):
     stride: int | None = field(default=None, metadata={"help": "pixels between tiles (default: --tile-size)",
                                                        "metavar": "PX"})
     batch_size: int = field(default=8, metadata={"help": "tiles per model call"})
+    max_tiles: int | None = field(default=None, metadata={
+        "help": "map at most N tiles, an evenly spaced sub-grid spread over the whole scene (a preview of a large "
+                "scene; default: every tile)", "metavar": "N"})
     max_new_tokens: int | None = field(default=None, metadata={
         "help": "generated tokens per answer (default 48 for labels, 64 for captions)", "metavar": "N"})
     workers: int | None = field(default=None, metadata={
@@ -49,7 +52,7 @@ class MapOptions(RadiometryOptions):
         for name, allowed in (("task", TASKS), ("engine", ENGINES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"--{name} {getattr(self, name)!r}: expected one of {', '.join(allowed)}")
-        for name in ("tile_size", "stride", "batch_size", "max_new_tokens", "ray_actors"):
+        for name in ("tile_size", "stride", "batch_size", "max_tiles", "max_new_tokens", "ray_actors"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"--{name.replace('_', '-')} {value}: expected a positive integer")

@@ -4,17 +4,19 @@ Rule for edges: tiles are `tile_size` x `tile_size` pixels of the 10 m grid, `st
 corner. Where the last step leaves part of the scene uncovered, one more tile is placed flush with the right (bottom)
 edge: it is shifted inward and overlaps its neighbour, so every tile is full size (the model sees 10 m pixels,
 never a stretched or padded tile) and every pixel is covered. A scene smaller than one tile in either direction is
-refused. Grid indices (`row`, `col`) count tiles, the shifted edge tile taking the next index.
+refused. Grid indices (`row`, `col`) count tiles, the shifted edge tile taking the next index. `max_tiles` keeps
+at most that many tiles, an evenly spaced sub-grid spread over the whole scene (`spread_tiles`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
 class Tile:
-    index: int  # position in row-major order of the grid
+    index: int  # position in the planned tiles (row-major order)
     row: int
     col: int
     y: int  # top pixel row on the 10 m grid
@@ -31,8 +33,10 @@ def _offsets(length: int, tile_size: int, stride: int) -> tuple[list[int], bool]
     return offsets, shifted
 
 
-def plan_tiles(height: int, width: int, tile_size: int, stride: int, where: str = "the scene") -> list[Tile]:
-    """Tiles covering a height x width scene (see the module's edge rule), in row-major order."""
+def plan_tiles(height: int, width: int, tile_size: int, stride: int, where: str = "the scene",
+               max_tiles: int | None = None) -> list[Tile]:
+    """Tiles covering a height x width scene (see the module's edge rule), in row-major order; with `max_tiles`, at
+    most that many of them spread over the whole scene (`spread_tiles`)."""
     if tile_size < 1 or stride < 1:
         raise ValueError(f"tile size and stride must be positive, got tile_size={tile_size}, stride={stride}")
     if height < tile_size or width < tile_size:
@@ -45,7 +49,32 @@ def plan_tiles(height: int, width: int, tile_size: int, stride: int, where: str 
         for col, x in enumerate(cols):
             shifted = (last_row_shifted and row == len(rows) - 1) or (last_col_shifted and col == len(cols) - 1)
             tiles.append(Tile(len(tiles), row, col, y, x, tile_size, shifted))
-    return tiles
+    return tiles if max_tiles is None else spread_tiles(tiles, max_tiles)
+
+
+def _evenly_spaced(count: int, keep: int) -> set[int]:
+    """`keep` of the indices 0..count-1, evenly spaced, first and last included (the middle one when keep is 1)."""
+    if keep == 1:
+        return {(count - 1) // 2}
+    return {(2 * i * (count - 1) + keep - 1) // (2 * (keep - 1)) for i in range(keep)}
+
+
+def spread_tiles(tiles: list[Tile], max_tiles: int) -> list[Tile]:
+    """At most `max_tiles` of a `plan_tiles` grid, spread over the whole scene: the tiles where an evenly spaced
+    subset of the grid's rows meets an evenly spaced subset of its columns (first and last included, rows to
+    columns in the grid's proportions), re-indexed in row-major order; grid positions (`row`, `col`, and so tile
+    ids) are kept. All tiles when there are no more than `max_tiles`."""
+    if max_tiles < 1:
+        raise ValueError(f"max_tiles must be positive, got {max_tiles}")
+    if len(tiles) <= max_tiles:
+        return tiles
+    rows, cols = tiles[-1].row + 1, tiles[-1].col + 1
+    keep_rows = max(1, min(rows, math.isqrt(max_tiles * rows // cols)))
+    keep_cols = max(1, min(cols, max_tiles // keep_rows))
+    keep_rows = max(1, min(rows, max_tiles // keep_cols))
+    picked_rows, picked_cols = _evenly_spaced(rows, keep_rows), _evenly_spaced(cols, keep_cols)
+    picked = [tile for tile in tiles if tile.row in picked_rows and tile.col in picked_cols]
+    return [replace(tile, index=index) for index, tile in enumerate(picked)]
 
 
 def tile_id(product: str, tile_size: int, stride: int, row: int, col: int) -> str:

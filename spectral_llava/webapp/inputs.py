@@ -4,7 +4,7 @@ An upload is one GeoTIFF, several single-band files (copied into one folder, whi
 or one zip holding a patch folder, a multi-band GeoTIFF or a SAFE product. Zips are unpacked into a fresh folder
 under the app's work dir with limits: no absolute paths or `..`, no links, at most `max_members` entries and
 `max_unpacked_bytes` in all. Before any pixel is read the input's raster sizes are checked against the
-configured pixel limit.
+configured pixel limit (`sentinel2_io.check_declared_size`).
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ import stat
 import tempfile
 import time
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
-from spectral_llava.processing.sentinel2_io import (RASTER_EXTENSIONS, detect_layout, is_safe_product,
-                                                   parse_band_file_name, read_header)
+from spectral_llava.processing.sentinel2_io import (RASTER_EXTENSIONS, SizeLimit, check_declared_size, detect_layout,
+                                                   is_safe_product, parse_band_file_name, read_header)
 
 REPO_DATA = Path(__file__).resolve().parents[2] / "tests" / "data"
 ZIP_EXTENSION = ".zip"
@@ -51,6 +51,12 @@ class InputLimits:
     max_scene_pixels: int = 2048 * 2048  # of the finest raster, width x height
     max_unpacked_bytes: int = 2 * 1024 ** 3
     max_members: int = 10_000
+
+    def size_limit(self) -> SizeLimit:
+        """`max_scene_pixels` as the reading API's declared-size limit (13 bands of them at most)."""
+        return SizeLimit(self.max_scene_pixels, 13 * self.max_scene_pixels,
+                         "this server (spectral-llava app --max-scene-pixels)",
+                         "use `spectral-llava map` on the command line for whole scenes")
 
 
 def available_samples(data_root: Path = REPO_DATA) -> dict[str, Path]:
@@ -209,13 +215,14 @@ def image_files(source: Path) -> dict[str, Path]:
 
 
 def check_size(source: Path, limits: InputLimits) -> None:
-    """Refuse an input whose largest raster exceeds `limits.max_scene_pixels` (headers only, no pixels read)."""
+    """Refuse an input whose largest raster exceeds `limits.max_scene_pixels` (`check_declared_size` on the headers,
+    before any pixel is read); messages name the file without the server's folders."""
     for path in image_files(source).values():
         try:
             header = read_header(path)
         except ValueError as err:
             raise InputError(f"{path.name}: not a readable GeoTIFF or JPEG2000 file ({err.__cause__ or err})") from err
-        if header.width * header.height > limits.max_scene_pixels:
-            raise InputError(f"{path.name} is {header.width} x {header.height} px, over this server's limit of "
-                             f"{limits.max_scene_pixels:,} pixels per band (spectral-llava app --max-scene-pixels); "
-                             "use `spectral-llava map` on the command line for whole scenes")
+        try:
+            check_declared_size(replace(header, path=path.name), limits.size_limit())
+        except ValueError as err:
+            raise InputError(str(err)) from None

@@ -1,9 +1,11 @@
 """The tile plan: full-size tiles, the inward-shifted edge rule, stable ids, block-friendly processing order."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
-from spectral_llava.scene.tiling import batches_of, plan_tiles, processing_order, tile_id
+from spectral_llava.scene.tiling import batches_of, plan_tiles, processing_order, spread_tiles, tile_id
 
 
 def test_edge_tiles_are_shifted_inward_and_cover_the_scene():
@@ -52,3 +54,21 @@ def test_processing_order_walks_strips_column_by_column():
     batches = batches_of(tiles, 6)
     assert [len(batch) for batch in batches] == [6] * 42 + [4]
     assert [index for batch in batches for index in batch] == [tile.index for tile in order]
+
+
+def test_max_tiles_keeps_an_evenly_spaced_sub_grid_over_the_whole_scene():
+    full = plan_tiles(10980, 10980, 128, 128)  # a whole Sentinel-2 tile: 86 x 86 tiles, the last shifted inward
+    spread = plan_tiles(10980, 10980, 128, 128, max_tiles=64)
+    assert len(full) == 7396 and len(spread) == 64
+    assert sorted({tile.row for tile in spread}) == sorted({tile.col for tile in spread}) == [0, 12, 24, 36, 49, 61,
+                                                                                                73, 85]
+    assert [tile.index for tile in spread] == list(range(64))  # positions in the plan, as the engines index them
+    by_position = {(tile.row, tile.col): tile for tile in full}
+    assert all(tile == replace(by_position[tile.row, tile.col], index=tile.index) for tile in spread)
+    assert spread[-1].y == spread[-1].x == 10980 - 128 and spread[-1].shifted
+    tall = spread_tiles(plan_tiles(10980, 2000, 128, 128), 50)  # 86 x 16 tiles: rows and columns in proportion
+    assert len(tall) == 48 and len({tile.row for tile in tall}) == 16 and len({tile.col for tile in tall}) == 3
+    assert [(tile.row, tile.col) for tile in plan_tiles(1068, 1068, 128, 128, max_tiles=1)] == [(4, 4)]
+    assert plan_tiles(256, 256, 128, 128, max_tiles=5) == plan_tiles(256, 256, 128, 128)
+    with pytest.raises(ValueError, match="max_tiles must be positive, got 0"):
+        spread_tiles(full, 0)

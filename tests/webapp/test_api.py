@@ -98,7 +98,8 @@ def test_scene_over_the_configured_limit(small_limit_server, data):
     from gradio_client import Client
 
     small = Client(small_limit_server[0], verbose=False)
-    with pytest.raises(AppError, match=r"Forest_1\.tif is 64 x 64 px, over this server's limit of 2,500 pixels"):
+    with pytest.raises(AppError, match=r"Forest_1\.tif declares 64 x 64 pixels, over the limit of this server "
+                                       r"\(spectral-llava app --max-scene-pixels\): 2,500 pixels"):
         small.predict(handle_file(str(data.forest)), api_name="/caption")
 
 

@@ -70,7 +70,9 @@ def test_corrupt_geotiff_is_refused_before_reading(tmp_path, data):
 
 
 def test_scene_over_the_pixel_limit_is_refused_from_headers(tmp_path, data):
-    with pytest.raises(InputError, match=r"Forest_1\.tif is 64 x 64 px, over this server's limit of 4,000 pixels"):
+    with pytest.raises(InputError, match=r"^Forest_1\.tif declares 64 x 64 pixels, over the limit of this server "
+                                         r"\(spectral-llava app --max-scene-pixels\): 4,000 pixels; use `spectral-llava "
+                                         r"map` on the command line for whole scenes$"):
         resolve_upload([str(data.forest)], tmp_path, InputLimits(max_scene_pixels=4000))
     assert resolve_upload([str(data.forest)], tmp_path, InputLimits(max_scene_pixels=64 * 64)) == data.forest
 
