@@ -169,7 +169,7 @@ def load_item(source) -> StacItem:
         return source
     if _is_pystac_item(source):
         location = source.get_self_href() if callable(getattr(source, "get_self_href", None)) else None
-        return parse_item(source.to_dict(include_self_link=False, transform_hrefs=True), location)
+        return parse_item(source.to_dict(include_self_link=False, transform_hrefs=False), location)
     if isinstance(source, dict):
         return parse_item(source, None)
     path = local_path(os.fspath(source))
