@@ -82,3 +82,21 @@ def test_bad_items_leave_no_output(tiny_map_model, cogs, tmp_path):
             with pytest.raises(ValueError, match=message):
                 run(tiny_map_model, item, output)
     assert os.listdir(tmp_path) == [] and not glob.glob(str(tmp_path / ".*"))
+
+
+def test_caption_and_classify_take_items_and_urls(tiny_map_model, cogs, tmp_path):
+    """What `spectral-llava caption` / `classify` run: the footprint check reads the item's headers (the 120 px crop
+    is 3.8x a 32 px model's footprint: refused, pointing to map), and the answers equal the band files'."""
+    from spectral_llava.inference import classify_images, refuse_squashed_inputs
+
+    model, processor = tiny_map_model
+    item_path = write_item(earth_search_item(cogs), tmp_path / "item.json")
+    with pytest.raises(ValueError, match=r"item\.json covers 3\.8x the model's footprint .* `spectral-llava map "):
+        refuse_squashed_inputs([item_path], processor.image_processor, "MODEL")
+    root = os.path.dirname(os.path.dirname(cogs["B02"]))
+    with RangeServer(root) as server:
+        sources = [item_path, server.url(write_item(earth_search_item({b: server.url(p) for b, p in cogs.items()}),
+                                                    os.path.join(root, "served.json")))]
+        rows = classify_images(model, processor, sources + [MAJOR_TOM_CROP], max_new_tokens=6)
+    assert rows[0]["labels"] == rows[1]["labels"] == rows[2]["labels"]
+    assert [row["radiometry"]["source"] for row in rows] == ["stac", "stac", "product_name"]
