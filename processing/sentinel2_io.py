@@ -47,11 +47,13 @@ RESAMPLING_METHODS = ("nearest", "bilinear", "cubic", "cubic_spline", "lanczos",
 NOMINAL_PIXEL_SIZE_M = 10.0  # the finest Sentinel-2 grid, which every reader here resamples to
 # Faster GeoTIFF opening: no directory listing per open, CRS straight from the GeoKeys (same CRS, no EPSG lookup).
 # Remote hrefs (http(s):// through /vsicurl/, s3:// through /vsis3/): only raster files are looked for (no .aux.xml
-# or .ovr probes), consecutive byte ranges go in one request, the ranges read are cached per file, requests that
-# fail with 429 / 5xx are retried 3 times (1 s, then longer), and a request gives up after 60 s (10 s to connect).
+# or .ovr probes), consecutive byte ranges go in one request, requests that fail with 429 / 5xx are retried 3 times
+# (1 s, then longer), and a request gives up after 60 s (10 s to connect). VSI_CACHE stays off: /vsicurl/ keeps the
+# ranges it fetched and GDAL's block cache the decoded blocks, and VSI_CACHE's own 32 KB reads doubled the bytes
+# fetched for headers (benchmarks/stac_http.py).
 GDAL_OPTIONS = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "GTIFF_SRS_SOURCE": "GEOKEYS",
                 "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff,.jp2,{noext}",
-                "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES", "VSI_CACHE": "TRUE", "GDAL_HTTP_MAX_RETRY": "3",
+                "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES", "VSI_CACHE": "FALSE", "GDAL_HTTP_MAX_RETRY": "3",
                 "GDAL_HTTP_RETRY_DELAY": "1", "GDAL_HTTP_TIMEOUT": "60", "GDAL_HTTP_CONNECTTIMEOUT": "10"}
 _DRIVERS = {".tif": "GTiff", ".tiff": "GTiff", ".jp2": "JP2OpenJPEG"}
 
