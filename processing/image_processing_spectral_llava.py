@@ -23,7 +23,7 @@ from transformers.utils import logging
 from .radiometry import ResolvedRadiometry, apply_radiometry
 from .radiometry_settings import RadiometrySettings
 from .sentinel2_io import (NOMINAL_PIXEL_SIZE_M, SPECTRALGPT_BANDS, SpectralImage, canonical_band_names,
-                           ground_extent, read_image, resampling_method)
+                           ground_extent, is_stac_source, read_image, resampling_method)
 
 
 logger = logging.get_logger(__name__)
@@ -175,9 +175,9 @@ class SpectralImageProcessor(BaseImageProcessor):
         return RadiometrySettings(**{**configured, **loose})
 
     def read(self, source, band_names=None, resampling: str | None = None) -> SpectralImage:
-        """Read one source, opening only the configured bands of a band folder."""
-        is_folder = isinstance(source, (str, os.PathLike)) and os.path.isdir(source)
-        return read_image(source, band_names=None if is_folder else band_names,
+        """Read one source, opening only the configured bands of a band folder or STAC item."""
+        named_bands = is_stac_source(source) or (isinstance(source, (str, os.PathLike)) and os.path.isdir(source))
+        return read_image(source, band_names=None if named_bands else band_names,
                           resampling=resampling or self.resampling, select_bands=self.band_names)
 
     def normalise(self, image: SpectralImage, do_rescale: bool | None = None, rescale_factor: float | None = None,

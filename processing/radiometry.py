@@ -1,13 +1,19 @@
 """Radiometric offset and scale of Sentinel-2 inputs: the same ground reaches the model as the same numbers.
 
-Remote code: copied flat into saved model directories; imports only its siblings `radiometry_settings` and
-`sentinel2_io` and third-party libraries.
+Remote code: copied flat into saved model directories; imports only its siblings `radiometry_settings`,
+`sentinel2_io` and `sentinel2_stac` and third-party libraries.
 
 SpectralGPT expects reflectance x 10000. An input value `raw` becomes `(raw + offset) * scale`, per band. The
 first rule that applies decides (its name is the `source` recorded in the metadata):
 
 - explicit: `RadiometrySettings(input_offset=, input_scale=)` (the image processor's `radiometry=` or its
   `input_offset=` / `input_scale=`; CLI `--input-offset` / `--input-scale`); an omitted one is 0 / 1.
+- stac: a STAC item's own statements (`sentinel2_stac.StacItem`), first that applies: a catalogue flag that the
+  baseline-04.00 offset was already removed (`earthsearch:boa_offset_applied` true: Earth Search's COGs then hold
+  reflectance x 10000, offset 0, scale 1, whatever `raster:bands` says); the band assets' `raster:bands` scale /
+  offset (physical = raw * s + o, converted as for GeoTIFF tags below: Earth Search's 0.0001 / -0.1 give offset
+  -1000, scale 1); `s2:processing_baseline` (offset -1000 from 04.00 on, else 0). An item that says none of these
+  falls through to its COGs' GeoTIFF tags, then none.
 - product_metadata: `MTD_MSIL1C.xml` / `MTD_MSIL2A.xml` beside the input or up to 4 folders above it (never above a
   `.SAFE` folder): offset `RADIO_ADD_OFFSET` / `BOA_ADD_OFFSET` per band (band ids named by its
   Spectral_Information list; 0 when absent), scale 10000 / `QUANTIFICATION_VALUE` (`BOA_QUANTIFICATION_VALUE`).
@@ -41,8 +47,9 @@ import numpy as np
 from .radiometry_settings import RULES_VERSION, RadiometrySettings
 from .sentinel2_io import (PRODUCT_NAME_RE, SpectralImage, canonical_band_name, is_safe_product,
                            read_scale_offset_tags)
+from .sentinel2_stac import StacItem, is_remote, is_stac_source, load_item
 
-SOURCES = ("explicit", "product_metadata", "geotiff_tags", "product_name", "float_reflectance", "none")
+SOURCES = ("explicit", "stac", "product_metadata", "geotiff_tags", "product_name", "float_reflectance", "none")
 PRODUCT_METADATA_FILES = ("MTD_MSIL2A.xml", "MTD_MSIL1C.xml")
 # An image file lies at most this many folders below its SAFE root (GRANULE/<granule>/IMG_DATA/R10m/<file>).
 MAX_FOLDERS_UP = 4
@@ -111,24 +118,31 @@ def resolve_radiometry(source, radiometry: RadiometrySettings | None = None) -> 
     """The radiometry an input's explicit settings, product metadata, GeoTIFF tags or product name give, before
     looking at its values (the float-reflectance rule needs them: `apply_radiometry`).
 
-    source: a path (GeoTIFF, band folder, `<dir>/<patch>` prefix, a SAFE folder or its MTD file), a
-    `SpectralImage` (its metadata's "source" path and "scale_offset_tags" are used), or anything else (an array:
-    only explicit settings apply). `radiometry`: the user's settings (default: the rules alone).
+    source: a path or URL (GeoTIFF, band folder, `<dir>/<patch>` prefix, a SAFE folder or its MTD file), a STAC
+    item (anything `sentinel2_stac.is_stac_source` accepts), a `SpectralImage` (its metadata's "stac" item, "source"
+    path and "scale_offset_tags" are used), or anything else (an array: only explicit settings apply).
+    `radiometry`: the user's settings (default: the rules alone).
     """
     if radiometry is not None and radiometry.explicit:
         offset = 0.0 if radiometry.input_offset is None else radiometry.input_offset
         scale = 1.0 if radiometry.input_scale is None else radiometry.input_scale
         return ResolvedRadiometry(offset, scale, "explicit", "input_offset/input_scale given")
+    item = None
     if isinstance(source, SpectralImage):
         path, tags = source.metadata.get("source"), source.metadata.get("scale_offset_tags", {})
+        item = source.metadata.get("stac")
+    elif is_stac_source(source):
+        path, tags, item = None, None, load_item(source)
     elif isinstance(source, (str, os.PathLike)):
         path, tags = os.fspath(source), None
     else:
         return ResolvedRadiometry(detail="an array without a path: no product information")
+    if item is not None:
+        return _item_radiometry(item, tags)
     if path is None:
         return ResolvedRadiometry(detail="an array without a path: no product information")
     path = os.fspath(path)
-    metadata_file = find_product_metadata(path)
+    metadata_file = None if is_remote(path) else find_product_metadata(path)
     if metadata_file is not None:
         return product_metadata_radiometry(metadata_file)
     if tags is None:
@@ -201,17 +215,62 @@ def _parse_product_metadata(path: str, mtime_ns: int, size: int):
     return offsets, quantification, baseline
 
 
-def _tags_radiometry(tags: dict) -> ResolvedRadiometry:
+def _physical_scale_offset(pairs: dict, source: str, detail: str, what: str) -> ResolvedRadiometry:
+    """The radiometry of declared {band: (s, o)} with physical = raw * s + o: offset o / s, scale s * 10000 when
+    s <= REFLECTANCE_UNIT_MAX_SCALE (physical values are reflectance), else s."""
     offsets, scales = {}, {}
-    for band, (scale, offset) in tags.items():
+    for band, (scale, offset) in pairs.items():
         if not np.isfinite(scale) or scale <= 0:
-            raise ValueError(f"band {band}: GeoTIFF scale tag {scale} is not a positive number")
+            raise ValueError(f"band {band}: {what} {scale} is not a positive number")
         offsets[band] = offset / scale
         scales[band] = scale * 10000.0 if scale <= REFLECTANCE_UNIT_MAX_SCALE else scale
     offset, band_offsets = _per_band(offsets, 0.0)
     scale, band_scales = _per_band(scales, 1.0)
-    detail = "GeoTIFF scale/offset tags " + ", ".join(f"{band} {s:g}/{o:g}" for band, (s, o) in sorted(tags.items()))
-    return ResolvedRadiometry(offset, scale, "geotiff_tags", detail, band_offsets, band_scales)
+    detail += ", ".join(f"{band} {s:g}/{o:g}" for band, (s, o) in sorted(pairs.items()))
+    return ResolvedRadiometry(offset, scale, source, detail, band_offsets, band_scales)
+
+
+def _tags_radiometry(tags: dict) -> ResolvedRadiometry:
+    return _physical_scale_offset(tags, "geotiff_tags", "GeoTIFF scale/offset tags ", "GeoTIFF scale tag")
+
+
+def stac_radiometry(item: StacItem) -> ResolvedRadiometry | None:
+    """What a STAC item's own metadata says about its values (the "stac" rule, see the module), or None when it says
+    nothing: no offset-applied flag, no `raster:bands` scale/offset, no processing baseline."""
+    where = f"STAC item {item.id}"
+    if item.boa_offset_applied:
+        return ResolvedRadiometry(0.0, 1.0, "stac", f"{where}: boa_offset_applied true: the baseline-04.00 offset "
+                                                    "was already removed from the values (raster:bands offset ignored)")
+    flag = ", boa_offset_applied false" if item.boa_offset_applied is False else ""
+    declared = {band: (asset.scale, asset.offset) for band, asset in item.bands.items() if asset.scale is not None}
+    if declared:
+        return _physical_scale_offset(declared, "stac", f"{where}{flag}: raster:bands scale/offset ",
+                                      "raster:bands scale")
+    baseline = item.processing_baseline
+    try:
+        number = round(float(baseline) * 100) if baseline is not None else None
+    except ValueError:
+        raise ValueError(f"{where}: unreadable processing baseline {baseline!r}") from None
+    if number is None:
+        return None
+    if number == REPROCESSED_BASELINE:
+        return ResolvedRadiometry(0.0, 1.0, "stac", f"{where}: processing baseline {baseline}, a reprocessed product "
+                                                    "without offset")
+    if number >= FIRST_OFFSET_BASELINE:
+        return ResolvedRadiometry(BASELINE_OFFSET, 1.0, "stac",
+                                  f"{where}{flag}: processing baseline {baseline} >= 04.00")
+    return ResolvedRadiometry(0.0, 1.0, "stac", f"{where}{flag}: processing baseline {baseline} < 04.00")
+
+
+def _item_radiometry(item: StacItem, tags: dict | None) -> ResolvedRadiometry:
+    resolved = stac_radiometry(item)
+    if resolved is not None:
+        return resolved
+    tags = read_scale_offset_tags(item) if tags is None else tags
+    if tags:
+        return _tags_radiometry(tags)
+    return ResolvedRadiometry(detail=f"STAC item {item.id}: no offset flag, raster:bands scale/offset, processing "
+                                     "baseline or GeoTIFF scale/offset tags")
 
 
 def product_name_radiometry(path: str) -> ResolvedRadiometry | None:
@@ -334,4 +393,5 @@ def check_plausibility(values: dict, valid: dict, resolved: ResolvedRadiometry, 
 
 __all__ = ["RadiometrySettings", "ResolvedRadiometry", "RadiometryWarning", "CorrectedBands", "resolve_radiometry",
            "apply_radiometry", "check_plausibility", "find_product_metadata", "product_metadata_radiometry",
+           "stac_radiometry",
            "product_name_radiometry", "valid_pixels", "is_float_reflectance", "RULES_VERSION", "SOURCES"]

@@ -1,9 +1,10 @@
 """Windows of a Sentinel-2 scene on its 10 m grid, read without loading the scene (for scene tiling).
 
-`SceneReader(source)` opens what `sentinel2_io.read_image` reads from a path (a multi-band GeoTIFF / COG, a band
-folder, a SAFE product or its granule / IMG_DATA / R10m folder, a path prefix) and reads windows of its finest grid,
-each band on its own window, resampled exactly as `read_image` resamples the whole scene. Uses only the public
-names of its sibling `sentinel2_io` (layout detection, headers, windowed reads) and third-party libraries.
+`SceneReader(source)` opens what `sentinel2_io.read_image` reads from a path or URL (a multi-band GeoTIFF / COG, a
+band folder, a SAFE product or its granule / IMG_DATA / R10m folder, a path prefix, a STAC item whose band assets are
+read straight from their hrefs, over HTTP by range requests) and reads windows of its finest grid, each band on its
+own window, resampled exactly as `read_image` resamples the whole scene. Uses only the public names of its sibling
+`sentinel2_io` (layout detection, headers, windowed reads) and third-party libraries.
 """
 
 import math
@@ -17,8 +18,8 @@ from rasterio.windows import Window, from_bounds
 from rasterio.windows import transform as window_transform
 
 from .sentinel2_io import (CANONICAL_BANDS, GDAL_OPTIONS, SCENE_WINDOW_LIMIT, SizeLimit, SpectralImage, aligned_factor,
-                           canonical_band_names, check_declared_size, detect_layout, image_metadata, open_raster,
-                           read_header, read_pixels, resampling_method)
+                           canonical_band_names, check_declared_size, check_one_grid, detect_layout, image_metadata,
+                           open_raster, product_id, read_header, read_pixels, resampling_method)
 
 # Windowed scene reads cap GDAL's block cache (default: 5% of RAM): with tiles visited strip by strip (scene.tiling)
 # the blocks in use fit easily (12 bands x a few 1024 x 1024 uint16 JPEG2000 / GeoTIFF blocks of 2 MiB).
@@ -29,17 +30,20 @@ _SCENE_GDAL_OPTIONS = {**GDAL_OPTIONS, "GDAL_CACHEMAX": SCENE_GDAL_CACHE_BYTES}
 class SceneReader:
     """Windows of a scene on its finest (10 m) grid, read without loading the scene.
 
-    `source`: a multi-band GeoTIFF, a band folder, a SAFE product (or granule / IMG_DATA / R10m folder) or a path
-    prefix, as for `read_image`. Only header information is read on construction, and every file's declared size
-    is checked against `limit` (default SCENE_WINDOW_LIMIT, 4 x 4 Sentinel-2 tiles; `check_declared_size`).
+    `source`: a multi-band GeoTIFF (path or URL), a band folder, a SAFE product (or granule / IMG_DATA / R10m folder),
+    a path prefix or a STAC item, as for `read_image`. Only header information is read on construction, and every
+    file's declared size is checked against `limit` (default SCENE_WINDOW_LIMIT, 4 x 4 Sentinel-2 tiles;
+    `check_declared_size`).
     `read(row_off, col_off, height, width)` reads that window of the reference grid: each band file is read on its
     own window (with the few extra source pixels resampling needs) and resampled onto the 10 m window, giving the
     pixels `read_image` gives for the whole scene (see tests), so memory is bounded by the window. Open files are
     per process: a reader can be pickled into DataLoader workers and reopens its files there.
 
-    Attributes: `source`, `band_names` (canonical order), `height`, `width`, `crs`, `transform`, `nodata`, `dtype`
-    (stored data type), `scale_offset_tags` (as in `read_image`'s metadata), `files` ({band: path} for band folders,
-    {} for a multi-band file). Windows carry the same metadata as `read_image`'s images, plus "window".
+    Attributes: `source` (the path, URL or STAC item location), `product` (the product id tiles are named after),
+    `stac` (the `StacItem`, or None), `band_names` (canonical order), `height`, `width`, `crs`, `transform`,
+    `nodata`, `dtype` (stored data type), `scale_offset_tags` (as in `read_image`'s metadata), `files` ({band: path
+    or href} for band folders and STAC items, {} for a multi-band file). Windows carry the same metadata as
+    `read_image`'s images, plus "window".
     """
 
     def __init__(self, source, select_bands=None, resampling: str = "bilinear", band_names=None,
@@ -49,14 +53,17 @@ class SceneReader:
         self.method = resampling_method(resampling)
         self._datasets: dict = {}
         self._pid = None
-        layout = detect_layout(self.source, select_bands)
+        layout = detect_layout(source, select_bands)
+        self.source, self.stac = layout.path, layout.item
+        self.product = layout.item.product if layout.item is not None else product_id(layout.path)
         if layout.kind == "file":
             self._init_multiband(layout.path, select_bands, band_names)
         elif band_names is not None:
             raise ValueError(f"band_names= names the channels of an array or multi-band file, but "
-                             f"{self.source} is a band folder whose file names give the bands")
+                             f"{self.source} is a {'STAC item' if self.stac else 'band folder'} whose "
+                             f"{'band metadata gives' if self.stac else 'file names give'} the bands")
         else:
-            self._init_band_files(layout.files)
+            self._init_band_files(layout)
         self.transform, self.crs, self.height, self.width, self.nodata = self._grid
 
     def _init_multiband(self, path: str, select_bands, band_names) -> None:
@@ -73,11 +80,13 @@ class SceneReader:
         self.scale_offset_tags = {band: tag for band, tag in header.scale_offset_tags(names).items()
                                   if band in self.band_names}
 
-    def _init_band_files(self, files: dict) -> None:
-        if not files:
+    def _init_band_files(self, layout) -> None:
+        if not layout.files:
             raise ValueError(f"{self.source}: none of the requested bands has a file")
-        self.files, self._multiband = dict(files), None
-        headers = {band: check_declared_size(read_header(path), self.limit) for band, path in self.files.items()}
+        self.files, self._multiband = dict(layout.files), None
+        headers = {band: check_declared_size(read_header(path, layout.describe(band)), self.limit)
+                   for band, path in self.files.items()}
+        check_one_grid(layout, headers)
         self.scale_offset_tags = {}
         for band, header in headers.items():
             header.check_single_band(band)
@@ -129,6 +138,8 @@ class SceneReader:
         metadata = image_metadata(self.source, self.crs, dst_transform, (height, width), self.nodata,
                                   len(self.band_names), self.dtype, self.scale_offset_tags)
         metadata["window"] = (row_off, col_off, height, width)
+        if self.stac is not None:
+            metadata["stac"] = self.stac
         return SpectralImage(data, list(self.band_names), metadata)
 
     def read_overview(self, bands, max_size: int = 1024) -> np.ndarray:

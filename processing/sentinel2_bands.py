@@ -6,7 +6,8 @@ here as part of the one reading API; imports only the standard library.
 - `canonical_band_name(s)`: `B2`, `b02`, `B8a`, `8A` -> `B02`, `B8A`.
 - `parse_band_file_name(name)`: `BandFile(prefix, band, resolution)` of `B02.tif`, `B2.tif`, `<patch>_B02.tif`,
   `T33UUU_20170216T102101_B02.jp2`, `T21JUK_20231217T135659_B02_10m.jp2`, else None.
-- `detect_layout(path, select_bands=None)`: which layout a path is (`LAYOUTS`) and which band files it holds.
+- `detect_path_layout(path, select_bands=None)`: which layout a local path is (`LAYOUTS`) and which band files it
+  holds (`sentinel2_io.detect_layout` adds STAC items and raster URLs).
 - `safe_band_files(path)`, `is_safe_product(path)`, `product_id(source)`, `PRODUCT_NAME_RE`.
 """
 
@@ -15,6 +16,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from typing import NamedTuple
+from urllib.parse import urlparse
 
 CANONICAL_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12")
 # SpectralGPT's 12 bands in model order (B10, cirrus, dropped).
@@ -26,8 +28,9 @@ KNOWN_LAYOUTS = {12: SPECTRALGPT_BANDS, 13: EUROSAT_FILE_ORDER}
 RASTER_EXTENSIONS = (".tif", ".tiff", ".jp2")
 # What `detect_layout` tells apart: one raster file (a multi-band GeoTIFF / COG such as EuroSAT's, or one band), a
 # folder of one file per band (BigEarthNet v1/v2 `<patch>_B02.tif`, Major-TOM `B02.tif`, SSL4EO `B2.tif`), a path
-# prefix `<folder>/<patch>` of one patch's band files in a flat folder, a SAFE product or a part of one.
-LAYOUTS = ("file", "band_folder", "path_prefix", "safe")
+# prefix `<folder>/<patch>` of one patch's band files in a flat folder, a SAFE product or a part of one, a STAC item
+# whose band assets are the band files (`sentinel2_stac`).
+LAYOUTS = ("file", "band_folder", "path_prefix", "safe", "stac")
 _BAND_NAME_RE = re.compile(r"^B?0*(\d{1,2})(A?)$", re.IGNORECASE)
 # A band file's stem ends in its band name: "B02", "B2", "B8A", "<patch>_B02", or, in Level-2A SAFE products,
 # "<tile>_<datetime>_B02_10m" (band then resolution).
@@ -92,22 +95,29 @@ def parse_band_file_name(name) -> BandFile | None:
 
 @dataclass(frozen=True)
 class SourceLayout:
-    """What `detect_layout` found: `kind` (one of LAYOUTS), `path` (the raster file for "file", else the path
-    given), `files` ({band: file} in canonical order; {} for "file", whose header names its bands) and `prefix`
-    (the text before the band in the band files' names: the patch of `<patch>_B02.tif`, "" for `B02.tif`; None
-    for "file")."""
+    """What `detect_layout` found: `kind` (one of LAYOUTS), `path` (the raster file for "file", the item's file or
+    URL (or id) for "stac", else the path given), `files` ({band: file or href} in canonical order; {} for "file",
+    whose header names its bands), `prefix` (the text before the band in the band files' names: the patch of
+    `<patch>_B02.tif`, "" for `B02.tif`; None for "file" and "stac") and `item` (the `sentinel2_stac.StacItem` of a
+    "stac" layout, else None)."""
 
     kind: str
     path: str
     files: dict = field(default_factory=dict)
     prefix: str | None = None
+    item: object = None
+
+    def describe(self, band: str) -> str:
+        """What error messages call the file of `band`: its path, or a STAC item's asset key, band and href."""
+        return self.item.describe(band) if self.item is not None else self.files[band]
 
 
 def _in_band_order(found: dict) -> dict:
     return {band: found[band] for band in CANONICAL_BANDS if band in found}
 
 
-def _select(found: dict, select_bands, where: str) -> dict:
+def select_band_files(found: dict, select_bands, where: str) -> dict:
+    """{band: file} of `found` in canonical order, only `select_bands` when given; none found is a ValueError."""
     if not found:
         raise ValueError(f"{where}: no band files found (expected GeoTIFFs or JPEG2000s named like B02.tif, B2.tif, "
                          "<patch>_B02.tif or T33UUU_20170216T102101_B02.jp2, or a Sentinel-2 .SAFE product)")
@@ -127,7 +137,7 @@ def _band_folder(folder: str, select_bands) -> SourceLayout:
         raise ValueError(f"{folder} holds band files of {len(by_prefix)} patches ({', '.join(sorted(by_prefix))}); "
                          "pass one patch as the path prefix <folder>/<patch>")
     prefix, found = next(iter(by_prefix.items()), ("", {}))
-    return SourceLayout("band_folder", folder, _select(found, select_bands, folder), prefix)
+    return SourceLayout("band_folder", folder, select_band_files(found, select_bands, folder), prefix)
 
 
 def _path_prefix(path: str, select_bands) -> SourceLayout | None:
@@ -139,11 +149,12 @@ def _path_prefix(path: str, select_bands) -> SourceLayout | None:
         parsed = parse_band_file_name(name)
         if parsed is not None and parsed.prefix == patch:
             found[parsed.band] = os.path.join(folder, name)
-    return SourceLayout("path_prefix", path, _select(found, select_bands, path), patch) if found else None
+    return SourceLayout("path_prefix", path, select_band_files(found, select_bands, path), patch) if found else None
 
 
-def detect_layout(source, select_bands=None) -> SourceLayout:
-    """Which layout `source` is (see LAYOUTS) and which band files it holds, from names alone (nothing is opened).
+def detect_path_layout(source, select_bands=None) -> SourceLayout:
+    """Which layout the local path `source` is (see LAYOUTS) and which band files it holds, from names alone (nothing
+    is opened).
 
     A folder is a SAFE product (the `.SAFE` folder, a granule, its `IMG_DATA` or an `IMG_DATA/R10m|R20m|R60m`
     folder, see `safe_band_files`) or else a band folder; a path that does not exist is tried as a path prefix.
@@ -155,7 +166,7 @@ def detect_layout(source, select_bands=None) -> SourceLayout:
         safe = safe_band_files(path)
         if safe is None:
             return _band_folder(path, select_bands)
-        files = _select(safe, select_bands, path)
+        files = select_band_files(safe, select_bands, path)
         prefixes = {parse_band_file_name(file).prefix for file in safe.values()}
         return SourceLayout("safe", path, files, prefixes.pop() if len(prefixes) == 1 else "")
     if os.path.isfile(path):
@@ -217,13 +228,15 @@ def safe_band_files(path) -> dict | None:
 
 
 def product_id(source) -> str | None:
-    """The full Sentinel-2 product name in a path (the `.SAFE` folder, a Major-TOM product folder), else the file
-    or folder name without extension (a reBEN patch name, whose product name lacks the generation time); None for
-    arrays."""
+    """The full Sentinel-2 product name in a path or URL (the `.SAFE` folder, a Major-TOM product folder), else the
+    file or folder name without extension (a reBEN patch name, whose product name lacks the generation time); None
+    for arrays."""
     if not isinstance(source, (str, os.PathLike)):
         return None
-    path = os.path.abspath(os.fspath(source))
-    for part in reversed(path.split(os.sep)):
+    path = os.fspath(source)
+    url = "://" in path
+    path = urlparse(path).path if url else os.path.abspath(path)
+    for part in reversed(path.split("/" if url else os.sep)):
         match = PRODUCT_NAME_RE.search(part)
         if match is not None and match.group("generation"):
             return match.group(0)
@@ -232,5 +245,5 @@ def product_id(source) -> str | None:
 
 __all__ = ["CANONICAL_BANDS", "SPECTRALGPT_BANDS", "EUROSAT_FILE_ORDER", "KNOWN_LAYOUTS", "RASTER_EXTENSIONS",
            "LAYOUTS", "PRODUCT_NAME_RE", "canonical_band_name", "canonical_band_names", "BandFile",
-           "parse_band_file_name", "SourceLayout", "detect_layout", "is_safe_product", "safe_band_files",
-           "product_id"]
+           "parse_band_file_name", "SourceLayout", "detect_path_layout", "select_band_files", "is_safe_product",
+           "safe_band_files", "product_id"]

@@ -1,12 +1,18 @@
 """The one public Sentinel-2 reading API: bands by name onto the 10 m grid, headers, windows.
 
-Remote code: copied flat into saved model directories next to the image processor, so it imports only its sibling
+Remote code: copied flat into saved model directories next to the image processor, so it imports only its siblings
 `sentinel2_bands` (band names, band-file names, layouts; every public name of it is re-exported here) and
-third-party libraries.
+`sentinel2_stac` (STAC items) and third-party libraries.
+
+Sources: a local path (multi-band GeoTIFF / COG, band folder, SAFE product or a part of it, path prefix), a raster
+URL (`http(s)://` read through GDAL's range reads, `s3://`), a STAC item (a `.json` file, an item URL, an item dict or
+a `pystac.Item`: its band assets are read like the files of a band folder, windowed straight from their hrefs), an
+array or tensor.
 
 - Names and layouts (from `sentinel2_bands`): `CANONICAL_BANDS`, `SPECTRALGPT_BANDS`, `EUROSAT_FILE_ORDER`,
   `KNOWN_LAYOUTS`, `RASTER_EXTENSIONS`, `PRODUCT_NAME_RE`, `canonical_band_name(s)`, `parse_band_file_name`,
-  `detect_layout` -> `SourceLayout` (kind, path, files, prefix), `is_safe_product`, `safe_band_files`, `product_id`.
+  `detect_path_layout`, `is_safe_product`, `safe_band_files`, `product_id`; `detect_layout(source)` -> `SourceLayout`
+  (kind, path, files, prefix, item) of any source (`sentinel2_stac` for STAC items).
 - Headers, no pixels: `read_header(path)` -> `RasterHeader` (size, CRS, transform, dtype, nodata, band names,
   scale/offset tags); `read_scale_offset_tags(source)`; `check_declared_size(header, limit)`, the one check of a
   raster's declared size against a `SizeLimit` (`WHOLE_IMAGE_LIMIT`: one Sentinel-2 tile, for every whole-image
@@ -23,6 +29,7 @@ import math
 import os
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from urllib.parse import urlparse
 
 import numpy as np
 import rasterio
@@ -35,13 +42,22 @@ from rasterio.warp import Resampling, reproject
 
 from .sentinel2_bands import (CANONICAL_BANDS, EUROSAT_FILE_ORDER, KNOWN_LAYOUTS, LAYOUTS, PRODUCT_NAME_RE,
                               RASTER_EXTENSIONS, SPECTRALGPT_BANDS, BandFile, SourceLayout, canonical_band_name,
-                              canonical_band_names, detect_layout, is_safe_product, parse_band_file_name, product_id,
-                              safe_band_files)
+                              canonical_band_names, detect_path_layout, is_safe_product, parse_band_file_name,
+                              product_id, safe_band_files, select_band_files)
+from .sentinel2_stac import StacItem, is_raster_url, is_remote, is_stac_source, load_item, local_path
 
 RESAMPLING_METHODS = ("nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average")
 NOMINAL_PIXEL_SIZE_M = 10.0  # the finest Sentinel-2 grid, which every reader here resamples to
 # Faster GeoTIFF opening: no directory listing per open, CRS straight from the GeoKeys (same CRS, no EPSG lookup).
-GDAL_OPTIONS = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "GTIFF_SRS_SOURCE": "GEOKEYS"}
+# Remote hrefs (http(s):// through /vsicurl/, s3:// through /vsis3/): only raster files are looked for (no .aux.xml
+# or .ovr probes), consecutive byte ranges go in one request, requests that fail with 429 / 5xx are retried 3 times
+# (1 s, then longer), and a request gives up after 60 s (10 s to connect). VSI_CACHE stays off: /vsicurl/ keeps the
+# ranges it fetched and GDAL's block cache the decoded blocks, and VSI_CACHE's own 32 KB reads doubled the bytes
+# fetched for headers (benchmarks/stac_http.py).
+GDAL_OPTIONS = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "GTIFF_SRS_SOURCE": "GEOKEYS",
+                "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff,.jp2,{noext}",
+                "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES", "VSI_CACHE": "FALSE", "GDAL_HTTP_MAX_RETRY": "3",
+                "GDAL_HTTP_RETRY_DELAY": "1", "GDAL_HTTP_TIMEOUT": "60", "GDAL_HTTP_CONNECTTIMEOUT": "10"}
 _DRIVERS = {".tif": "GTiff", ".tiff": "GTiff", ".jp2": "JP2OpenJPEG"}
 
 
@@ -50,10 +66,11 @@ class SpectralImage:
     """Bands of one scene on a common grid.
 
     `data`: float32 (C, H, W), the values as stored (no offset or scale applied: see `radiometry`);
-    `band_names`: canonical name of each channel; `metadata`: "source" (path or None), "crs", "transform"
-    (affine.Affine of the grid), "bounds", "nodata" (the files' declared no-data value or None), "band_mask"
-    (per-channel bool, True = band present), "dtype" (the stored data type, e.g. "uint16"), "scale_offset_tags"
-    ({band: (scale, offset)} of the GeoTIFF tags that are not the neutral (1, 0)).
+    `band_names`: canonical name of each channel; `metadata`: "source" (path, URL or STAC item location; None for
+    arrays), "crs", "transform" (affine.Affine of the grid), "bounds", "nodata" (the files' declared no-data value or
+    None), "band_mask" (per-channel bool, True = band present), "dtype" (the stored data type, e.g. "uint16"),
+    "scale_offset_tags" ({band: (scale, offset)} of the GeoTIFF tags that are not the neutral (1, 0)) and, for a
+    STAC item, "stac" (its `sentinel2_stac.StacItem`: the radiometry rules read it).
     """
 
     data: np.ndarray
@@ -76,13 +93,18 @@ def image_metadata(source, crs, transform, shape, nodata, num_bands, dtype=None,
             "scale_offset_tags": scale_offset_tags or {}}
 
 
-def open_raster(path: str):
-    """Open a GeoTIFF or JPEG2000 file (driver from the extension); an unreadable file is a ValueError naming it."""
+def open_raster(path: str, what: str | None = None):
+    """Open a GeoTIFF or JPEG2000 file or URL (driver from the extension); an unreadable file is a ValueError naming
+    `what` (default the path: a STAC layout names the asset, see `SourceLayout.describe`)."""
+    extension = os.path.splitext(urlparse(path).path if is_remote(path) else path)[1].lower()
     try:
-        return rasterio.open(path, driver=_DRIVERS.get(os.path.splitext(path)[1].lower()))
+        return rasterio.open(path, driver=_DRIVERS.get(extension))
     except RasterioError as err:
-        kind = "JPEG2000" if path.lower().endswith(".jp2") else "GeoTIFF"
-        raise ValueError(f"cannot read {path}: not a readable {kind} ({err})") from err
+        if is_remote(path):
+            raise ValueError(f"cannot read {what or path}: the href does not answer with a readable raster "
+                             f"({err})") from err
+        kind = "JPEG2000" if extension == ".jp2" else "GeoTIFF"
+        raise ValueError(f"cannot read {what or path}: not a readable {kind} ({err})") from err
 
 
 def read_pixels(dataset, path: str, indexes=None, window=None, **read_options) -> np.ndarray:
@@ -191,31 +213,57 @@ def check_declared_size(header: RasterHeader, limit: SizeLimit = WHOLE_IMAGE_LIM
     return header
 
 
-def read_header(path) -> RasterHeader:
-    """The header of one raster file (no pixels read); an unreadable file is a ValueError naming it."""
+def read_header(path, what: str | None = None) -> RasterHeader:
+    """The header of one raster file or URL (no pixels read); an unreadable file is a ValueError naming `what`
+    (default the path)."""
     path = os.fspath(path)
-    with rasterio.Env(**GDAL_OPTIONS), open_raster(path) as dataset:
+    with rasterio.Env(**GDAL_OPTIONS), open_raster(path, what) as dataset:
         return header_of(dataset, path)
 
 
+def check_one_grid(layout: SourceLayout, headers: dict) -> None:
+    """A STAC item's band files must share one CRS (the item is one scene on one grid): a ValueError naming the
+    assets and their CRSs otherwise. Other layouts may mix CRSs (their bands are reprojected)."""
+    if layout.item is None or len({header.crs for header in headers.values()}) <= 1:
+        return
+    listed = ", ".join(f"{band} {layout.item.bands[band].key!r} {header.crs}" for band, header in headers.items())
+    raise ValueError(f"{layout.item.where}: its band files lie in different CRSs ({listed}); a scene needs one grid")
+
+
+def detect_layout(source, select_bands=None) -> SourceLayout:
+    """Which layout any source is (`LAYOUTS`) and which band file or href holds each band, nothing opened but a STAC
+    item's JSON: a STAC item (`sentinel2_stac.is_stac_source`) -> "stac" with its band assets' hrefs; a raster URL
+    -> "file"; a local path -> `detect_path_layout`. `select_bands`: keep only these bands' files."""
+    if is_stac_source(source):
+        item = load_item(source)
+        where = item.location or f"STAC item {item.id}"
+        files = select_band_files({band: asset.href for band, asset in item.bands.items()}, select_bands, where)
+        return SourceLayout("stac", where, files, None, item)
+    if is_raster_url(source):
+        return SourceLayout("file", source)
+    return detect_path_layout(local_path(os.fspath(source)), select_bands)
+
+
 def read_scale_offset_tags(source) -> dict:
-    """The GeoTIFF scale/offset tags of a file, band folder, SAFE product or `<dir>/<patch>` prefix, by band
-    (headers only; bands with the neutral (1, 0) are left out)."""
+    """The GeoTIFF scale/offset tags of a file, band folder, SAFE product, `<dir>/<patch>` prefix or STAC item, by
+    band (headers only; bands with the neutral (1, 0) are left out)."""
     layout = detect_layout(source)
     if layout.kind == "file":
         header = read_header(layout.path)
         return header.scale_offset_tags(header.band_names())
     tags = {}
     for band, file in layout.files.items():
-        tags.update(read_header(file).scale_offset_tags([band]))
+        tags.update(read_header(file, layout.describe(band)).scale_offset_tags([band]))
     return tags
 
 
 def read_image(source, band_names=None, resampling: str = "bilinear", select_bands=None):
     """Read one image (or a list of them) into `SpectralImage`(s) on the finest (10 m) grid.
 
-    source: a multi-band GeoTIFF; a patch folder holding one GeoTIFF per band (`<patch>_B02.tif` BigEarthNet v1/v2,
-      `B2.tif` SSL4EO, `B02.tif` Major-TOM; `.tif` or `.tiff`); a path prefix `<dir>/<patch>` when many patches
+    source: a multi-band GeoTIFF (a path, or an http(s):// / s3:// URL read through GDAL); a STAC item (`.json`
+      file, item URL, dict or `pystac.Item`: its band assets, read from their hrefs); a patch folder holding one
+      GeoTIFF per band (`<patch>_B02.tif` BigEarthNet v1/v2, `B2.tif` SSL4EO, `B02.tif` Major-TOM; `.tif` or
+      `.tiff`); a path prefix `<dir>/<patch>` when many patches
       share one flat folder; a numpy array or torch tensor (C, H, W) or (H, W, C) or a batch (B, C, H, W);
       a `SpectralImage` (returned as is); or a list of these (returns a list).
     band_names: names of the channels of an array or multi-band file, overriding the file's band descriptions.
@@ -240,18 +288,19 @@ def read_image(source, band_names=None, resampling: str = "bilinear", select_ban
         if source.ndim == 4:
             return [_from_array(item, band_names, dtype) for item in source]
         return _from_array(source, band_names, dtype)
-    if isinstance(source, (str, os.PathLike)):
-        path = os.fspath(source)
-        if os.path.isdir(path) and band_names is not None:
-            raise ValueError(f"band_names= names the channels of an array or multi-band file, but {path} "
-                             "is a band folder whose file names give the bands; use select_bands= instead")
-        layout = detect_layout(path, select_bands)
+    if isinstance(source, (str, os.PathLike)) or is_stac_source(source):
+        layout = detect_layout(source, select_bands)
+        if layout.kind != "file" and band_names is not None:
+            what = ("a STAC item whose band metadata gives" if layout.kind == "stac"
+                    else "a band folder whose file names give")
+            raise ValueError(f"band_names= names the channels of an array or multi-band file, but {layout.path} "
+                             f"is {what} the bands; use select_bands= instead")
         with rasterio.Env(**GDAL_OPTIONS):
             if layout.kind == "file":
                 return _read_multiband_file(layout.path, band_names)
-            return _read_band_files(path, layout.files, method)
-    raise TypeError(f"cannot read an image from a {type(source).__name__}; pass a GeoTIFF path, a band folder, "
-                    "a numpy array or a torch tensor")
+            return _read_band_files(layout, method)
+    raise TypeError(f"cannot read an image from a {type(source).__name__}; pass a GeoTIFF path or URL, a band "
+                    "folder, a STAC item, a numpy array or a torch tensor")
 
 
 def _from_array(array: np.ndarray, band_names, dtype=None) -> SpectralImage:
@@ -327,16 +376,18 @@ def _to_grid(band: np.ndarray, src_transform, src_crs, dst_transform, dst_crs, d
     return out
 
 
-def _read_band_files(where: str, files: dict, method: Resampling) -> SpectralImage:
+def _read_band_files(layout: SourceLayout, method: Resampling) -> SpectralImage:
+    where, files = layout.path, layout.files
     if not files:
         raise ValueError(f"{where}: none of the requested bands has a file")
     bands, headers, tags = {}, {}, {}
     with ExitStack() as stack:
-        datasets = {band: stack.enter_context(open_raster(path)) for band, path in files.items()}
+        datasets = {band: stack.enter_context(open_raster(path, layout.describe(band))) for band, path in files.items()}
         for band, dataset in datasets.items():  # every header checked before any pixel is read
             headers[band] = header = check_declared_size(header_of(dataset, files[band]))
             header.check_single_band(band)
             tags.update(header.scale_offset_tags([band]))
+        check_one_grid(layout, headers)
         for band, dataset in datasets.items():
             bands[band] = read_pixels(dataset, files[band], 1).astype(np.float32, copy=False)
     # The reference grid is the finest band's (10 m); ties go to the canonical order.
@@ -351,8 +402,10 @@ def _read_band_files(where: str, files: dict, method: Resampling) -> SpectralIma
         else:
             data[index] = _to_grid(bands[band], header.transform, header.crs, ref.transform, ref.crs, ref_shape,
                                    method, header.nodata)
-    return SpectralImage(data, names, image_metadata(where, ref.crs, ref.transform, ref_shape, ref.nodata, len(names),
-                                                     ref.dtype, tags))
+    metadata = image_metadata(where, ref.crs, ref.transform, ref_shape, ref.nodata, len(names), ref.dtype, tags)
+    if layout.item is not None:
+        metadata["stac"] = layout.item
+    return SpectralImage(data, names, metadata)
 
 
 def ground_extent(height: int, width: int, transform=None, crs=None) -> tuple[float, float]:
@@ -367,9 +420,13 @@ def ground_extent(height: int, width: int, transform=None, crs=None) -> tuple[fl
 
 __all__ = ["SpectralImage", "RasterHeader", "read_image", "read_header", "header_of", "read_scale_offset_tags",
            "SizeLimit", "check_declared_size", "WHOLE_IMAGE_LIMIT", "SCENE_WINDOW_LIMIT", "S2_TILE_SIDE",
-           "open_raster", "read_pixels", "resampling_method", "aligned_factor", "image_metadata", "ground_extent",
+           "detect_layout", "check_one_grid", "open_raster", "read_pixels", "resampling_method", "aligned_factor",
+           "image_metadata", "ground_extent",
            "GDAL_OPTIONS", "RESAMPLING_METHODS", "NOMINAL_PIXEL_SIZE_M",
            # names and layouts, from sentinel2_bands
            "CANONICAL_BANDS", "SPECTRALGPT_BANDS", "EUROSAT_FILE_ORDER", "KNOWN_LAYOUTS", "RASTER_EXTENSIONS",
            "LAYOUTS", "PRODUCT_NAME_RE", "BandFile", "SourceLayout", "canonical_band_name", "canonical_band_names",
-           "parse_band_file_name", "detect_layout", "is_safe_product", "safe_band_files", "product_id"]
+           "parse_band_file_name", "detect_path_layout", "select_band_files", "is_safe_product", "safe_band_files",
+           "product_id",
+           # STAC items, from sentinel2_stac
+           "StacItem", "is_stac_source", "is_raster_url", "is_remote", "load_item", "local_path"]

@@ -22,14 +22,20 @@ def run(args) -> None:
 def add_parser(subparsers):
     parser = add_command(
         subparsers, "map", [MapOptions], run,
-        help="label / caption every tile of a Sentinel-2 scene or SAFE product into GeoParquet/GeoJSON/GPKG",
-        description="Tiles INPUT (a GeoTIFF or COG, a band folder, a Major-TOM cell, a .SAFE product or its granule's "
-                    "IMG_DATA folder) on its 10 m grid, runs the model on every tile and writes one row per tile "
-                    "(tile_id, row, col, labels, caption, valid_fraction, footprint polygon). Edge tiles are shifted "
-                    "inward to stay full size; tiles without data are skipped and counted; the radiometric handling "
-                    "is decided once for the scene and recorded in the output. See docs/scene_mapping.md.")
-    parser.add_argument("input", help="GeoTIFF, band folder, .SAFE product, granule or IMG_DATA folder")
+        help="label / caption every tile of a Sentinel-2 scene, SAFE product or STAC item into GeoParquet/GeoJSON/"
+             "GPKG or a COG label raster",
+        description="Tiles INPUT (a GeoTIFF or COG, as a path or an http(s):// URL, a band folder, a Major-TOM cell, "
+                    "a .SAFE product or its granule's IMG_DATA folder, a STAC item JSON file or item URL) on its 10 m "
+                    "grid, runs the model on every tile and writes one row per tile (tile_id, row, col, labels, "
+                    "caption, valid_fraction, footprint polygon), or with OUT.tif a Cloud-Optimized GeoTIFF label "
+                    "raster with one pixel per tile step. STAC band assets are read windowed from their hrefs. Edge "
+                    "tiles are shifted inward to stay full size; tiles without data are skipped and counted; the "
+                    "radiometric handling is decided once for the scene and recorded in the output. See "
+                    "docs/scene_mapping.md.")
+    parser.add_argument("input", help="GeoTIFF or COG (path or URL), band folder, .SAFE product, granule or IMG_DATA "
+                                      "folder, STAC item (.json file or item URL)")
     parser.add_argument("--model", required=True, metavar="DIR", help="Spectral-LLaVA model dir")
     parser.add_argument("--output", required=True, metavar="OUT",
-                        help="OUT.parquet (GeoParquet, scene CRS), OUT.geojson (RFC 7946, WGS84) or OUT.gpkg")
+                        help="OUT.parquet (GeoParquet, scene CRS), OUT.geojson (RFC 7946, WGS84), OUT.gpkg or "
+                             "OUT.tif (COG label raster, one pixel per tile step)")
     return parser

@@ -65,10 +65,14 @@ class ScenePlan:
 def map_scene(source, model, processor, output, options: MapOptions | None = None, progress=None) -> MapResult:
     """Tile a scene, label (and/or caption) every tile with the model, write one row per tile.
 
-    source: a multi-band GeoTIFF / COG, a band folder (Major-TOM, BigEarthNet, SSL4EO), a SAFE product or its
-      granule / IMG_DATA folder. model, processor: loaded Spectral-LLaVA objects (`engine="ray"` reloads the model in
-      each actor from `model.name_or_path`, which must then be a model dir every Ray node can read).
-    output: `.parquet` (GeoParquet, the scene's CRS), `.geojson` (RFC 7946, WGS84) or `.gpkg`; written atomically.
+    source: a multi-band GeoTIFF / COG (a path or an http(s):// / s3:// URL), a band folder (Major-TOM,
+      BigEarthNet, SSL4EO), a SAFE product or its granule / IMG_DATA folder, or a STAC item (a `.json` file, an item
+      URL, an item dict or a `pystac.Item`; its band assets are read windowed from their hrefs, its id, datetime and
+      links go into the output's metadata["stac"]).
+    model, processor: loaded Spectral-LLaVA objects (`engine="ray"` reloads the model in each actor from
+      `model.name_or_path`, which must then be a model dir every Ray node can read).
+    output: `.parquet` (GeoParquet, the scene's CRS), `.geojson` (RFC 7946, WGS84), `.gpkg` or `.tif` (a COG label
+      raster, one pixel per tile step: `label_raster`); written atomically.
     options: a `MapOptions` (default: its defaults): task, tile size and stride (edges follow `EDGE_RULE`, no-data
       tiles `NODATA_RULE`), batch size, engine, resume, overview and the radiometric handling, decided once for the
       scene (`scene_radiometry`), applied to every window and recorded in the output's metadata["radiometry"];
@@ -79,7 +83,7 @@ def map_scene(source, model, processor, output, options: MapOptions | None = Non
     options = options if options is not None else MapOptions()
     output = Path(output)
     output_format(output)
-    reader = open_scene(os.path.abspath(os.fspath(source)), processor.image_processor)
+    reader = open_scene(scene_source(source), processor.image_processor)
     try:
         check_georeferencing(reader, output)
         plan = plan_scene(reader, model, processor.image_processor, options)
@@ -95,7 +99,16 @@ def map_scene(source, model, processor, output, options: MapOptions | None = Non
         reader.close()
 
 
-def open_scene(source: str, image_processor):
+def scene_source(source):
+    """A local path made absolute (what the metadata and checkpoints record); URLs and STAC items as given."""
+    from spectral_llava.processing.sentinel2_io import is_remote, is_stac_source
+
+    if isinstance(source, (str, os.PathLike)) and not is_remote(os.fspath(source)) and not is_stac_source(source):
+        return os.path.abspath(os.fspath(source))
+    return source
+
+
+def open_scene(source, image_processor):
     """A `SceneReader` of `source` (headers only) holding every band the model reads, else a ValueError naming the
     missing ones."""
     from spectral_llava.processing.scene_reader import SceneReader
@@ -104,9 +117,10 @@ def open_scene(source: str, image_processor):
     missing = [band for band in image_processor.band_names if band not in reader.band_names]
     if missing:
         reader.close()
-        raise ValueError(f"{source}: band(s) {', '.join(missing)} missing; the model reads "
-                         f"{', '.join(image_processor.band_names)} (for a SAFE product pass the .SAFE folder or the "
-                         "granule's IMG_DATA folder, which hold every band)")
+        hint = ("its band assets (identified by eo:bands / bands) lack them" if reader.stac is not None else
+                "for a SAFE product pass the .SAFE folder or the granule's IMG_DATA folder, which hold every band")
+        raise ValueError(f"{reader.source}: band(s) {', '.join(missing)} missing; the model reads "
+                         f"{', '.join(image_processor.band_names)} ({hint})")
     return reader
 
 
@@ -124,13 +138,11 @@ def check_georeferencing(reader, output: Path) -> None:
 
 def plan_scene(reader, model, image_processor, options: MapOptions) -> ScenePlan:
     """The tiles (`plan_tiles`) in batches (`batches_of`) and the radiometry (`scene_radiometry`) of the run."""
-    from spectral_llava.processing.sentinel2_io import product_id
-
     tile_size = int(options.tile_size or image_processor.image_size)
     stride = int(options.stride or tile_size)
     tiles = plan_tiles(reader.height, reader.width, tile_size, stride, where=reader.source, max_tiles=options.max_tiles)
     batches = batches_of(tiles, options.batch_size)
-    product = product_id(reader.source)
+    product = reader.product
     resolved, radiometry = scene_radiometry(reader, options.radiometry)
     description = {"source": reader.source, "product_id": product, "height": reader.height, "width": reader.width,
                    "tile_size": tile_size, "stride": stride, "batch_size": options.batch_size, "task": options.task,
@@ -157,7 +169,7 @@ def scene_radiometry(reader, radiometry):
 
     from spectral_llava.processing.radiometry import resolve_radiometry
 
-    resolved = resolve_radiometry(reader.source, radiometry)
+    resolved = resolve_radiometry(reader.stac if reader.stac is not None else reader.source, radiometry)
     description = {**resolved.as_dict(), "strict": radiometry.strict}
     if resolved.source in ("product_name", "none") and np.issubdtype(np.dtype(reader.dtype), np.floating):
         description["per_tile"] = ("float data: each tile in reflectance range 0..1.5 is scaled by 10000 "
@@ -247,8 +259,16 @@ def write_outputs(output: Path, reader, plan: ScenePlan, rows: list[dict], optio
                 "crs": reader.crs.to_string() if georeferenced else None, "georeferenced": georeferenced,
                 "radiometry": plan.description["radiometry"], "precision": precision, "engine": options.engine,
                 "edge_rule": EDGE_RULE, "nodata_rule": NODATA_RULE, "counts": counts}
+    if reader.stac is not None:
+        metadata["stac"] = reader.stac.summary()
     table = [{key: value for key, value in row.items() if key != "tile_index"} for row in rows]
-    write_tiles(table, reader.crs, output, metadata)
+    if output_format(output) == "COG":
+        from .label_raster import write_label_raster
+
+        metadata["raster"] = write_label_raster(output, table, plan.tiles, reader.transform, reader.crs, plan.stride,
+                                                metadata)
+    else:
+        write_tiles(table, reader.crs, output, metadata)
     overview = options.overview_path(output)
     if overview is not None:
         from .overview import write_overview

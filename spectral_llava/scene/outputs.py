@@ -1,5 +1,5 @@
 """Tile tables on disk: GeoParquet, GeoJSON, GeoPackage (each written atomically), and the checkpoint shards of a
-run in progress."""
+run in progress. The fourth output format, the COG label raster (`.tif`), is `label_raster`'s."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from spectral_llava.utils.fileio import atomic_write_text, write_file_atomically
 
 logger = logging.getLogger(__name__)
 
-OUTPUT_FORMATS = {".parquet": "GeoParquet", ".geojson": "GeoJSON", ".gpkg": "GeoPackage"}
+OUTPUT_FORMATS = {".parquet": "GeoParquet", ".geojson": "GeoJSON", ".gpkg": "GeoPackage", ".tif": "COG",
+                  ".tiff": "COG"}
 METADATA_KEY = "spectral_llava"
 GPKG_LAYER = "tiles"
 
@@ -24,7 +25,8 @@ def output_format(output: Path) -> str:
     suffix = output.suffix.lower()
     if suffix not in OUTPUT_FORMATS:
         raise ValueError(f"output {output}: unknown extension {output.suffix or '(none)'!r}; use .parquet (GeoParquet "
-                         "in the scene's CRS), .geojson (RFC 7946, WGS84) or .gpkg (GeoPackage)")
+                         "in the scene's CRS), .geojson (RFC 7946, WGS84), .gpkg (GeoPackage) or .tif (a Cloud-"
+                         "Optimized GeoTIFF label raster, one pixel per tile step)")
     return OUTPUT_FORMATS[suffix]
 
 
@@ -90,6 +92,9 @@ def read_tiles(path: str | os.PathLike):
 
     path = Path(path)
     fmt = output_format(path)
+    if fmt == "COG":
+        raise ValueError(f"{path} is a label raster, not a tile table: read it with "
+                         "spectral_llava.scene.label_raster.read_label_raster (or rasterio)")
     if fmt == "GeoParquet":
         import pyarrow.parquet as pq
 

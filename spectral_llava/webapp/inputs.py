@@ -86,6 +86,11 @@ def resolve_upload(files, work_root: str | os.PathLike, limits: InputLimits = In
     for path in paths:
         if not path.is_file():
             raise InputError(f"{path.name}: the upload is missing on the server; upload it again")
+    items = [p.name for p in paths if p.suffix.lower() == ".json"]
+    if items:
+        raise InputError(f"{items[0]}: STAC items are not taken by the app (their hrefs would make the server read "
+                         "any path or URL they name); map them with `spectral-llava map ITEM --model DIR --output "
+                         "OUT` on your own machine")
     zips = [p for p in paths if p.suffix.lower() == ZIP_EXTENSION]
     unknown = [p.name for p in paths if p.suffix.lower() not in RASTER_EXTENSIONS + (ZIP_EXTENSION,)]
     if unknown:

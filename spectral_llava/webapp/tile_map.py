@@ -22,7 +22,7 @@ from PIL import Image
 from rasterio.transform import Affine
 from rasterio.warp import Resampling, calculate_default_transform, reproject, transform_bounds
 
-from spectral_llava.scene.palette import NO_LABEL, NO_LABEL_COLOUR, PALETTE
+from spectral_llava.scene.palette import NO_LABEL, class_colours
 
 LEAFLET_DIR = Path(__file__).resolve().parent / "static" / "leaflet"
 
@@ -67,14 +67,8 @@ class RefitWhenShown(MacroElement):
 
 
 def label_colours(features: list[dict]) -> dict[str, str]:
-    """One colour per first label, most frequent label first."""
-    counts: dict[str, int] = {}
-    for feature in features:
-        label = first_label(feature)
-        counts[label] = counts.get(label, 0) + 1
-    ordered = sorted(counts, key=lambda label: (-counts[label], label))
-    return {label: PALETTE[index % len(PALETTE)] if label != NO_LABEL else NO_LABEL_COLOUR
-            for index, label in enumerate(ordered)}
+    """One colour per first label, most frequent label first (`palette.class_colours`, as in the label raster)."""
+    return class_colours([first_label(feature) for feature in features])
 
 
 def first_label(feature: dict) -> str:

@@ -20,7 +20,8 @@ PACKAGE_ROOTS = {"spectral_llava": "spectral_llava", "processing": "spectral_lla
 SCRIPT_FOLDERS = ("benchmarks", "scripts")
 SKIPPED_PARTS = {"__pycache__", "static"}
 REMOTE_CODE = {
-    "spectral_llava.processing": {"sentinel2_io", "sentinel2_bands", "radiometry", "radiometry_settings", "image_processing_spectral_llava",
+    "spectral_llava.processing": {"sentinel2_io", "sentinel2_bands", "sentinel2_stac", "radiometry",
+                                  "radiometry_settings", "image_processing_spectral_llava",
                                   "processing_spectral_llava", "pipeline_spectral_llava"},
     "spectral_llava.modeling_spectral_llava": {"configuration_spectral_llava", "modeling_spectralgpt",
                                                "modeling_spectral_llava"},

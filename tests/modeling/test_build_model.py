@@ -44,7 +44,7 @@ def test_build_writes_a_complete_model_dir(built_from_checkpoint):
     assert {"config.json", "model.safetensors", "processor_config.json", "chat_template.jinja", "README.md",
             "tokenizer.json", "tokenizer_config.json", "configuration_spectral_llava.py",
             "modeling_spectral_llava.py", "modeling_spectralgpt.py", "image_processing_spectral_llava.py",
-            "sentinel2_io.py", "sentinel2_bands.py", "radiometry.py", "radiometry_settings.py",
+            "sentinel2_io.py", "sentinel2_bands.py", "sentinel2_stac.py", "radiometry.py", "radiometry_settings.py",
             "processing_spectral_llava.py"} <= files
     assert not {"scene_reader.py", "rendering.py", "options.py"} & files  # not remote code
     config = json.load(open(out / "config.json"))

@@ -173,3 +173,23 @@ def test_the_repository_pipeline_class_answers_like_the_saved_one(pipe, tiny_mod
         assert local(**kwargs, **GREEDY) == pipe(**kwargs, **GREEDY)
     with pytest.raises(ValueError, match="images= has 2 entries but text= has 1"):
         local(images=[TIF, FOLDER], text=["<image>"])
+
+
+def test_stac_items_and_cog_urls_work_like_paths(pipe, tmp_path):
+    """The saved model dir's own remote code reads a STAC item URL and a plain COG URL over HTTP (range requests)
+    like the same bands as local files, in chat messages and as images=."""
+    from sentinel2_samples import MAJOR_TOM_CROP
+    from stac_samples import RangeServer, crop_cogs, planetary_item, write_item
+
+    cogs = crop_cogs(tmp_path)
+    expected = pipe(text=chat({"type": "image", "path": MAJOR_TOM_CROP}), return_full_text=False, **GREEDY)
+    with RangeServer(tmp_path) as server:
+        item = write_item(planetary_item({band: server.url(path) for band, path in cogs.items()}),
+                          tmp_path / "item.json")
+        from_chat = pipe(text=chat({"type": "image", "path": server.url(item)}), return_full_text=False, **GREEDY)
+        prompt = "<image>[caption] Describe."
+        from_images = pipe(images=server.url(item), text=prompt, return_full_text=False, **GREEDY)
+        from_files = pipe(images=MAJOR_TOM_CROP, text=prompt, return_full_text=False, **GREEDY)
+        assert server.bytes_served
+    assert from_chat[0]["generated_text"] == expected[0]["generated_text"]
+    assert from_images[0]["generated_text"] == from_files[0]["generated_text"]

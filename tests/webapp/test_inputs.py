@@ -156,3 +156,11 @@ def test_shipped_samples_exist():
     samples = available_samples()
     assert len(samples) >= 8
     assert all(path.exists() for path in samples.values())
+
+
+def test_stac_items_are_refused_with_a_pointer_to_map(tmp_path):
+    item = tmp_path / "S2B_33UXP_20250302_0_L2A.json"
+    item.write_text('{"type": "Feature", "stac_version": "1.0.0", "assets": {"red": {"href": "/etc/passwd"}}}')
+    with pytest.raises(InputError, match=r"S2B_33UXP_20250302_0_L2A\.json: STAC items are not taken by the app .* "
+                                         r"`spectral-llava map ITEM"):
+        resolve_upload([str(item)], tmp_path / "work")
