@@ -48,7 +48,6 @@ class SceneReader:
 
     def __init__(self, source, select_bands=None, resampling: str = "bilinear", band_names=None,
                  limit: SizeLimit = SCENE_WINDOW_LIMIT):
-        self.source = os.fspath(source)
         self.limit = limit
         self.method = resampling_method(resampling)
         self._datasets: dict = {}
