@@ -5,8 +5,14 @@ the real SmolLM2 (integration tests only)."""
 import os
 import warnings
 
-import pytest
-from testing_utils import DATA, TINY_CHECKPOINT, TINY_VISION, eurosat_subset, save_tiny_llama, smollm2_tokenizer
+# The tests' models are tiny: a second torch (OpenMP) thread only adds hand-offs, which made generation ~10x slower
+# in CPU and wall time on a shared 2-core machine (measured). Set before anything imports torch; the processes the
+# tests start inherit it.
+os.environ["OMP_NUM_THREADS"] = "1"
+
+import pytest  # noqa: E402
+from testing_utils import (DATA, TINY_CHECKPOINT, TINY_VISION, eurosat_subset, save_tiny_llama,  # noqa: E402
+                           smollm2_tokenizer)
 
 
 @pytest.fixture(scope="session")
