@@ -100,6 +100,22 @@ def test_stage2_runs_and_the_merged_model_answers_in_llama3_format(aligned, data
     assert pipe.model.generation_config.eos_token_id[-1] == pipe.processor.tokenizer.convert_tokens_to_ids(EOT)
 
 
+def test_checkpointing_is_asked_for_by_the_names_this_transformers_knows(tmp_path):
+    """transformers 5.2x renamed gradient to activation checkpointing and warns on the old names (on every
+    training run, before); 5.17 knows only the old ones. Either way the arguments switch it on without a warning."""
+    import warnings
+
+    from spectral_llava.train.options import TrainOptions
+    from spectral_llava.train.trainer import training_arguments
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        warnings.simplefilter("error", DeprecationWarning)
+        args = training_arguments(TrainOptions(gradient_checkpointing=True), str(tmp_path))
+    assert args.gradient_checkpointing is True
+    assert args.gradient_checkpointing_kwargs == {"use_reentrant": False}
+
+
 def test_gradient_checkpointing_recomputes_and_gives_the_same_step(aligned, dataset_dir, tmp_path):
     from spectral_llava.train.finetune import run_finetune
 
