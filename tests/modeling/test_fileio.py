@@ -25,6 +25,12 @@ def test_files_are_written_whole_or_not_at_all(tmp_path):
     assert json.loads(target.read_text(encoding="utf-8"))["b"] == [1, 2]  # the old content survives
     assert os.listdir(target.parent) == ["a.json"]  # and no temporary file is left
 
+    seen = []
+    write_file_atomically(tmp_path / "tiles.gpkg", lambda tmp: (seen.append(tmp), open(tmp, "w").close()))
+    # hidden, beside the target, with its extension (GDAL's GeoPackage driver warns about any other)
+    assert os.path.dirname(seen[0]) == str(tmp_path) and os.path.basename(seen[0]).startswith(".tiles.gpkg.")
+    assert seen[0].endswith(".tmp.gpkg") and not os.path.exists(seen[0])
+
     atomic_write_text(target, "new")
     copy_file_atomically(target, tmp_path / "copy.txt")
     assert (tmp_path / "copy.txt").read_text() == "new"

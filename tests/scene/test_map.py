@@ -226,7 +226,11 @@ def test_geojson_is_rfc7946_wgs84(crop_result, tiny_map_model, tmp_path):
 
 
 def test_geopackage(crop_result, tiny_map_model, tmp_path):
-    result = run(tiny_map_model, CROP, tmp_path / "crop.gpkg", task="both", batch_size=4)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = run(tiny_map_model, CROP, tmp_path / "crop.gpkg", task="both", batch_size=4)
+    # GDAL warned (through pyogrio) when the temporary file's extension was not .gpkg
+    assert [str(w.message) for w in caught if "extension" in str(w.message)] == []
     frame, metadata = read_tiles(result.output)
     assert frame.crs.to_epsg() == 32633
     assert frame["labels"].tolist() == [row["labels"] for row in crop_result.rows]
