@@ -1,6 +1,7 @@
 """The `python -m train.*` and `accelerate launch` entry points exactly as a user runs them, resume after SIGKILL,
 and the shipped accelerate configs."""
 
+import glob
 import json
 import os
 import signal
@@ -22,24 +23,41 @@ def weights(model_dir):
 
 @pytest.mark.slow
 def test_accelerate_launch_on_cpu(tiny_model_dir, dataset_dir, tmp_path):
-    """`accelerate launch --cpu --num_processes 2` trains; accelerate's launcher starts ONE process for it (its
-    multi-CPU mode needs MPI), so real 2-process gloo DDP on CPU is checked through `--multi_gpu` (torchrun)."""
+    """The documented `accelerate launch --config_file train/configs/cpu.yaml --num_cpu_threads_per_process N` trains
+    in one process, and accelerate warns about no value it defaulted (without the thread count, which no config file
+    holds, it warned whenever OMP_NUM_THREADS was unset: hence unset here). Two gloo processes through the shipped
+    cpu_ddp.yaml: test_loss_numbers.py::test_two_process_ddp_equals_one_process."""
     accelerate = os.path.join(os.path.dirname(sys.executable), "accelerate")
-    train = ["-m", "spectral_llava.train.align", "--model", tiny_model_dir, "--dataset", dataset_dir, "--max-steps", "2",
-             "--batch-size", "1", "--text", "class-labels", "--warmup-ratio", "0"]
-    common = ["--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    out = tmp_path / "cpu"
+    command = [accelerate, "launch", "--config_file", os.path.join("train", "configs", "cpu.yaml"),
+               "--num_cpu_threads_per_process", "1", "-m", "spectral_llava.train.align", "--model", tiny_model_dir,
+               "--dataset", dataset_dir, "--output", str(out), "--max-steps", "2", "--batch-size", "1",
+               "--text", "class-labels", "--warmup-ratio", "0"]
+    env = {key: value for key, value in subprocess_env().items() if key != "OMP_NUM_THREADS"}
     before = weights(tiny_model_dir)
-    for mode, world_size in (("--cpu", 1), ("--multi_gpu", 2)):
-        out = tmp_path / mode.strip("-")
-        command = [accelerate, "launch", mode, *common, *train, "--output", str(out)]
-        done = subprocess.run(command, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, done.stderr[-3000:]
-        hyper = json.load(open(out / "hyperparameters.json"))
-        assert hyper["world_size"] == world_size and hyper["effective_batch_size"] == world_size
-        assert len(open(out / "logs" / "loss.csv").read().splitlines()) == 3
-        after = weights(out / "model")
-        assert not torch.equal(before[PROJECTOR + "linear_1.weight"], after[PROJECTOR + "linear_1.weight"])
-        assert torch.equal(before["model.language_model.norm.weight"], after["model.language_model.norm.weight"])
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "had defaults used instead" not in done.stderr, done.stderr[-3000:]
+    hyper = json.loads((out / "hyperparameters.json").read_text())
+    assert hyper["world_size"] == 1 and hyper["effective_batch_size"] == 1
+    assert len((out / "logs" / "loss.csv").read_text().splitlines()) == 3
+    after = weights(out / "model")
+    assert not torch.equal(before[PROJECTOR + "linear_1.weight"], after[PROJECTOR + "linear_1.weight"])
+    assert torch.equal(before["model.language_model.norm.weight"], after["model.language_model.norm.weight"])
+
+
+def test_documented_cpu_launches_pass_the_thread_count():
+    """Every `accelerate launch --config_file train/configs/cpu.yaml` the docs show passes the one value the config
+    cannot hold, as the launch above does (without it, accelerate warns)."""
+    launches = {}
+    for path in [os.path.join(REPO, "README.md"), *glob.glob(os.path.join(REPO, "docs", "*.md")),
+                 os.path.join(REPO, "train", "configs", "cpu.yaml")]:
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                if "--config_file train/configs/cpu.yaml" in line:
+                    launches[f"{os.path.relpath(path, REPO)}:{number}"] = line
+    assert len(launches) >= 4  # README (2), docs/training.md, the config's own comment
+    assert [where for where, line in launches.items() if "--num_cpu_threads_per_process" not in line] == []
 
 
 @pytest.mark.slow
