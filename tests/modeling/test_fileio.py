@@ -2,6 +2,7 @@
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -41,13 +42,13 @@ def test_folders_are_swapped_in_only_when_complete(tmp_path):
 
     def save(folder):
         for name in ("config.json", "weights.bin"):
-            open(os.path.join(folder, name), "w").write(name)
+            Path(os.path.join(folder, name)).write_text(name)
 
     write_dir_atomically(save, target)
     assert sorted(os.listdir(target)) == ["config.json", "weights.bin"]
 
     def crash(folder):
-        open(os.path.join(folder, "config.json"), "w").write("half")
+        Path(os.path.join(folder, "config.json")).write_text("half")
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):

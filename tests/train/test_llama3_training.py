@@ -3,6 +3,7 @@
 
 import importlib.util
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -80,8 +81,8 @@ def test_stage1_trains_the_projector_of_a_bf16_llama3_model(aligned, llama3_mode
     assert changed == {name for name in before if name.startswith(PROJECTOR)}
     assert after[PROJECTOR + "linear_1.weight"].dtype == torch.float32  # trained in float32
     assert after["model.language_model.norm.weight"].dtype == torch.bfloat16
-    exported = open(os.path.join(aligned["outputs"]["model"], "chat_template.jinja")).read()
-    assert exported == open(os.path.join(llama3_model_dir, "chat_template.jinja")).read()
+    exported = Path(os.path.join(aligned["outputs"]["model"], "chat_template.jinja")).read_text()
+    assert exported == Path(os.path.join(llama3_model_dir, "chat_template.jinja")).read_text()
 
 
 def test_stage2_runs_and_the_merged_model_answers_in_llama3_format(aligned, dataset_dir, tmp_path):

@@ -54,3 +54,4 @@ def test_command_serves_the_page_and_the_api(app_model_dir):
     finally:
         server.terminate()
         server.wait(timeout=30)
+        server.stdout.close()
