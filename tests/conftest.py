@@ -2,6 +2,7 @@
 as transformers' own model tests use tiny random configs), a tiny random LLM in Llama-3's format (tests/fixtures) and
 the real SmolLM2 (integration tests only)."""
 
+import gc
 import os
 import warnings
 
@@ -13,6 +14,13 @@ os.environ["OMP_NUM_THREADS"] = "1"
 import pytest  # noqa: E402
 from testing_utils import (DATA, TINY_CHECKPOINT, TINY_VISION, eurosat_subset, save_tiny_llama,  # noqa: E402
                            smollm2_tokenizer)
+
+
+def pytest_collection_finish(session):
+    """Put what collection imported (torch, transformers and the rest: ~400k objects) out of the garbage collector's
+    sight: the full collections that every Trainer run ends with (accelerate's free_memory) then cost a third."""
+    gc.collect()
+    gc.freeze()
 
 
 @pytest.fixture(scope="session")
