@@ -23,19 +23,18 @@ def weights(model_dir):
 
 
 # a run that checkpoints twice before its end: the SIGKILL test kills a copy after the first checkpoint
-ALIGN_RUN = ["-m", "spectral_llava.train.align", "--max-steps", "6", "--save-steps", "2", "--batch-size", "2",
-             "--text", "class-labels", "--seed", "3"]
+ALIGN_FLAGS = ["--max-steps", "6", "--save-steps", "2", "--batch-size", "2", "--text", "class-labels", "--seed", "3"]
 
 
 @pytest.fixture(scope="module")
 def cpu_launch(tiny_model_dir, dataset_dir, tmp_path_factory):
-    """`ALIGN_RUN` through the documented `accelerate launch --config_file train/configs/cpu.yaml
+    """Stage 1 with `ALIGN_FLAGS` through the documented `accelerate launch --config_file train/configs/cpu.yaml
     --num_cpu_threads_per_process N`, with OMP_NUM_THREADS unset (accelerate warned then): (output dir, process)."""
     accelerate = os.path.join(os.path.dirname(sys.executable), "accelerate")
     out = tmp_path_factory.mktemp("launch") / "cpu"
     command = [accelerate, "launch", "--config_file", os.path.join("train", "configs", "cpu.yaml"),
-               "--num_cpu_threads_per_process", "1", *ALIGN_RUN, "--model", tiny_model_dir, "--dataset", dataset_dir,
-               "--output", str(out)]
+               "--num_cpu_threads_per_process", "1", "-m", "spectral_llava.train.align", *ALIGN_FLAGS,
+               "--model", tiny_model_dir, "--dataset", dataset_dir, "--output", str(out)]
     env = {key: value for key, value in subprocess_env().items() if key != "OMP_NUM_THREADS"}
     return out, subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
 
@@ -72,18 +71,17 @@ def test_documented_cpu_launches_pass_the_thread_count():
 
 @pytest.mark.slow
 def test_resume_after_sigkill_is_bit_exact(cpu_launch, tiny_model_dir, dataset_dir, tmp_path):
-    """`python -m spectral_llava.train.align` killed after its first checkpoint and run again with --resume ends
-    where the uninterrupted launch of the same run ended, bit for bit."""
-    def command(out, *extra):
-        return [sys.executable, *ALIGN_RUN, "--model", tiny_model_dir, "--dataset", dataset_dir, "--output", str(out),
-                *extra]
+    """`python -m spectral_llava.train.align` killed after its first checkpoint and run again with --resume (through
+    the same entry point, in this process) ends where the uninterrupted launch of the same run ended, bit for bit."""
+    from spectral_llava.train.align import ALIGN
+    from spectral_llava.train.trainer import main
 
     straight, launched = cpu_launch
     assert launched.returncode == 0, launched.stderr[-3000:]
-    env = subprocess_env()
     killed = tmp_path / "killed"
-    process = subprocess.Popen(command(killed), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    arguments = [*ALIGN_FLAGS, "--model", tiny_model_dir, "--dataset", dataset_dir, "--output", str(killed)]
+    process = subprocess.Popen([sys.executable, "-m", "spectral_llava.train.align", *arguments], cwd=REPO,
+                               env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     marker = killed / "checkpoint-2" / "trainer_state.json"
     deadline = time.time() + 600
     while not marker.exists() and process.poll() is None and time.time() < deadline:
@@ -92,9 +90,7 @@ def test_resume_after_sigkill_is_bit_exact(cpu_launch, tiny_model_dir, dataset_d
     process.wait()
     assert marker.exists() and not (killed / "model").exists(), "the run must die after a checkpoint, before the end"
 
-    resumed = subprocess.run(command(killed, "--resume"), cwd=REPO, env=env, capture_output=True, text=True,
-                             timeout=600)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert main(ALIGN, [*arguments, "--resume"]) == 0
     summary = json.loads((killed / "train_summary.json").read_text())
     assert summary["resumed_from"].startswith(str(killed / "checkpoint-")) and summary["steps"] == 6
     a, b = weights(straight / "model"), weights(killed / "model")
