@@ -2,11 +2,36 @@
 as transformers' own model tests use tiny random configs), a tiny random LLM in Llama-3's format (tests/fixtures) and
 the real SmolLM2 (integration tests only)."""
 
+import gc
 import os
+import shutil
+import tempfile
 import warnings
 
-import pytest
-from testing_utils import DATA, TINY_CHECKPOINT, TINY_VISION, eurosat_subset, save_tiny_llama, smollm2_tokenizer
+# The tests' models are tiny: a second torch (OpenMP) thread only adds hand-offs, which made generation ~10x slower
+# in CPU and wall time on a shared 2-core machine (measured). Set before anything imports torch; the processes the
+# tests start inherit it.
+os.environ["OMP_NUM_THREADS"] = "1"
+# The web-app servers of this session keep uploads in a folder of their own: gradio files an upload under a name
+# made from its content in GRADIO_TEMP_DIR (default /tmp/gradio) and deletes every file its app created when the app
+# closes, so two test sessions at once deleted each other's uploads of the same sample files (flaky browser tests).
+GRADIO_TEMP_DIR = tempfile.mkdtemp(prefix="spectral-llava-tests-gradio-")
+os.environ["GRADIO_TEMP_DIR"] = GRADIO_TEMP_DIR
+
+import pytest  # noqa: E402
+from testing_utils import (DATA, TINY_CHECKPOINT, TINY_VISION, eurosat_subset, save_tiny_llama,  # noqa: E402
+                           smollm2_tokenizer)
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(GRADIO_TEMP_DIR, ignore_errors=True)
+
+
+def pytest_collection_finish(session):
+    """Put what collection imported (torch, transformers and the rest: ~400k objects) out of the garbage collector's
+    sight: the full collections that every Trainer run ends with (accelerate's free_memory) then cost a third."""
+    gc.collect()
+    gc.freeze()
 
 
 @pytest.fixture(scope="session")

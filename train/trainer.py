@@ -174,6 +174,12 @@ def plot_loss_curve(log_history: list[dict], path: Path, title: str) -> None:
     plt.close(figure)
 
 
+# transformers 5.2x renamed gradient checkpointing to activation checkpointing and warns on the old argument names;
+# earlier 5.x releases (5.17 on the GPU machines) know only the old ones
+CHECKPOINTING = ("activation_checkpointing" if "activation_checkpointing" in TrainingArguments.__dataclass_fields__
+                 else "gradient_checkpointing")
+
+
 def training_arguments(options: TrainOptions, output_dir: str) -> TrainingArguments:
     return TrainingArguments(
         output_dir=output_dir,
@@ -192,8 +198,7 @@ def training_arguments(options: TrainOptions, output_dir: str) -> TrainingArgume
         seed=options.seed,
         data_seed=options.seed,
         bf16=options.bf16,
-        gradient_checkpointing=options.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False},
+        **{CHECKPOINTING: options.gradient_checkpointing, f"{CHECKPOINTING}_kwargs": {"use_reentrant": False}},
         remove_unused_columns=False,
         dataloader_num_workers=0,
         ddp_find_unused_parameters=False,

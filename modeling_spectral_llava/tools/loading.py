@@ -9,6 +9,7 @@ loads with `AutoModelForImageTextToText` / `AutoProcessor` and `trust_remote_cod
 
 from __future__ import annotations
 
+import inspect
 import os
 
 import torch
@@ -36,13 +37,15 @@ def load_processor(model_dir: str | os.PathLike):
     from ..configuration_spectral_llava import SpectralLlavaConfig
 
     model_dir = check_model_dir(model_dir)
-    processor_dict, kwargs = SpectralLlavaProcessor.get_processor_dict(model_dir)
+    processor_dict, _ = SpectralLlavaProcessor.get_processor_dict(model_dir)
     # with the config given, AutoTokenizer does not resolve the dir's remote-code config class itself
     config = SpectralLlavaConfig.from_pretrained(model_dir)
     parts = {"image_processor": SpectralImageProcessor.from_pretrained(model_dir),
              "tokenizer": AutoTokenizer.from_pretrained(model_dir, config=config)}
-    args = [parts[name] for name in SpectralLlavaProcessor.get_attributes()]
-    return SpectralLlavaProcessor.from_args_and_dict(args, processor_dict, **kwargs)
+    # the saved settings that __init__ takes (chat template, visual tokens, image token) next to the parts above
+    accepted = inspect.signature(SpectralLlavaProcessor.__init__).parameters
+    settings = {key: value for key, value in processor_dict.items() if key in accepted and key not in parts}
+    return SpectralLlavaProcessor(**parts, **settings)
 
 
 def load_model_and_processor(model_dir: str | os.PathLike, device: str | None = "auto",

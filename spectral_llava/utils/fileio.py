@@ -25,7 +25,8 @@ def write_file_atomically(path: str | os.PathLike, write: Callable[[str], object
     """Run `write(tmp_path)` on a temporary file in the folder of `path`, then move it onto `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # the temporary name ends in the target's extension, for writers that pick a format by it (GDAL's GeoPackage)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}")
     os.close(fd)
     try:
         write(tmp)

@@ -30,7 +30,8 @@ def test_quickstart_tiny_end_to_end(small_data, tiny_llm_dir, tmp_path, capsys):
     config = QuickstartConfig(output=str(output), data=small_data, llm=tiny_llm_dir, image_size=32, spatial_pool=1,
                               align_steps=1, finetune_steps=1, batch_size=2, lora_r=2, lora_alpha=4, probe_epochs=2,
                               classify_tokens=4, caption_tokens=4, eval_split="train,validation,test")
-    metrics = run_quickstart(config, vision_overrides=TINY_VISION)
+    with pytest.warns(UserWarning, match="RANDOMLY INITIALISED"):
+        metrics = run_quickstart(config, vision_overrides=TINY_VISION)
 
     for name in ("report.md", "metrics.json", "linear_probe.png", "tsne.png", "confusion_matrix.png",
                  "loss_align.png", "loss_finetune.png", "model/config.json", "model/README.md"):

@@ -3,6 +3,7 @@
 import json
 import math
 import os
+from pathlib import Path
 
 import pytest
 
@@ -73,7 +74,7 @@ def test_real_smollm2_judge_replies_are_dropped_not_scored():
     from spectral_llava.evaluation import evaluation_table
 
     path = os.path.join(DATA, "judge", "smollm2_replies.jsonl")
-    replies = [json.loads(line)["reply"] for line in open(path, encoding="utf-8")]
+    replies = [json.loads(line)["reply"] for line in Path(path).read_text(encoding="utf-8").splitlines()]
     assert len(replies) == 18 and any("classes of 1.0" in reply for reply in replies)
     judged = [{"reply": reply, "reference_score": None, "model_score": None} for reply in replies]
     for item in judged:

@@ -47,7 +47,7 @@ def test_build_writes_a_complete_model_dir(built_from_checkpoint):
             "sentinel2_io.py", "sentinel2_bands.py", "sentinel2_stac.py", "radiometry.py", "radiometry_settings.py",
             "processing_spectral_llava.py"} <= files
     assert not {"scene_reader.py", "rendering.py", "options.py"} & files  # not remote code
-    config = json.load(open(out / "config.json"))
+    config = json.loads((out / "config.json").read_text())
     assert config["auto_map"]["AutoModelForImageTextToText"] == (
         "modeling_spectral_llava.SpectralLlavaForConditionalGeneration")
     assert config["auto_map"]["AutoModel"] == "modeling_spectral_llava.SpectralLlavaModel"
@@ -71,10 +71,10 @@ def test_built_tower_holds_the_checkpoint_and_processor_agrees(built_from_checkp
     for token in ("<image>", "[caption]", "[classification]"):
         assert len(tokenizer(token, add_special_tokens=False).input_ids) == 1
     assert weights["model.language_model.embed_tokens.weight"].shape[0] == len(tokenizer)
-    card = open(out / "README.md").read()
+    card = (out / "README.md").read_text()
     assert "pipeline_tag: image-text-to-text" in card and "spectralgpt_mae_tiny.pth" in card
-    assert json.load(open(out / "provenance.json")) == {"vision_tower": "spectralgpt_mae_tiny.pth",
-                                                        "language_model": "tiny-llama", "training": []}
+    assert json.loads((out / "provenance.json").read_text()) == {
+        "vision_tower": "spectralgpt_mae_tiny.pth", "language_model": "tiny-llama", "training": []}
 
 
 def test_build_refuses_unknown_sources(tmp_path, capsys):
@@ -97,7 +97,7 @@ def test_smollm2_is_dequantised_once_into_a_plain_llama_cache(tmp_path, monkeypa
     model, tokenizer = load_llm("smollm2")
     cached = tmp_path / "smollm2-135m-instruct"
     assert type(model) is LlamaForCausalLM and (cached / "model.safetensors").is_file()
-    assert "quantization_config" not in json.load(open(cached / "config.json"))
+    assert "quantization_config" not in json.loads((cached / "config.json").read_text())
     mtime = os.path.getmtime(cached / "model.safetensors")
     load_llm("smollm2")  # second call reads the cache, does not dequantise again
     assert os.path.getmtime(cached / "model.safetensors") == mtime

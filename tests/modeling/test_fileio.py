@@ -2,6 +2,7 @@
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -25,6 +26,12 @@ def test_files_are_written_whole_or_not_at_all(tmp_path):
     assert json.loads(target.read_text(encoding="utf-8"))["b"] == [1, 2]  # the old content survives
     assert os.listdir(target.parent) == ["a.json"]  # and no temporary file is left
 
+    seen = []
+    write_file_atomically(tmp_path / "tiles.gpkg", lambda tmp: (seen.append(tmp), open(tmp, "w").close()))
+    # hidden, beside the target, with its extension (GDAL's GeoPackage driver warns about any other)
+    assert os.path.dirname(seen[0]) == str(tmp_path) and os.path.basename(seen[0]).startswith(".tiles.gpkg.")
+    assert seen[0].endswith(".tmp.gpkg") and not os.path.exists(seen[0])
+
     atomic_write_text(target, "new")
     copy_file_atomically(target, tmp_path / "copy.txt")
     assert (tmp_path / "copy.txt").read_text() == "new"
@@ -35,13 +42,13 @@ def test_folders_are_swapped_in_only_when_complete(tmp_path):
 
     def save(folder):
         for name in ("config.json", "weights.bin"):
-            open(os.path.join(folder, name), "w").write(name)
+            Path(os.path.join(folder, name)).write_text(name)
 
     write_dir_atomically(save, target)
     assert sorted(os.listdir(target)) == ["config.json", "weights.bin"]
 
     def crash(folder):
-        open(os.path.join(folder, "config.json"), "w").write("half")
+        Path(os.path.join(folder, "config.json")).write_text("half")
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):

@@ -4,10 +4,12 @@ its errors. Training on it: tests/train/test_llama3_training.py."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 import torch
@@ -33,19 +35,14 @@ def model_fp32(llama3_model_dir):
                                                        dtype=torch.float32).eval()
 
 
-def run_cli(*args, **env):
-    return subprocess.run([sys.executable, "-m", "spectral_llava.cli", *map(str, args)], cwd=REPO,
-                          env=subprocess_env(**env), capture_output=True, text=True, timeout=600)
-
-
 def test_build_keeps_llama3_tokens_dtype_and_end_of_turn(llama3_model_dir, processor):
     tokenizer = processor.tokenizer
-    config = json.load(open(os.path.join(llama3_model_dir, "config.json")))
+    config = json.loads(Path(os.path.join(llama3_model_dir, "config.json")).read_text())
     assert config["dtype"] == "bfloat16"  # --llm-dtype auto: the LLM config's dtype
     with safe_open(os.path.join(llama3_model_dir, "model.safetensors"), "pt") as weights:
         dtypes = {weights.get_slice(name).get_dtype() for name in weights.keys()}
     assert dtypes == {"BF16"}
-    generation = json.load(open(os.path.join(llama3_model_dir, "generation_config.json")))
+    generation = json.loads(Path(os.path.join(llama3_model_dir, "generation_config.json")).read_text())
     eos, eot = tokenizer.convert_tokens_to_ids(["<|end_of_text|>", EOT])
     assert generation["eos_token_id"] == [eos, eot]  # the LLM's own config stopped at <|end_of_text|> only
     assert tokenizer.pad_token == "<|reserved_special_token_0|>"
@@ -53,7 +50,7 @@ def test_build_keeps_llama3_tokens_dtype_and_end_of_turn(llama3_model_dir, proce
     assert tokenizer.pad_token_id not in (eos, eot)
     for token in ("<image>", "[caption]", "[classification]", EOT, "<|start_header_id|>"):
         assert len(tokenizer(token, add_special_tokens=False).input_ids) == 1, token
-    saved = open(os.path.join(llama3_model_dir, "chat_template.jinja")).read()
+    saved = Path(os.path.join(llama3_model_dir, "chat_template.jinja")).read_text()
     assert saved == FLATTEN_CONTENT + LLAMA3_CHAT_TEMPLATE
 
 
@@ -156,15 +153,51 @@ def hub_home(llama3_llm_dir, tmp_path_factory):
     return home, commits
 
 
-def test_build_from_hub_ids_offline(hub_home, llama3_model_dir, tmp_path):
-    home, commits = hub_home
-    out = tmp_path / "from-hub"
-    done = run_cli("build", out, "--llm", "tiny-org/llama3-tiny", "--revision", commits["llm"],
-                   "--vision", "tiny-org/spectralgpt-tiny", "--image-size", 32, "--layout", "spectral_mean",
-                   HF_HOME=str(home), HF_HUB_OFFLINE="1")
+def run_builds(builds, **env):
+    """Run `spectral-llava build ARGS` for each ARGS of `builds` in one process with `env` (huggingface_hub reads
+    HF_HOME, HF_HUB_OFFLINE and HF_ENDPOINT at import, hence a process); each one's (exit status, stderr)."""
+    script = (
+        "import sys\nfrom spectral_llava.cli import main\n"
+        f"for args in {builds!r}:\n"
+        "    print('=== build', file=sys.stderr, flush=True)\n"
+        "    code = main(['build', *args])\n"
+        "    print(f'=== exit {code}', file=sys.stderr, flush=True)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env=subprocess_env(**env))
     assert done.returncode == 0, done.stderr[-3000:]
-    assert f"tiny-org/llama3-tiny@{commits['llm']}" in done.stderr
-    provenance = json.load(open(out / "provenance.json"))
+    runs = [(int(code), text) for text, code in re.findall(r"=== build\n(.*?)=== exit (\d+)\n", done.stderr, re.S)]
+    assert len(runs) == len(builds), done.stderr[-3000:]
+    return runs
+
+
+def error_line(run, output):
+    """The error line of a failed build, which must exit with status 2 and leave nothing at `output`."""
+    code, stderr = run
+    assert code == 2 and not os.path.exists(output), stderr[-3000:]
+    return stderr.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def offline_builds(hub_home, tmp_path_factory):
+    """Offline builds from Hub ids, in one process: the cached LLM and tower, then a repo and a revision that are
+    not cached. (output dir, runs)"""
+    home, commits = hub_home
+    out = tmp_path_factory.mktemp("hub-builds")
+    builds = [[str(out / "from-hub"), "--llm", "tiny-org/llama3-tiny", "--revision", commits["llm"],
+               "--vision", "tiny-org/spectralgpt-tiny", "--image-size", "32", "--layout", "spectral_mean"],
+              [str(out / "failed"), "--llm", "tiny-org/not-cached"],
+              [str(out / "failed"), "--llm", "tiny-org/llama3-tiny", "--revision", "v2"]]
+    return out, run_builds(builds, HF_HOME=str(home), HF_HUB_OFFLINE="1")
+
+
+def test_build_from_hub_ids_offline(hub_home, offline_builds, llama3_model_dir):
+    _, commits = hub_home
+    out, (done, _, _) = offline_builds
+    out = out / "from-hub"
+    assert done[0] == 0, done[1][-3000:]
+    assert f"tiny-org/llama3-tiny@{commits['llm']}" in done[1]
+    provenance = json.loads((out / "provenance.json").read_text())
     assert provenance["language_model"] == f"tiny-org/llama3-tiny@{commits['llm']}"
     assert provenance["vision_tower"] == "tiny-org/spectralgpt-tiny"
     assert "base_model:\n- tiny-org/llama3-tiny\n" in (out / "README.md").read_text().split("---")[1]
@@ -175,30 +208,13 @@ def test_build_from_hub_ids_offline(hub_home, llama3_model_dir, tmp_path):
         for name in local.keys():
             assert torch.equal(hub.get_tensor(name), local.get_tensor(name)), name
     for name in ("chat_template.jinja", "generation_config.json", "tokenizer.json", "processor_config.json"):
-        assert open(out / name).read() == open(os.path.join(llama3_model_dir, name)).read(), name
+        assert (out / name).read_text() == Path(llama3_model_dir, name).read_text(), name
 
 
-def build_errors(output, cases, **env):
-    """Run `spectral-llava build OUTPUT --llm REPO [--revision REV]` for each (REPO, REV) in one process; the error
-    line each printed. Each must fail with exit status 2."""
-    script = (
-        "import sys\nfrom spectral_llava.cli import main\n"
-        f"for repo, revision in {cases!r}:\n"
-        "    print('===', file=sys.stderr, flush=True)\n"
-        f"    code = main(['build', {str(output)!r}, '--llm', repo] + (['--revision', revision] if revision else []))\n"
-        "    assert code == 2, code\n"
-    )
-    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=600,
-                          env=subprocess_env(**env))
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert not os.path.exists(output)
-    return [part.strip().splitlines()[-1] for part in done.stderr.split("===")[1:]]
-
-
-def test_hub_errors_offline_say_what_to_do(hub_home, tmp_path):
+def test_hub_errors_offline_say_what_to_do(hub_home, offline_builds):
     home, _ = hub_home
-    missing, revision = build_errors(tmp_path / "out", [("tiny-org/not-cached", None), ("tiny-org/llama3-tiny", "v2")],
-                                     HF_HOME=str(home), HF_HUB_OFFLINE="1")
+    out, (_, missing, revision) = offline_builds
+    missing, revision = error_line(missing, out / "failed"), error_line(revision, out / "failed")
     assert missing.startswith("spectral-llava build: error: --llm tiny-org/not-cached: tiny-org/not-cached is "
                               f"neither a local directory nor in the Hugging Face cache {home}")
     assert "HF_HUB_OFFLINE=1 forbids downloading it: unset HF_HUB_OFFLINE" in missing
@@ -232,13 +248,16 @@ class FakeHub(BaseHTTPRequestHandler):
 def test_hub_errors_online_say_what_to_do(tmp_path):
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeHub)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    output = tmp_path / "out"
     try:
-        gated, missing, revision = build_errors(
-            tmp_path / "out", [("tiny-org/gated", None), ("tiny-org/missing", None), ("tiny-org/llama3", "v9")],
-            HF_HOME=str(tmp_path / "home"), HF_HUB_OFFLINE="0", HF_ENDPOINT=f"http://127.0.0.1:{server.server_port}",
-            HF_TOKEN="hf_token_of_this_test")
+        runs = run_builds([[str(output), "--llm", "tiny-org/gated"], [str(output), "--llm", "tiny-org/missing"],
+                           [str(output), "--llm", "tiny-org/llama3", "--revision", "v9"]],
+                          HF_HOME=str(tmp_path / "home"), HF_HUB_OFFLINE="0",
+                          HF_ENDPOINT=f"http://127.0.0.1:{server.server_port}", HF_TOKEN="hf_token_of_this_test")
+        gated, missing, revision = (error_line(run, output) for run in runs)
     finally:
         server.shutdown()
+        server.server_close()
     # HF_TOKEN reaches the Hub with every request for the repos
     repos = {"/".join(path.removeprefix("/api/models").strip("/").split("/")[:2]) for path, _ in FakeHub.repo_requests}
     assert repos == {"tiny-org/gated", "tiny-org/missing", "tiny-org/llama3"}

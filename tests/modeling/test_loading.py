@@ -1,5 +1,6 @@
 """The one model-dir loader: the repository's model and processor classes, no remote-code copy in the process."""
 
+import logging
 import shutil
 import sys
 
@@ -27,6 +28,28 @@ def test_loader_uses_the_repository_classes_only(tiny_model_dir, tmp_path):
     assert processor.image_processor.image_size == 32
     assert processor.tokenizer.convert_tokens_to_ids("<image>") == model.config.image_token_id
     assert next(model.parameters()).dtype == torch.float32
+
+
+def test_processor_takes_the_saved_settings_and_nothing_deprecated(tiny_model_dir, tmp_path):
+    """The dir's chat template reaches the processor, and transformers logs nothing while loading it (it logged
+    "`ProcessorMixin.from_args_and_dict` is deprecated" on every command)."""
+    from spectral_llava.modeling_spectral_llava.tools.loading import load_processor
+
+    copy = shutil.copytree(tiny_model_dir, tmp_path / "edited")
+    template = copy / "chat_template.jinja"
+    template.write_text(template.read_text() + "{# edited #}")
+    logging.Logger.warning_once.cache_clear()  # transformers' once-per-process warnings
+    records = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append
+    logging.getLogger("transformers").addHandler(handler)
+    try:
+        processor = load_processor(copy)
+    finally:
+        logging.getLogger("transformers").removeHandler(handler)
+    assert [record.getMessage() for record in records] == []
+    assert processor.chat_template.endswith("{# edited #}")
+    assert (processor.num_image_tokens, processor.image_token) == (16, "<image>")
 
 
 def test_loader_names_a_dir_without_config(tmp_path):

@@ -6,6 +6,7 @@ import pickle
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -46,7 +47,7 @@ def relative_error(got, want):
 
 @pytest.mark.parametrize("name,folder", reference_configs())
 def test_tower_reproduces_official_outputs(name, folder, tmp_path):
-    spec = json.load(open(os.path.join(folder, f"{name}.json")))
+    spec = json.loads(Path(os.path.join(folder, f"{name}.json")).read_text())
     io = load_file(os.path.join(folder, f"{name}_io.safetensors"))
     # through the converter CLI's function and the saved dir, as a user would
     convert(os.path.join(folder, f"{name}.pth"), tmp_path / "tower", num_heads=spec["heads"])
@@ -66,7 +67,7 @@ def test_tower_reproduces_official_outputs(name, folder, tmp_path):
 
 
 def test_published_vitb_key_set_maps_completely():
-    shapes = json.load(open(os.path.join(LOCAL_REFERENCE, "spectralgpt_vitb_128_keys.json")))
+    shapes = json.loads(Path(os.path.join(LOCAL_REFERENCE, "spectralgpt_vitb_128_keys.json")).read_text())
     state_dict = {k: torch.empty(s, device="meta") for k, s in shapes.items()}
     config = infer_config(state_dict)
     assert (config.image_size, config.patch_size, config.bands_per_group, config.num_channels) == (128, 8, 3, 12)
@@ -112,19 +113,19 @@ def test_converter_announces_its_head_count_assumption(tmp_path, caplog):
     message = " ".join(record.getMessage() for record in caplog.records)
     assert "does not store its number of attention heads; assuming width / 64 = 64 / 64 = 1" in message
     assert "convert-spectralgpt CHECKPOINT DIR --num-heads N" in message and checkpoint in message
-    assert json.load(open(tmp_path / "assumed" / "config.json"))["num_attention_heads"] == 1
+    assert json.loads((tmp_path / "assumed" / "config.json").read_text())["num_attention_heads"] == 1
 
     caplog.clear()
     with caplog.at_level(logging.WARNING):
         assert main(["convert-spectralgpt", checkpoint, str(tmp_path / "given"), "--num-heads", "4"]) == 0
     assert not [record for record in caplog.records if "attention heads" in record.getMessage()]
-    assert json.load(open(tmp_path / "given" / "config.json"))["num_attention_heads"] == 4
+    assert json.loads((tmp_path / "given" / "config.json").read_text())["num_attention_heads"] == 4
 
 
 def test_converter_clear_errors_for_bad_files(tmp_path):
     source = os.path.join(LOCAL_REFERENCE, "spectralgpt_mae_tiny.pth")
     truncated = tmp_path / "truncated.pth"
-    truncated.write_bytes(open(source, "rb").read()[:5000])
+    truncated.write_bytes(Path(source).read_bytes()[:5000])
     with pytest.raises(ValueError, match=r"truncated\.pth: not a readable PyTorch checkpoint"):
         load_official_state_dict(truncated)
     corrupt = tmp_path / "corrupt.pth"
@@ -149,7 +150,8 @@ def test_convert_cli_writes_dir_that_automodel_loads(tmp_path, capsys):
                  "--num-heads", "4"]) == 0
     assert {"config.json", "model.safetensors", "modeling_spectralgpt.py",
             "configuration_spectral_llava.py"} <= set(os.listdir(out))
-    assert json.load(open(out / "config.json"))["auto_map"]["AutoModel"] == "modeling_spectralgpt.SpectralGPTVisionModel"
+    auto_map = json.loads((out / "config.json").read_text())["auto_map"]
+    assert auto_map["AutoModel"] == "modeling_spectralgpt.SpectralGPTVisionModel"
     tower = AutoModel.from_pretrained(out, trust_remote_code=True)
     assert type(tower).__name__ == "SpectralGPTVisionModel"
     io = load_file(os.path.join(LOCAL_REFERENCE, "spectralgpt_mae_tiny_io.safetensors"))
@@ -206,7 +208,8 @@ def tiny_llava(tiny_llm_dir):
     from spectral_llava.modeling_spectral_llava.tools.build import load_llm
 
     llm, tokenizer = load_llm(tiny_llm_dir)
-    tower = load_vision_tower("random", image_size=32, overrides=TINY_VISION)
+    with pytest.warns(UserWarning, match="RANDOMLY INITIALISED"):
+        tower = load_vision_tower("random", image_size=32, overrides=TINY_VISION)
     return compose(tower, llm, tokenizer, layout="spectral_mean"), tokenizer
 
 

@@ -4,6 +4,7 @@ import glob
 import logging
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -278,7 +279,7 @@ def test_corrupt_file(tmp_path):
 def test_truncated_file(tmp_path):
     source = os.path.join(EUROSAT, "Forest", "Forest_1.tif")
     path = tmp_path / "Forest_1.tif"
-    path.write_bytes(open(source, "rb").read()[: os.path.getsize(source) // 2])
+    path.write_bytes(Path(source).read_bytes()[: os.path.getsize(source) // 2])
     with pytest.raises(ValueError, match=f"{path}.*truncated"):
         read_image(str(path))
 

@@ -3,6 +3,7 @@
 import contextlib
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -43,7 +44,7 @@ def chat(image_part, text="[caption] Describe."):
 
 
 def test_saved_config_selects_the_custom_pipeline(pipe, tiny_model_dir):
-    config = json.load(open(os.path.join(tiny_model_dir, "config.json")))
+    config = json.loads(Path(os.path.join(tiny_model_dir, "config.json")).read_text())
     assert config["custom_pipelines"] == CUSTOM_PIPELINES
     assert type(pipe).__name__ == "SpectralImageTextToTextPipeline"
     assert type(pipe).__module__.startswith("transformers_modules")

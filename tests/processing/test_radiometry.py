@@ -14,6 +14,7 @@ import json
 import os
 import re
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -132,7 +133,7 @@ def write_safe(tmp_path, metadata_text, transform=lambda band, data: data):
 
 
 def test_safe_product_metadata_gives_the_numbers_of_the_name_rule(tmp_path, processor):
-    safe, images = write_safe(tmp_path, open(MTD).read())
+    safe, images = write_safe(tmp_path, Path(MTD).read_text())
     from_metadata = processor(images, return_metadata=True)
     radiometry = from_metadata["metadata"][0]["radiometry"]
     assert radiometry["source"] == "product_metadata"
@@ -145,7 +146,7 @@ def test_safe_product_metadata_gives_the_numbers_of_the_name_rule(tmp_path, proc
 
 def test_per_band_offsets_follow_the_band_ids_of_the_metadata(tmp_path, processor):
     # band id 8 is B8A (Spectral_Information); store B8A with offset -900 instead of -1000
-    text = open(MTD).read().replace('<BOA_ADD_OFFSET band_id="8">-1000<', '<BOA_ADD_OFFSET band_id="8">-900<')
+    text = Path(MTD).read_text().replace('<BOA_ADD_OFFSET band_id="8">-1000<', '<BOA_ADD_OFFSET band_id="8">-900<')
     _, images = write_safe(tmp_path, text, lambda band, data: without_offset(data) + 900 if band == "B8A" else data)
     result = processor(images, return_metadata=True)
     assert result["metadata"][0]["radiometry"]["band_offsets"] == {"B8A": -900.0}
@@ -164,14 +165,14 @@ def test_per_band_offsets_follow_the_band_ids_of_the_metadata(tmp_path, processo
 def test_product_metadata_variants(tmp_path, edit, name, expected):
     path = tmp_path / "X.SAFE" / name
     path.parent.mkdir()
-    path.write_text(edit(open(MTD).read()))
+    path.write_text(edit(Path(MTD).read_text()))
     radiometry = product_metadata_radiometry(str(path))
     assert (radiometry.offset, radiometry.scale, radiometry.source) == (*expected, "product_metadata")
 
 
 def test_unreadable_product_metadata_names_the_file(tmp_path):
     path = tmp_path / "MTD_MSIL2A.xml"
-    path.write_text(open(MTD).read().replace("BOA_QUANTIFICATION_VALUE", "SOMETHING_ELSE"))
+    path.write_text(Path(MTD).read_text().replace("BOA_QUANTIFICATION_VALUE", "SOMETHING_ELSE"))
     with pytest.raises(ValueError, match=re.escape(str(path)) + ".*QUANTIFICATION_VALUE"):
         resolve_radiometry(str(path))
     path.write_text("<truncated")

@@ -194,7 +194,7 @@ def test_interrupted_build_resumes(tmp_path, monkeypatch):
     assert all(_record_mtimes(tmp_path)[name] == mtime for name, mtime in cached.items())
     ids = [row["id"] for rows in all_rows(tmp_path / "patches").values() for row in rows]
     assert sorted(ids) == sorted(set(ids)) and len(ids) == 8
-    assert not list(tmp_path.rglob("*.tmp"))
+    assert not list(tmp_path.rglob("*.tmp*"))
 
 
 def test_corrupt_patches_are_skipped_and_reported(tmp_path):

@@ -10,17 +10,6 @@ from spectral_llava.spectral_inst import BuildConfig, build_dataset, metadata_fa
 from spectral_inst_data import PARQUET, REBEN, all_rows
 
 
-@pytest.fixture
-def one_torch_thread():
-    """On a shared 2-core machine, 2 torch threads competing with other jobs made generation ~10x slower."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def llm_caption_build(output, spec, max_new_tokens):
     config = BuildConfig(output=str(output), bigearthnet=str(REBEN), metadata=str(PARQUET), captioner=f"llm:{spec}",
                          max_new_tokens=max_new_tokens, max_patches=1)
@@ -30,7 +19,7 @@ def llm_caption_build(output, spec, max_new_tokens):
     return config, rows[0]
 
 
-def test_llm_captioner_prompts_caches_and_reuses_captions(tmp_path, tokenizer, one_torch_thread):
+def test_llm_captioner_prompts_caches_and_reuses_captions(tmp_path, tokenizer):
     """The `llm:DIR` route on a tiny random Llama (untied: a tied random one only repeats the prompt's last token,
     here a newline, which makes an empty caption)."""
     llm = save_tiny_llama(tmp_path / "llm", tokenizer, tie_word_embeddings=False)
@@ -52,7 +41,7 @@ def test_llm_captioner_prompts_caches_and_reuses_captions(tmp_path, tokenizer, o
 
 
 @pytest.mark.integration
-def test_smollm2_writes_a_sentence_about_the_patch(tmp_path, one_torch_thread):
+def test_smollm2_writes_a_sentence_about_the_patch(tmp_path):
     _, row = llm_caption_build(tmp_path / "out", "smollm2", max_new_tokens=20)
     assert len(row["caption"].split()) >= 3 and row["caption"].endswith((".", "!", "?"))
 

@@ -1,12 +1,14 @@
 """The `python -m train.*` and `accelerate launch` entry points exactly as a user runs them, resume after SIGKILL,
 and the shipped accelerate configs."""
 
+import glob
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,42 +22,66 @@ def weights(model_dir):
     return load_file(os.path.join(model_dir, "model.safetensors"))
 
 
-@pytest.mark.slow
-def test_accelerate_launch_on_cpu(tiny_model_dir, dataset_dir, tmp_path):
-    """`accelerate launch --cpu --num_processes 2` trains; accelerate's launcher starts ONE process for it (its
-    multi-CPU mode needs MPI), so real 2-process gloo DDP on CPU is checked through `--multi_gpu` (torchrun)."""
+# a run that checkpoints twice before its end: the SIGKILL test kills a copy after the first checkpoint
+ALIGN_FLAGS = ["--max-steps", "6", "--save-steps", "2", "--batch-size", "2", "--text", "class-labels", "--seed", "3"]
+
+
+@pytest.fixture(scope="module")
+def cpu_launch(tiny_model_dir, dataset_dir, tmp_path_factory):
+    """Stage 1 with `ALIGN_FLAGS` through the documented `accelerate launch --config_file train/configs/cpu.yaml
+    --num_cpu_threads_per_process N`, with OMP_NUM_THREADS unset (accelerate warned then): (output dir, process)."""
     accelerate = os.path.join(os.path.dirname(sys.executable), "accelerate")
-    train = ["-m", "spectral_llava.train.align", "--model", tiny_model_dir, "--dataset", dataset_dir, "--max-steps", "2",
-             "--batch-size", "1", "--text", "class-labels", "--warmup-ratio", "0"]
-    common = ["--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-    before = weights(tiny_model_dir)
-    for mode, world_size in (("--cpu", 1), ("--multi_gpu", 2)):
-        out = tmp_path / mode.strip("-")
-        command = [accelerate, "launch", mode, *common, *train, "--output", str(out)]
-        done = subprocess.run(command, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, done.stderr[-3000:]
-        hyper = json.load(open(out / "hyperparameters.json"))
-        assert hyper["world_size"] == world_size and hyper["effective_batch_size"] == world_size
-        assert len(open(out / "logs" / "loss.csv").read().splitlines()) == 3
-        after = weights(out / "model")
-        assert not torch.equal(before[PROJECTOR + "linear_1.weight"], after[PROJECTOR + "linear_1.weight"])
-        assert torch.equal(before["model.language_model.norm.weight"], after["model.language_model.norm.weight"])
+    out = tmp_path_factory.mktemp("launch") / "cpu"
+    command = [accelerate, "launch", "--config_file", os.path.join("train", "configs", "cpu.yaml"),
+               "--num_cpu_threads_per_process", "1", "-m", "spectral_llava.train.align", *ALIGN_FLAGS,
+               "--model", tiny_model_dir, "--dataset", dataset_dir, "--output", str(out)]
+    env = {key: value for key, value in subprocess_env().items() if key != "OMP_NUM_THREADS"}
+    return out, subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
 
 
 @pytest.mark.slow
-def test_resume_after_sigkill_is_bit_exact(tiny_model_dir, dataset_dir, tmp_path):
-    def command(out, *extra):
-        return [sys.executable, "-m", "spectral_llava.train.align", "--model", tiny_model_dir, "--dataset", dataset_dir,
-                "--output", str(out), "--max-steps", "6", "--save-steps", "2", "--batch-size", "2",
-                "--text", "class-labels", "--seed", "3", *extra]
+def test_accelerate_launch_on_cpu(cpu_launch, tiny_model_dir):
+    """The documented launch with the shipped cpu.yaml trains in one process, and accelerate warns about no value it
+    defaulted (without the thread count, which no config file holds, it warned whenever OMP_NUM_THREADS was unset).
+    Two gloo processes through the shipped cpu_ddp.yaml: test_two_process_ddp_equals_one_process (test_loss_numbers)."""
+    out, done = cpu_launch
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "had defaults used instead" not in done.stderr, done.stderr[-3000:]
+    hyper = json.loads((out / "hyperparameters.json").read_text())
+    assert hyper["world_size"] == 1 and hyper["effective_batch_size"] == 2
+    assert len((out / "logs" / "loss.csv").read_text().splitlines()) == 7
+    before, after = weights(tiny_model_dir), weights(out / "model")
+    assert not torch.equal(before[PROJECTOR + "linear_1.weight"], after[PROJECTOR + "linear_1.weight"])
+    assert torch.equal(before["model.language_model.norm.weight"], after["model.language_model.norm.weight"])
 
-    env = subprocess_env()
-    straight = tmp_path / "straight"
-    subprocess.run(command(straight), cwd=REPO, env=env, check=True, capture_output=True, timeout=600)
 
+def test_documented_cpu_launches_pass_the_thread_count():
+    """Every `accelerate launch --config_file train/configs/cpu.yaml` the docs show passes the one value the config
+    cannot hold, as the launch above does (without it, accelerate warns)."""
+    launches = {}
+    for path in [os.path.join(REPO, "README.md"), *glob.glob(os.path.join(REPO, "docs", "*.md")),
+                 os.path.join(REPO, "train", "configs", "cpu.yaml")]:
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                if "--config_file train/configs/cpu.yaml" in line:
+                    launches[f"{os.path.relpath(path, REPO)}:{number}"] = line
+    assert len(launches) >= 4  # README (2), docs/training.md, the config's own comment
+    assert [where for where, line in launches.items() if "--num_cpu_threads_per_process" not in line] == []
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_is_bit_exact(cpu_launch, tiny_model_dir, dataset_dir, tmp_path):
+    """`python -m spectral_llava.train.align` killed after its first checkpoint and run again with --resume (through
+    the same entry point, in this process) ends where the uninterrupted launch of the same run ended, bit for bit."""
+    from spectral_llava.train.align import ALIGN
+    from spectral_llava.train.trainer import main
+
+    straight, launched = cpu_launch
+    assert launched.returncode == 0, launched.stderr[-3000:]
     killed = tmp_path / "killed"
-    process = subprocess.Popen(command(killed), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    arguments = [*ALIGN_FLAGS, "--model", tiny_model_dir, "--dataset", dataset_dir, "--output", str(killed)]
+    process = subprocess.Popen([sys.executable, "-m", "spectral_llava.train.align", *arguments], cwd=REPO,
+                               env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     marker = killed / "checkpoint-2" / "trainer_state.json"
     deadline = time.time() + 600
     while not marker.exists() and process.poll() is None and time.time() < deadline:
@@ -64,14 +90,12 @@ def test_resume_after_sigkill_is_bit_exact(tiny_model_dir, dataset_dir, tmp_path
     process.wait()
     assert marker.exists() and not (killed / "model").exists(), "the run must die after a checkpoint, before the end"
 
-    resumed = subprocess.run(command(killed, "--resume"), cwd=REPO, env=env, capture_output=True, text=True,
-                             timeout=600)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    summary = json.load(open(killed / "train_summary.json"))
+    assert main(ALIGN, [*arguments, "--resume"]) == 0
+    summary = json.loads((killed / "train_summary.json").read_text())
     assert summary["resumed_from"].startswith(str(killed / "checkpoint-")) and summary["steps"] == 6
     a, b = weights(straight / "model"), weights(killed / "model")
     assert all(torch.equal(a[name], b[name]) for name in a)
-    assert open(straight / "logs" / "loss.csv").read() == open(killed / "logs" / "loss.csv").read()
+    assert (straight / "logs" / "loss.csv").read_text() == (killed / "logs" / "loss.csv").read_text()
 
 
 def test_accelerate_configs_load():
@@ -85,7 +109,7 @@ def test_accelerate_configs_load():
         assert str(config.distributed_type).endswith(kind), name
         if kind == "DEEPSPEED":
             path = os.path.join(REPO, config.deepspeed_config["deepspeed_config_file"])
-            stage = json.load(open(path))["zero_optimization"]["stage"]
+            stage = json.loads(Path(path).read_text())["zero_optimization"]["stage"]
             assert stage == int(name[-1])
     fsdp = load_config_from_file(os.path.join(configs, "fsdp.yaml")).fsdp_config
     assert fsdp["fsdp_use_orig_params"] and "LlamaDecoderLayer" in fsdp["fsdp_transformer_layer_cls_to_wrap"]

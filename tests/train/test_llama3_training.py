@@ -3,6 +3,7 @@
 
 import importlib.util
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -80,8 +81,8 @@ def test_stage1_trains_the_projector_of_a_bf16_llama3_model(aligned, llama3_mode
     assert changed == {name for name in before if name.startswith(PROJECTOR)}
     assert after[PROJECTOR + "linear_1.weight"].dtype == torch.float32  # trained in float32
     assert after["model.language_model.norm.weight"].dtype == torch.bfloat16
-    exported = open(os.path.join(aligned["outputs"]["model"], "chat_template.jinja")).read()
-    assert exported == open(os.path.join(llama3_model_dir, "chat_template.jinja")).read()
+    exported = Path(os.path.join(aligned["outputs"]["model"], "chat_template.jinja")).read_text()
+    assert exported == Path(os.path.join(llama3_model_dir, "chat_template.jinja")).read_text()
 
 
 def test_stage2_runs_and_the_merged_model_answers_in_llama3_format(aligned, dataset_dir, tmp_path):
@@ -98,6 +99,22 @@ def test_stage2_runs_and_the_merged_model_answers_in_llama3_format(aligned, data
     assert isinstance(out[0]["generated_text"], str)
     assert pipe.processor.build_prompt("caption").startswith(f"<|begin_of_text|>{USER}<image>\n[caption]")
     assert pipe.model.generation_config.eos_token_id[-1] == pipe.processor.tokenizer.convert_tokens_to_ids(EOT)
+
+
+def test_checkpointing_is_asked_for_by_the_names_this_transformers_knows(tmp_path):
+    """transformers 5.2x renamed gradient to activation checkpointing and warns on the old names (on every
+    training run, before); 5.17 knows only the old ones. Either way the arguments switch it on without a warning."""
+    import warnings
+
+    from spectral_llava.train.options import TrainOptions
+    from spectral_llava.train.trainer import training_arguments
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        warnings.simplefilter("error", DeprecationWarning)
+        args = training_arguments(TrainOptions(gradient_checkpointing=True), str(tmp_path))
+    assert args.gradient_checkpointing is True
+    assert args.gradient_checkpointing_kwargs == {"use_reentrant": False}
 
 
 def test_gradient_checkpointing_recomputes_and_gives_the_same_step(aligned, dataset_dir, tmp_path):

@@ -97,8 +97,9 @@ def test_two_process_ddp_equals_one_process(full_batch_run, tiny_model_dir, data
     done = subprocess.run(command, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "had defaults used instead" not in done.stderr
-    hyper = json.load(open(tmp_path / "ddp" / "hyperparameters.json"))
+    hyper = json.loads((tmp_path / "ddp" / "hyperparameters.json").read_text())
     assert hyper["world_size"] == 2 and hyper["effective_batch_size"] == 10
-    recipe = json.load(open(tmp_path / "ddp" / "model" / "provenance.json"))["training"][-1]  # what the card renders
+    provenance = json.loads((tmp_path / "ddp" / "model" / "provenance.json").read_text())
+    recipe = provenance["training"][-1]  # what the card renders
     assert [recipe[key] for key in ("batch_size", "grad_accum", "world_size", "effective_batch_size")] == [5, 1, 2, 10]
     assert_same_run(str(tmp_path / "ddp"), full_batch_run)

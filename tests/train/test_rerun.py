@@ -36,7 +36,7 @@ def test_a_rerun_into_an_earlier_run_needs_resume_or_overwrite(tiny_model_dir, d
                            **STAGE1_ON_10)
     assert result["steps"] == 1 and len(logged(out)) == 1
     assert [p.name for p in out.glob("checkpoint-*")] == ["checkpoint-1"]  # no stale checkpoint-2/3 to resume
-    assert json.load(open(out / "checkpoint-1" / "trainer_state.json"))["max_steps"] == 1
+    assert json.loads((out / "checkpoint-1" / "trainer_state.json").read_text())["max_steps"] == 1
 
 
 def test_resume_with_more_steps_extends_the_cosine_schedule(tiny_model_dir, dataset_dir, tmp_path):

@@ -2,6 +2,7 @@
 
 import json
 import os
+from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
@@ -23,11 +24,11 @@ def test_stage1_trains_only_the_projector(aligned, tiny_model_dir):
     assert before.keys() == after.keys()
     changed = {name for name in before if not torch.equal(before[name], after[name])}
     assert changed == {name for name in before if name.startswith(PROJECTOR)} and changed
-    log = open(aligned["outputs"]["loss_csv"]).read().splitlines()
+    log = Path(aligned["outputs"]["loss_csv"]).read_text().splitlines()
     assert log[0] == "step,epoch,loss,learning_rate,grad_norm" and len(log) == 3
     assert os.path.getsize(aligned["outputs"]["loss_curve"]) > 1000
     assert os.listdir(aligned["outputs"]["tensorboard"])
-    hyper = json.load(open(os.path.join(os.path.dirname(aligned["outputs"]["loss_csv"]), "..", "hyperparameters.json")))
+    hyper = json.loads((Path(aligned["outputs"]["loss_csv"]).parent.parent / "hyperparameters.json").read_text())
     assert hyper["text"] == "class-labels" and hyper["effective_batch_size"] == 2 and hyper["optimizer"].startswith("Adam")
 
 
@@ -48,9 +49,9 @@ def test_cached_features_give_the_same_loss(aligned, tiny_model_dir, dataset_dir
 
     cached = run_alignment(tiny_model_dir, dataset_dir, tmp_path / "cached", max_steps=2, text="class-labels",
                            cache_features=str(tmp_path / "features"), **QUICK_TRAINING)
-    assert len(json.load(open(tmp_path / "features" / "index.json"))) == 80  # one entry per training image
-    first = open(aligned["outputs"]["loss_csv"]).read().splitlines()[1:]
-    second = open(cached["outputs"]["loss_csv"]).read().splitlines()[1:]
+    assert len(json.loads((tmp_path / "features" / "index.json").read_text())) == 80  # one entry per training image
+    first = Path(aligned["outputs"]["loss_csv"]).read_text().splitlines()[1:]
+    second = Path(cached["outputs"]["loss_csv"]).read_text().splitlines()[1:]
     for a, b in zip(first, second):
         assert abs(float(a.split(",")[2]) - float(b.split(",")[2])) <= 1e-6
     assert abs(aligned["final_loss"] - cached["final_loss"]) <= 1e-6

@@ -62,7 +62,7 @@ def test_command_serves_the_page_and_the_api(app_model_dir):
             except OSError:
                 if server.poll() is not None or time.monotonic() > deadline:
                     raise AssertionError(f"the app did not start:\n{server.stdout.read()}")
-                time.sleep(1)
+                time.sleep(0.2)
         assert "<title>Spectral-LLaVA</title>" in page or "Spectral-LLaVA" in page
         config = json.loads(_get(f"http://127.0.0.1:{port}/config"))
         public = sorted(d["api_name"] for d in config["dependencies"] if d.get("api_visibility") == "public")
@@ -70,3 +70,4 @@ def test_command_serves_the_page_and_the_api(app_model_dir):
     finally:
         server.terminate()
         server.wait(timeout=30)
+        server.stdout.close()

@@ -2,6 +2,7 @@
 
 import importlib.util
 import os
+from pathlib import Path
 
 from testing_utils import REPO
 
@@ -29,5 +30,5 @@ def test_counts_match_llama3_8b_and_lora_r128(capsys):
     assert rows["bf16"]["ZeRO-3 x8"] < rows["bf16"]["ZeRO-3 x4"] < rows["bf16"]["ZeRO-3 x2"] < rows["bf16"]["FSDP x2"]
     assert script.main([]) == 0
     table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("|")]
-    docs = open(os.path.join(REPO, "docs", "training.md")).read().splitlines()
+    docs = Path(os.path.join(REPO, "docs", "training.md")).read_text().splitlines()
     assert len(table) == 5 and all(line in docs for line in table)  # docs/training.md shows these numbers
