@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from spectral_llava.utils.fileio import atomic_write_json, atomic_write_text
+from spectral_llava.utils.fileio import atomic_write_json, atomic_write_text, strict_json
 from spectral_llava.inference.generation import classify_images
 from spectral_llava.inference.labels import BEN19_LABELS, EUROSAT_CLASSES
 from spectral_llava.modeling_spectral_llava.tools.loading import load_model_and_processor
@@ -64,7 +64,8 @@ def multilabel_f1(true: Sequence[Sequence[str]], predictions: Sequence[Sequence[
 
 
 def write_jsonl(path, rows) -> None:
-    atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
+    """One strict JSON object per line (NaN, e.g. the recall of an image without labels, becomes null)."""
+    atomic_write_text(path, "".join(json.dumps(strict_json(row), allow_nan=False) + "\n" for row in rows))
 
 
 def run_classify_eval(model_dir, output_dir, model=None, processor=None, radiometry=None, **options) -> dict:

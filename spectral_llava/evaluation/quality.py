@@ -24,6 +24,11 @@ from .options import QualityOptions
 logger = logging.getLogger(__name__)
 
 
+NULL_MEANS = ("no value: a recall needs images with labels, a false-claim rate images with absent classes, a judged "
+              "score at least one readable judge reply (judge.why_no_score); written as null, not NaN, which strict "
+              "JSON parsers refuse")
+
+
 def nan_mean(values) -> float:
     values = [v for v in values if v is not None and not math.isnan(v)]
     return float(np.mean(values)) if values else math.nan
@@ -66,6 +71,7 @@ def run_quality(model_dir, dataset_dir, output_dir, model=None, processor=None, 
                           "words count for no class, negated mentions ignored",
         "caption_metrics": score_captions({r["id"]: r["caption"] for r in records},
                                           {r["id"]: [r["reference"]] for r in records}),
+        "null_means": NULL_MEANS,
     }
     if judge_model is not None or options.judge is not None:
         question = TASK_PROMPTS["caption"].split("] ", 1)[-1]
