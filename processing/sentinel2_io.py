@@ -9,6 +9,9 @@ third-party libraries.
   `detect_layout` -> `SourceLayout` (kind, path, files, prefix), `is_safe_product`, `safe_band_files`, `product_id`.
 - Headers, no pixels: `read_header(path)` -> `RasterHeader` (size, CRS, transform, dtype, nodata, band names,
   scale/offset tags); `read_scale_offset_tags(source)`.
+- What is not Sentinel-2 input (a PNG, a JPEG, an 8-bit RGB rendering) gets one error, `not_sentinel2`, wherever it
+  is read (`check_raster_extension` before opening, the header's band naming after); unnamed band layouts say how
+  to name the bands (`BAND_NAMES_HINT`: the Python argument, the command-line flag, the web app's field).
 - Pixels: `read_image(source, band_names=None, resampling="bilinear", select_bands=None)` turns a GeoTIFF, a band
   folder, a SAFE product (or its granule, IMG_DATA or R10m/R20m/R60m folder), a path prefix, an array or a tensor
   into a `SpectralImage` on the 10 m grid; `open_raster` and `read_pixels` (whole bands or windows, errors naming
@@ -19,6 +22,7 @@ third-party libraries.
 
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,7 +30,7 @@ import rasterio
 import torch
 import torch.nn.functional as F
 from rasterio.coords import BoundingBox
-from rasterio.errors import RasterioError
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.transform import array_bounds
 from rasterio.warp import Resampling, reproject
 
@@ -36,6 +40,11 @@ from .sentinel2_bands import (CANONICAL_BANDS, EUROSAT_FILE_ORDER, KNOWN_LAYOUTS
                               safe_band_files)
 
 RESAMPLING_METHODS = ("nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average")
+# What a user can pass to name the bands of a multi-band file, wherever the reader is called from.
+BAND_NAMES_HINT = ("name its bands in file order: band_names=[...] in Python, --band-names B02,B03,... on the command "
+                   "line (caption, classify, map, build-dataset), the 'band names' field of the web app")
+SENTINEL2_INPUTS = ("the model reads Sentinel-2 bands from a GeoTIFF (.tif, .tiff), JPEG2000 band files (.jp2), a "
+                    "folder of band files or a SAFE product")
 NOMINAL_PIXEL_SIZE_M = 10.0  # the finest Sentinel-2 grid, which every reader here resamples to
 # Faster GeoTIFF opening: no directory listing per open, CRS straight from the GeoKeys (same CRS, no EPSG lookup).
 GDAL_OPTIONS = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "GTIFF_SRS_SOURCE": "GEOKEYS"}
@@ -73,8 +82,32 @@ def image_metadata(source, crs, transform, shape, nodata, num_bands, dtype=None,
             "scale_offset_tags": scale_offset_tags or {}}
 
 
+def not_sentinel2(path: str, why: str) -> ValueError:
+    """The one error for an input that is not Sentinel-2 multispectral data (a PNG, a JPEG, an RGB rendering)."""
+    return ValueError(f"{path} is not a Sentinel-2 multispectral input: {why}; {SENTINEL2_INPUTS}")
+
+
+def check_raster_extension(path: str) -> None:
+    """Refuse a file the reader does not read by its extension (a PNG or JPEG picture, a text file), saying what
+    it is (header only)."""
+    extension = os.path.splitext(path)[1].lower()
+    if extension in _DRIVERS or not os.path.isfile(path):
+        return
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)  # a picture has none; the error says what it is
+            with rasterio.Env(**GDAL_OPTIONS), rasterio.open(path) as dataset:
+                why = (f"a {dataset.driver} image with {dataset.count} band(s) of {dataset.dtypes[0]} values"
+                       + (", a picture such as an RGB rendering" if dataset.dtypes[0] == "uint8" else ""))
+    except RasterioError:
+        why = f"a {extension or 'extension-less'} file that is no image GDAL reads"
+    raise not_sentinel2(path, why)
+
+
 def open_raster(path: str):
-    """Open a GeoTIFF or JPEG2000 file (driver from the extension); an unreadable file is a ValueError naming it."""
+    """Open a GeoTIFF or JPEG2000 file (driver from the extension); another kind of file, or an unreadable one, is a
+    ValueError naming it (`check_raster_extension`)."""
+    check_raster_extension(path)
     try:
         return rasterio.open(path, driver=_DRIVERS.get(os.path.splitext(path)[1].lower()))
     except RasterioError as err:
@@ -114,7 +147,8 @@ class RasterHeader:
         if band_names is not None:
             names = canonical_band_names(band_names)
             if len(names) != self.count:
-                raise ValueError(f"band_names has {len(names)} names but {self.path} has {self.count} bands")
+                raise ValueError(f"band_names (--band-names) has {len(names)} names but {self.path} has {self.count} "
+                                 "bands")
             return names
         if all(self.descriptions):
             try:
@@ -127,8 +161,15 @@ class RasterHeader:
             return [parsed.band]
         if self.count in KNOWN_LAYOUTS:
             return list(KNOWN_LAYOUTS[self.count])
-        raise ValueError(f"{self.path} has {self.count} bands without Sentinel-2 band descriptions, which is not a "
-                         "known layout (12 = SpectralGPT order, 13 = EuroSAT order); pass band_names=[...]")
+        unnamed = (f"{self.count} band(s) of {self.dtype} values without Sentinel-2 band descriptions, which is not a "
+                   "known layout (12 = SpectralGPT order, 13 = EuroSAT order)")
+        if self.dtype == "uint8" and self.count in (1, 3, 4):
+            raise not_sentinel2(self.path, f"{unnamed}: a picture such as an RGB rendering; if they are Sentinel-2 "
+                                           f"bands after all, {BAND_NAMES_HINT}")
+        raise ValueError(f"{self.path} has {unnamed}; {BAND_NAMES_HINT}")
+
+    def has_scale_offset_tags(self) -> bool:
+        return any((scale, offset) != (1.0, 0.0) for scale, offset in zip(self.scales, self.offsets))
 
     def scale_offset_tags(self, names) -> dict:
         """{band: (scale, offset)} of the bands (named `names`) whose tags are not the neutral (1, 0)."""
@@ -155,13 +196,14 @@ def read_header(path) -> RasterHeader:
         return header_of(dataset, path)
 
 
-def read_scale_offset_tags(source) -> dict:
+def read_scale_offset_tags(source, band_names=None) -> dict:
     """The GeoTIFF scale/offset tags of a file, band folder, SAFE product or `<dir>/<patch>` prefix, by band
-    (headers only; bands with the neutral (1, 0) are left out)."""
+    (headers only; bands with the neutral (1, 0) are left out). `band_names`: as for `read_image`, needed only for
+    a multi-band file with tags whose bands its header does not name."""
     layout = detect_layout(source)
     if layout.kind == "file":
         header = read_header(layout.path)
-        return header.scale_offset_tags(header.band_names())
+        return header.scale_offset_tags(header.band_names(band_names)) if header.has_scale_offset_tags() else {}
     tags = {}
     for band, file in layout.files.items():
         tags.update(read_header(file).scale_offset_tags([band]))
@@ -320,7 +362,7 @@ def ground_extent(height: int, width: int, transform=None, crs=None) -> tuple[fl
 
 
 __all__ = ["SpectralImage", "RasterHeader", "read_image", "read_header", "header_of", "read_scale_offset_tags",
-           "open_raster", "read_pixels", "resampling_method", "aligned_factor", "image_metadata", "ground_extent",
+           "open_raster", "read_pixels", "check_raster_extension", "not_sentinel2", "BAND_NAMES_HINT", "resampling_method", "aligned_factor", "image_metadata", "ground_extent",
            "GDAL_OPTIONS", "RESAMPLING_METHODS", "NOMINAL_PIXEL_SIZE_M",
            # names and layouts, from sentinel2_bands
            "CANONICAL_BANDS", "SPECTRALGPT_BANDS", "EUROSAT_FILE_ORDER", "KNOWN_LAYOUTS", "RASTER_EXTENSIONS",

@@ -77,7 +77,7 @@ def map_scene(source, model, processor, output, options: MapOptions | None = Non
     options = options if options is not None else MapOptions()
     output = Path(output)
     output_format(output)
-    reader = open_scene(os.path.abspath(os.fspath(source)), processor.image_processor)
+    reader = open_scene(os.path.abspath(os.fspath(source)), processor.image_processor, options.names)
     try:
         check_georeferencing(reader, output)
         plan = plan_scene(reader, model, processor.image_processor, options)
@@ -93,12 +93,14 @@ def map_scene(source, model, processor, output, options: MapOptions | None = Non
         reader.close()
 
 
-def open_scene(source: str, image_processor):
+def open_scene(source: str, image_processor, band_names=None):
     """A `SceneReader` of `source` (headers only) holding every band the model reads, else a ValueError naming the
-    missing ones."""
+    missing ones. `band_names`: the bands of a multi-band file whose header does not name them (`--band-names`;
+    band folders ignore it)."""
     from spectral_llava.processing.scene_reader import SceneReader
 
-    reader = SceneReader(source, select_bands=image_processor.band_names, resampling=image_processor.resampling)
+    reader = SceneReader(source, select_bands=image_processor.band_names, resampling=image_processor.resampling,
+                         band_names=band_names if os.path.isfile(source) else None)
     missing = [band for band in image_processor.band_names if band not in reader.band_names]
     if missing:
         reader.close()
@@ -133,7 +135,7 @@ def plan_scene(reader, model, image_processor, options: MapOptions) -> ScenePlan
     description = {"source": reader.source, "product_id": product, "height": reader.height, "width": reader.width,
                    "tile_size": tile_size, "stride": stride, "batch_size": options.batch_size, "task": options.task,
                    "max_new_tokens": options.max_new_tokens, "model": model_fingerprint(model),
-                   "radiometry": radiometry}
+                   "radiometry": radiometry, **({"band_names": options.names} if options.names else {})}
     logger.info("%s: %dx%d px, %d tiles of %d px (stride %d, %d shifted inward at the edges) in %d batches of %d",
                 reader.source, reader.height, reader.width, len(tiles), tile_size, stride,
                 sum(tile.shifted for tile in tiles), len(batches), options.batch_size)
