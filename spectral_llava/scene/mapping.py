@@ -22,7 +22,7 @@ from .inference import TileAnnotator
 from .options import MapOptions
 from .outputs import Checkpoints, output_format, write_tiles
 from .reading import TileBatches
-from .tiling import Tile, batches_of, plan_tiles, tile_id
+from .tiling import Tile, batches_of, owned_windows, plan_tiles, tile_id
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +37,9 @@ NODATA_RULE = ("valid_fraction = share of a tile's pixels holding data in every 
 class MapResult:
     """What `map_scene` wrote: `output` (the tile table), `overview` (PNG or None), `rows` (one dict per mapped tile,
     sorted by row and column: tile_id, row, col, labels, caption / classification_text by task, valid_fraction,
-    geometry as a shapely polygon in `crs`), `counts` (tiles, mapped, skipped_nodata, edge_shifted, resumed) and
-    `metadata` (what the file's metadata holds)."""
+    geometry as a shapely polygon in `crs`), `counts` (tiles, mapped, skipped_nodata, edge_shifted, resumed),
+    `metadata` (what the file's metadata holds) and `drawn` (per row, the polygon of the part of its tile that maps
+    draw, `tiling.owned_windows`: overlaps split halfway, so each point shows one tile)."""
 
     output: Path
     overview: Path | None
@@ -46,6 +47,7 @@ class MapResult:
     counts: dict
     crs: object = None
     metadata: dict = field(default_factory=dict)
+    drawn: list = field(default_factory=list)
 
 
 @dataclass
@@ -225,11 +227,14 @@ def assemble_rows(stored: list[dict], plan: ScenePlan, transform) -> list[dict]:
 
 
 def _footprint(transform, tile: Tile):
+    return _window_polygon(transform, (tile.x, tile.y, tile.x + tile.size, tile.y + tile.size))
+
+
+def _window_polygon(transform, window):
     import shapely
 
-    corners = [(tile.x, tile.y), (tile.x + tile.size, tile.y), (tile.x + tile.size, tile.y + tile.size),
-               (tile.x, tile.y + tile.size)]
-    return shapely.Polygon([transform @ corner for corner in corners])
+    x0, y0, x1, y1 = window
+    return shapely.Polygon([transform @ corner for corner in ((x0, y0), (x1, y0), (x1, y1), (x0, y1))])
 
 
 def write_outputs(output: Path, reader, plan: ScenePlan, rows: list[dict], options: MapOptions, precision: str,
@@ -256,4 +261,6 @@ def write_outputs(output: Path, reader, plan: ScenePlan, rows: list[dict], optio
     logger.info("wrote %s (%d tiles mapped, %d all no-data skipped, %d edge tiles shifted inward, %d resumed)%s",
                 output, counts["mapped"], counts["skipped_nodata"], shifted, resumed,
                 f" and {overview}" if overview else "")
-    return MapResult(output, overview, table, counts, reader.crs, metadata)
+    drawn = [_window_polygon(reader.transform, window)
+             for window in owned_windows([plan.tiles[row["tile_index"]] for row in rows])]
+    return MapResult(output, overview, table, counts, reader.crs, metadata, drawn)
