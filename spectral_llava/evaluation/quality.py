@@ -13,7 +13,7 @@ from spectral_llava.utils.fileio import atomic_write_json
 from spectral_llava.inference.generation import generate_answers
 from spectral_llava.modeling_spectral_llava.tools.loading import load_model_and_processor
 from spectral_llava.processing.processing_spectral_llava import TASK_PROMPTS
-from spectral_llava.spectral_inst.dataset import load_patches
+from spectral_llava.spectral_inst.dataset import dataset_band_names, load_patches
 
 from .caption_metrics import score_captions
 from .classification import write_jsonl
@@ -41,7 +41,7 @@ def run_quality(model_dir, dataset_dir, output_dir, model=None, processor=None, 
     reference caption (`caption_metrics.score_captions`), and, with a judge (`options["judge"]`, or a loaded
     (model, tokenizer) pair `judge_model`), the LLaVA-Bench-style relative score against the dataset's reference
     caption. Writes OUTPUT/quality.json and OUTPUT/captions.jsonl. `options`: `QualityOptions` fields; `radiometry`
-    (a `RadiometrySettings`) is how the images are read."""
+    (a `RadiometrySettings`) is how the images are read, with the band names the dataset's build recorded."""
     options = QualityOptions(**options)
     output_dir = Path(output_dir)
     rows = load_patches(dataset_dir, options.split, options.max_samples)
@@ -51,7 +51,8 @@ def run_quality(model_dir, dataset_dir, output_dir, model=None, processor=None, 
         model, processor = load_model_and_processor(model_dir)
     answers = generate_answers(model, processor, [row["path"] for row in rows], "caption",
                                batch_size=options.batch_size, max_new_tokens=options.max_new_tokens,
-                               tower_cache=options.tower_cache, desc="captioning", radiometry=radiometry)
+                               tower_cache=options.tower_cache, desc="captioning", radiometry=radiometry,
+                               band_names=dataset_band_names(dataset_dir))
     records = []
     for row, answer in zip(rows, answers):
         vocabulary = vocabulary_of(row["source"])

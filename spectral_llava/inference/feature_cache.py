@@ -194,12 +194,14 @@ def image_ids(paths: Sequence[str]) -> dict[str, str]:
 
 
 def open_tower_cache(tower_cache, model, image_processor, paths: Sequence[str], batch_size: int = 8,
-                     fingerprint: str | None = None,
-                     radiometry: RadiometrySettings | None = None) -> FeatureCache | None:
+                     fingerprint: str | None = None, radiometry: RadiometrySettings | None = None,
+                     band_names=None) -> FeatureCache | None:
     """The training feature cache at `tower_cache` holding the raw tower output of every path read with the
-    radiometric handling `radiometry` (encoding only the images it lacks), or None when `tower_cache` is None or
-    there are no paths."""
+    radiometric handling `radiometry` and `band_names` (encoding only the images it lacks), or None when
+    `tower_cache` is None or there are no paths."""
     if tower_cache is None or not paths:
         return None
-    cache = FeatureCache(tower_cache, fingerprint or feature_fingerprint(model, image_processor, radiometry))
-    return cache.build(image_ids(paths), tower_encoder(model, image_processor, radiometry), batch_size=batch_size)
+    cache = FeatureCache(tower_cache, fingerprint or feature_fingerprint(model, image_processor, radiometry,
+                                                                         band_names))
+    return cache.build(image_ids(paths), tower_encoder(model, image_processor, radiometry, band_names),
+                       batch_size=batch_size)

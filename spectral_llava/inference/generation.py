@@ -36,7 +36,7 @@ def generate_answers(model, processor, paths: Sequence[str], task: str, question
     prompt = processor.build_prompt(task, text=question)
     tokenizer = processor.tokenizer
     raw_cache = open_tower_cache(tower_cache, model, processor.image_processor, paths, batch_size,
-                                 radiometry=radiometry)
+                                 radiometry=radiometry, band_names=band_names)
     expanded = expand_image_tokens(processor, prompt)
     answers = []
     with torch.inference_mode(), single_thread():

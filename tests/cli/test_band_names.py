@@ -144,3 +144,23 @@ def test_an_rgb_png_gets_the_readers_one_message(tiny_model_dir, tmp_path):
     for command in ("caption", "classify"):
         code, _, err = run_cli(command, "--model", tiny_model_dir, str(picture))
         assert (code, last_line(err)) == (2, f"spectral-llava {command}: error: {message}")
+
+
+def test_evaluations_read_a_dataset_with_the_band_names_of_its_build(tiny_model_dir, tmp_path):
+    root = tmp_path / "eurosat" / "River"
+    root.mkdir(parents=True)
+    for k in range(1, 11):
+        four_band_copy(os.path.join(DATA, "eurosat-ms", "River", f"River_{k}.tif"), root / f"River_{k}.tif",
+                       NAMED + ["B11"])
+    dataset = tmp_path / "inst"
+    code, _, err = run_cli("build-dataset", "--eurosat", str(root.parent), "--output", str(dataset),
+                           "--band-names", "B02,B03,B04,B08,B11")
+    assert code == 0, err
+    for command in (["classify", "--eurosat", os.path.join(DATA, "eurosat-ms"), "--max-per-class", "1"],
+                    ["quality"]):
+        code, out, err = run_cli("evaluate", *command, "--model", tiny_model_dir, "--dataset", str(dataset),
+                                 "--split", "train", "--max-new-tokens", "3", "--output", str(tmp_path / "eval"))
+        assert code == 0, err
+    predictions = (tmp_path / "eval" / "classification_predictions.jsonl").read_text().splitlines()
+    assert len(predictions) == 10 + 8  # one per EuroSAT class, the 8 training patches
+    assert json.loads((tmp_path / "eval" / "quality.json").read_text())["num_images"] == 8
