@@ -17,6 +17,9 @@ array or tensor.
   scale/offset tags); `read_scale_offset_tags(source)`; `check_declared_size(header, limit)`, the one check of a
   raster's declared size against a `SizeLimit` (`WHOLE_IMAGE_LIMIT`: one Sentinel-2 tile, for every whole-image
   read; `SCENE_WINDOW_LIMIT`: 4 x 4 tiles, for windowed scene reads), made before any pixel is read.
+- What is not Sentinel-2 input (a PNG, a JPEG, an 8-bit RGB rendering) gets one error, `not_sentinel2`, wherever it
+  is read (`check_raster_extension` before opening, the header's band naming after); unnamed band layouts say how
+  to name the bands (`BAND_NAMES_HINT`: the Python argument, the command-line flag, the web app's field).
 - Pixels: `read_image(source, band_names=None, resampling="bilinear", select_bands=None)` turns a GeoTIFF, a band
   folder, a SAFE product (or its granule, IMG_DATA or R10m/R20m/R60m folder), a path prefix, an array or a tensor
   into a `SpectralImage` on the 10 m grid; `open_raster` and `read_pixels` (whole bands or windows, errors naming
@@ -27,6 +30,7 @@ array or tensor.
 
 import math
 import os
+import warnings
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
@@ -36,7 +40,7 @@ import rasterio
 import torch
 import torch.nn.functional as F
 from rasterio.coords import BoundingBox
-from rasterio.errors import RasterioError
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.transform import array_bounds
 from rasterio.warp import Resampling, reproject
 
@@ -47,6 +51,11 @@ from .sentinel2_bands import (CANONICAL_BANDS, EUROSAT_FILE_ORDER, KNOWN_LAYOUTS
 from .sentinel2_stac import StacItem, is_raster_url, is_remote, is_stac_source, load_item, local_path
 
 RESAMPLING_METHODS = ("nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average")
+# What a user can pass to name the bands of a multi-band file, wherever the reader is called from.
+BAND_NAMES_HINT = ("name its bands in file order: band_names=[...] in Python, --band-names B02,B03,... on the command "
+                   "line (caption, classify, map, build-dataset), the 'band names' field of the web app")
+SENTINEL2_INPUTS = ("the model reads Sentinel-2 bands from a GeoTIFF (.tif, .tiff), JPEG2000 band files (.jp2), a "
+                    "folder of band files or a SAFE product")
 NOMINAL_PIXEL_SIZE_M = 10.0  # the finest Sentinel-2 grid, which every reader here resamples to
 # Faster GeoTIFF opening: no directory listing per open, CRS straight from the GeoKeys (same CRS, no EPSG lookup).
 # Remote hrefs (http(s):// through /vsicurl/, s3:// through /vsis3/): only raster files are looked for (no .aux.xml
@@ -93,9 +102,33 @@ def image_metadata(source, crs, transform, shape, nodata, num_bands, dtype=None,
             "scale_offset_tags": scale_offset_tags or {}}
 
 
+def not_sentinel2(path: str, why: str) -> ValueError:
+    """The one error for an input that is not Sentinel-2 multispectral data (a PNG, a JPEG, an RGB rendering)."""
+    return ValueError(f"{path} is not a Sentinel-2 multispectral input: {why}; {SENTINEL2_INPUTS}")
+
+
+def check_raster_extension(path: str) -> None:
+    """Refuse a file the reader does not read by its extension (a PNG or JPEG picture, a text file), saying what
+    it is (header only)."""
+    extension = os.path.splitext(path)[1].lower()
+    if extension in _DRIVERS or is_remote(path) or not os.path.isfile(path):
+        return
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)  # a picture has none; the error says what it is
+            with rasterio.Env(**GDAL_OPTIONS), rasterio.open(path) as dataset:
+                why = (f"a {dataset.driver} image with {dataset.count} band(s) of {dataset.dtypes[0]} values"
+                       + (", a picture such as an RGB rendering" if dataset.dtypes[0] == "uint8" else ""))
+    except RasterioError:
+        why = f"a {extension or 'extension-less'} file that is no image GDAL reads"
+    raise not_sentinel2(path, why)
+
+
 def open_raster(path: str, what: str | None = None):
-    """Open a GeoTIFF or JPEG2000 file or URL (driver from the extension); an unreadable file is a ValueError naming
-    `what` (default the path: a STAC layout names the asset, see `SourceLayout.describe`)."""
+    """Open a GeoTIFF or JPEG2000 file or URL (driver from the extension); another kind of file (`check_raster_extension`)
+    or an unreadable one is a ValueError naming `what` (default the path: a STAC layout names the asset, see
+    `SourceLayout.describe`)."""
+    check_raster_extension(path)
     extension = os.path.splitext(urlparse(path).path if is_remote(path) else path)[1].lower()
     try:
         return rasterio.open(path, driver=_DRIVERS.get(extension))
@@ -139,7 +172,8 @@ class RasterHeader:
         if band_names is not None:
             names = canonical_band_names(band_names)
             if len(names) != self.count:
-                raise ValueError(f"band_names has {len(names)} names but {self.path} has {self.count} bands")
+                raise ValueError(f"band_names (--band-names) has {len(names)} names but {self.path} has {self.count} "
+                                 "bands")
             return names
         if all(self.descriptions):
             try:
@@ -152,8 +186,15 @@ class RasterHeader:
             return [parsed.band]
         if self.count in KNOWN_LAYOUTS:
             return list(KNOWN_LAYOUTS[self.count])
-        raise ValueError(f"{self.path} has {self.count} bands without Sentinel-2 band descriptions, which is not a "
-                         "known layout (12 = SpectralGPT order, 13 = EuroSAT order); pass band_names=[...]")
+        unnamed = (f"{self.count} band(s) of {self.dtype} values without Sentinel-2 band descriptions, which is not a "
+                   "known layout (12 = SpectralGPT order, 13 = EuroSAT order)")
+        if self.dtype == "uint8" and self.count in (1, 3, 4):
+            raise not_sentinel2(self.path, f"{unnamed}: a picture such as an RGB rendering; if they are Sentinel-2 "
+                                           f"bands after all, {BAND_NAMES_HINT}")
+        raise ValueError(f"{self.path} has {unnamed}; {BAND_NAMES_HINT}")
+
+    def has_scale_offset_tags(self) -> bool:
+        return any((scale, offset) != (1.0, 0.0) for scale, offset in zip(self.scales, self.offsets))
 
     def scale_offset_tags(self, names) -> dict:
         """{band: (scale, offset)} of the bands (named `names`) whose tags are not the neutral (1, 0)."""
@@ -244,13 +285,14 @@ def detect_layout(source, select_bands=None) -> SourceLayout:
     return detect_path_layout(local_path(os.fspath(source)), select_bands)
 
 
-def read_scale_offset_tags(source) -> dict:
+def read_scale_offset_tags(source, band_names=None) -> dict:
     """The GeoTIFF scale/offset tags of a file, band folder, SAFE product, `<dir>/<patch>` prefix or STAC item, by
-    band (headers only; bands with the neutral (1, 0) are left out)."""
+    band (headers only; bands with the neutral (1, 0) are left out). `band_names`: as for `read_image`, needed only
+    for a multi-band file with tags whose bands its header does not name."""
     layout = detect_layout(source)
     if layout.kind == "file":
         header = read_header(layout.path)
-        return header.scale_offset_tags(header.band_names())
+        return header.scale_offset_tags(header.band_names(band_names)) if header.has_scale_offset_tags() else {}
     tags = {}
     for band, file in layout.files.items():
         tags.update(read_header(file, layout.describe(band)).scale_offset_tags([band]))
@@ -420,8 +462,8 @@ def ground_extent(height: int, width: int, transform=None, crs=None) -> tuple[fl
 
 __all__ = ["SpectralImage", "RasterHeader", "read_image", "read_header", "header_of", "read_scale_offset_tags",
            "SizeLimit", "check_declared_size", "WHOLE_IMAGE_LIMIT", "SCENE_WINDOW_LIMIT", "S2_TILE_SIDE",
-           "detect_layout", "check_one_grid", "open_raster", "read_pixels", "resampling_method", "aligned_factor",
-           "image_metadata", "ground_extent",
+           "detect_layout", "check_one_grid", "open_raster", "read_pixels", "check_raster_extension", "not_sentinel2",
+           "BAND_NAMES_HINT", "resampling_method", "aligned_factor", "image_metadata", "ground_extent",
            "GDAL_OPTIONS", "RESAMPLING_METHODS", "NOMINAL_PIXEL_SIZE_M",
            # names and layouts, from sentinel2_bands
            "CANONICAL_BANDS", "SPECTRALGPT_BANDS", "EUROSAT_FILE_ORDER", "KNOWN_LAYOUTS", "RASTER_EXTENSIONS",

@@ -1,6 +1,6 @@
 """Stage 1, alignment: the tower and the LLM stay frozen, only the projector learns (paper section V-A-1).
 
-    accelerate launch -m spectral_llava.train.align --model DIR --dataset DIR --output DIR [--text class-labels|scene-description]
+    accelerate launch -q -m spectral_llava.train.align --model DIR --dataset DIR --output DIR [--text class-labels|scene-description]
 
 The projector is trained on the `alignment` records of a build-dataset output (class-label text or scene
 descriptions), loss on the answer tokens only. Exports OUTPUT/model: a complete model dir (weights, processor,

@@ -103,15 +103,16 @@ class SpectralLlavaCollator:
 
     Right padding with `pad_token_id` (labels -100, attention 0). With a `FeatureCache`, `vision_features` come from
     it instead of `pixel_values`; images are read with the radiometric handling `radiometry` (default the image
-    processor's own).
+    processor's own) and the dataset's `band_names` (`spectral_inst.dataset_band_names`).
     """
 
     def __init__(self, processor, image_roots: dict[str, str], feature_cache: FeatureCache | None = None,
-                 radiometry: RadiometrySettings | None = None):
+                 radiometry: RadiometrySettings | None = None, band_names=None):
         self.processor = processor
         self.image_roots = image_roots
         self.feature_cache = feature_cache
         self.radiometry = radiometry
+        self.band_names = band_names
         self.pad_token_id = processor.tokenizer.pad_token_id
 
     def __call__(self, records: list[dict]) -> dict[str, torch.Tensor]:
@@ -129,6 +130,6 @@ class SpectralLlavaCollator:
             batch["vision_features"] = self.feature_cache.get([record["patch_id"] for record in records])
         else:
             paths = [resolve_image_path(record["image"], self.image_roots) for record in records]
-            batch["pixel_values"] = self.processor.image_processor(paths, return_tensors="pt",
-                                                                   radiometry=self.radiometry)["pixel_values"]
+            batch["pixel_values"] = self.processor.image_processor(paths, return_tensors="pt", radiometry=self.radiometry,
+                                                                   band_names=self.band_names)["pixel_values"]
         return batch

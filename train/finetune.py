@@ -1,6 +1,6 @@
 """Stage 2, instruction tuning: LoRA on the LLM plus the projector, tower frozen (paper section V-A-2).
 
-    accelerate launch -m spectral_llava.train.finetune --model STAGE1/model --dataset DIR --output DIR [--lora-r 128 ...]
+    accelerate launch -q -m spectral_llava.train.finetune --model STAGE1/model --dataset DIR --output DIR [--lora-r 128 ...]
 
 Trains on the `instructions` records (`[caption]` and `[classification]` task-token prompts). Exports
 OUTPUT/adapter (a peft adapter that also carries the trained projector) and OUTPUT/merged (a complete model dir

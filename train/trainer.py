@@ -34,7 +34,7 @@ from spectral_llava.modeling_spectral_llava.tools.loading import load_model_and_
 from spectral_llava.modeling_spectral_llava.tools.model_card import read_provenance
 from spectral_llava.modeling_spectral_llava.tools.options import prefer_hyphens
 from spectral_llava.processing.radiometry_settings import RadiometrySettings
-from spectral_llava.spectral_inst.dataset import load_build_info, load_split, resolve_image_path
+from spectral_llava.spectral_inst.dataset import dataset_band_names, load_build_info, load_split, resolve_image_path
 from spectral_llava.utils.fileio import atomic_write_json, write_file_atomically
 
 from .data import SpectralLlavaCollator, dataset_radiometry
@@ -209,19 +209,20 @@ def training_arguments(options: TrainOptions, output_dir: str) -> TrainingArgume
 
 
 def cache_tower_features(records, image_roots: dict, model, processor, options: TrainOptions, args,
-                         radiometry: RadiometrySettings | None = None):
-    """The feature cache of every image of `records` read with the radiometric handling `radiometry` (built on the
-    main process first), or None without `--cache-features`."""
+                         radiometry: RadiometrySettings | None = None, band_names=None):
+    """The feature cache of every image of `records` read with the radiometric handling `radiometry` and the
+    dataset's `band_names` (built on the main process first), or None without `--cache-features`."""
     if not options.cache_features:
         return None
     images = {}
     for record in records:
         images.setdefault(record["patch_id"], resolve_image_path(record["image"], image_roots))
-    fingerprint = feature_fingerprint(model, processor.image_processor, radiometry)
+    fingerprint = feature_fingerprint(model, processor.image_processor, radiometry, band_names)
     with args.main_process_first(desc="feature cache", local=False):
         model.vision_tower.to(args.device)
         return FeatureCache(options.cache_features, fingerprint).build(
-            images, tower_encoder(model, processor.image_processor, radiometry), batch_size=options.batch_size)
+            images, tower_encoder(model, processor.image_processor, radiometry, band_names),
+            batch_size=options.batch_size)
 
 
 def run_hyperparameters(stage: Stage, model, model_dir: str, dataset_dir: str, records: int,
@@ -298,8 +299,9 @@ def run_stage(stage: Stage, model_dir, dataset_dir, output_dir, options: TrainOp
     model, processor = load_training_model(model_dir, quantization)
     model.freeze_vision_tower()
     model.multi_modal_projector.float()  # trained in both stages: float32 whatever dtype the dir is stored in
-    radiometry = dataset_radiometry(dataset_dir)
-    feature_cache = cache_tower_features(records, image_roots, model, processor, options, args, radiometry)
+    radiometry, band_names = dataset_radiometry(dataset_dir), dataset_band_names(dataset_dir)
+    feature_cache = cache_tower_features(records, image_roots, model, processor, options, args, radiometry,
+                                         band_names)
     if quantization is not None:
         from peft import prepare_model_for_kbit_training
 
@@ -312,7 +314,7 @@ def run_stage(stage: Stage, model_dir, dataset_dir, output_dir, options: TrainOp
         model=model,
         args=args,
         train_dataset=records,
-        data_collator=SpectralLlavaCollator(processor, image_roots, feature_cache, radiometry),
+        data_collator=SpectralLlavaCollator(processor, image_roots, feature_cache, radiometry, band_names),
         callbacks=[LossLogger(output_dir, hyperparameters)],
     )
     resume = checkpoint_to_resume(output_dir, options.resume)

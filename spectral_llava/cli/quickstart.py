@@ -72,16 +72,21 @@ class QuickstartConfig:
     seed: int = field(default=0, metadata={"help": "seed of the dataset split, the model and training"})
 
 
+def data_folder(data: str | None) -> Path:
+    """The sample folder a run reads: `data`, else the repository's tests/data."""
+    if data is not None:
+        return Path(data)
+    if not REPO_DATA.is_dir():
+        raise FileNotFoundError(
+            "the sample data (tests/data) ships with the repository, not with the installed package: pass "
+            "--data DIR, a folder holding eurosat-ms/<Class>/*.tif and optionally bigearthnet-v1/ and "
+            "bigearthnet-v2/ with metadata.parquet (e.g. tests/data of a clone)")
+    return REPO_DATA
+
+
 def sample_sources(data: str | None) -> dict:
     """The build-dataset sources found in `data` (default: the repository's samples)."""
-    if data is None:
-        if not REPO_DATA.is_dir():
-            raise FileNotFoundError(
-                "the sample data (tests/data) ships with the repository, not with the installed package: pass "
-                "--data DIR, a folder holding eurosat-ms/<Class>/*.tif and optionally bigearthnet-v1/ and "
-                "bigearthnet-v2/ with metadata.parquet (e.g. tests/data of a clone)")
-        data = REPO_DATA
-    data = Path(data)
+    data = data_folder(data)
     sources = {"eurosat": data / "eurosat-ms", "bigearthnet_v1": data / "bigearthnet-v1",
                "bigearthnet": data / "bigearthnet-v2", "metadata": data / "bigearthnet-v2" / "metadata.parquet"}
     if not sources["eurosat"].is_dir():
@@ -242,7 +247,7 @@ class Quickstart:
         return {
             "config": asdict(config),
             "dataset": {"sizes": results["dataset"]["sizes"]["patches"], "captioner": results["dataset"]["captioner"]},
-            "untrained": untrained_parts(config),
+            "untrained": untrained_parts(config, data_folder(config.data)),
             "tower_precision": results["tower_precision"],
             "training": {stage: {k: results[stage][k] for k in ("first_loss", "final_loss", "steps", "records",
                                                                 "seconds")} for stage in ("align", "finetune")},

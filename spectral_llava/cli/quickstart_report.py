@@ -10,14 +10,17 @@ def headline(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if k in ("accuracy", "num_images", "no_label", "micro_f1", "macro_f1")}
 
 
-def untrained_parts(config) -> list[str]:
+def untrained_parts(config, data_folder) -> list[str]:
+    """What the report says was untrained or random; `data_folder`: the sample folder the run read (--data, else
+    the repository's tests/data)."""
+    data = f"{data_folder} (the repository's tests/data: no --data given)" if config.data is None else data_folder
     parts = []
     if not config.spectralgpt_checkpoint:
         parts.append("The SpectralGPT vision tower is RANDOMLY INITIALISED (no checkpoint given): its features carry "
                      "no learned meaning. Pass --spectralgpt-checkpoint SpectralGPT.pth for real features.")
     parts.append(f"The projector was trained for only {config.align_steps} alignment steps and "
                  f"{config.finetune_steps} instruction-tuning steps (LoRA r={config.lora_r}) of batch "
-                 f"{config.batch_size} on the sample patches of {config.data}; the paper trains for full epochs "
+                 f"{config.batch_size} on the sample patches of {data}; the paper trains for full epochs "
                  "on BigEarthNet.")
     if config.llm == "smollm2":
         parts.append("The language model is SmolLM2-135M-Instruct (pretrained, but tiny), not LLaMA 3 as in the paper.")

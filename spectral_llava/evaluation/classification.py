@@ -11,11 +11,11 @@ from typing import Sequence
 
 import numpy as np
 
-from spectral_llava.utils.fileio import atomic_write_json, atomic_write_text
+from spectral_llava.utils.fileio import atomic_write_json, atomic_write_text, strict_json
 from spectral_llava.inference.generation import classify_images
 from spectral_llava.inference.labels import BEN19_LABELS, EUROSAT_CLASSES
 from spectral_llava.modeling_spectral_llava.tools.loading import load_model_and_processor
-from spectral_llava.spectral_inst.dataset import load_patches
+from spectral_llava.spectral_inst.dataset import dataset_band_names, load_patches
 
 from .data import eurosat_samples
 from .options import ClassifyOptions
@@ -64,7 +64,8 @@ def multilabel_f1(true: Sequence[Sequence[str]], predictions: Sequence[Sequence[
 
 
 def write_jsonl(path, rows) -> None:
-    atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
+    """One strict JSON object per line (NaN, e.g. the recall of an image without labels, becomes null)."""
+    atomic_write_text(path, "".join(json.dumps(strict_json(row), allow_nan=False) + "\n" for row in rows))
 
 
 def run_classify_eval(model_dir, output_dir, model=None, processor=None, radiometry=None, **options) -> dict:
@@ -76,18 +77,22 @@ def run_classify_eval(model_dir, output_dir, model=None, processor=None, radiome
     if options.eurosat is None and options.dataset is None:
         raise ValueError("give --eurosat ROOT and/or --dataset DIR")
     output_dir = Path(output_dir)
-    items = []  # (path, source, true labels)
+    eurosat, patches = [], []  # (path, source, true labels)
     if options.eurosat is not None:
         paths, labels, class_names = eurosat_samples(options.eurosat, options.max_per_class)
-        items += [(path, "eurosat", [class_names[i]]) for path, i in zip(paths, labels)]
+        eurosat = [(path, "eurosat", [class_names[i]]) for path, i in zip(paths, labels)]
     if options.dataset is not None:
-        items += [(row["path"], row["source"], list(row["labels"]))
-                  for row in load_patches(options.dataset, options.split, options.max_samples)]
+        patches = [(row["path"], row["source"], list(row["labels"]))
+                   for row in load_patches(options.dataset, options.split, options.max_samples)]
     if model is None:
         model, processor = load_model_and_processor(model_dir)
-    predicted = classify_images(model, processor, [path for path, _, _ in items], batch_size=options.batch_size,
-                                max_new_tokens=options.max_new_tokens, tower_cache=options.tower_cache,
-                                radiometry=radiometry)
+    # the dataset's images are read with the band names its build recorded, if any (then apart from EuroSAT's)
+    band_names = dataset_band_names(options.dataset) if options.dataset is not None else None
+    predicted, items = [], eurosat + patches
+    for group, names in [(eurosat, None), (patches, band_names)] if band_names else [(items, None)]:
+        predicted += classify_images(model, processor, [path for path, _, _ in group], batch_size=options.batch_size,
+                                     max_new_tokens=options.max_new_tokens, tower_cache=options.tower_cache,
+                                     radiometry=radiometry, band_names=names) if group else []
     rows = [dict(p, source=source, true=truth) for p, (_, source, truth) in zip(predicted, items)]
     result = {"model": str(model_dir), "eurosat": options.eurosat, "dataset": options.dataset,
               "split": options.split if options.dataset else None,

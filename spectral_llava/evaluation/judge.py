@@ -121,27 +121,35 @@ def judge_pairs(judge, items: Sequence[dict], max_new_tokens: int = 64) -> list[
     return results
 
 
+NO_SCORE = "no judge reply held a readable pair of scores"
+
+
 def relative_score(judged: Sequence[dict]) -> dict:
     """LLaVA-Bench's relative score: 100 x (sum of model scores) / (sum of reference scores) over the pairs
-    whose scores parsed; unreadable replies are dropped from the score and counted (`parse_failures`), and with
-    no readable reply the score is NaN."""
+    whose scores parsed; unreadable replies are dropped from the score and counted (`parse_failures`). With no
+    readable reply there is no score: the scores are None (null in quality.json) and `why_no_score` says why."""
     parsed = [j for j in judged if j["model_score"] is not None and j["reference_score"] is not None]
     reference = sum(j["reference_score"] for j in parsed)
     failures = len(judged) - len(parsed)
     if failures:
         logger.warning("judge: %d of %d replies hold no readable pair of scores and are left out of the relative "
                        "score (the replies are in captions.jsonl)", failures, len(judged))
-    return {
-        "relative_score": 100.0 * sum(j["model_score"] for j in parsed) / reference if reference else math.nan,
-        "model_mean": float(np.mean([j["model_score"] for j in parsed])) if parsed else math.nan,
-        "reference_mean": float(np.mean([j["reference_score"] for j in parsed])) if parsed else math.nan,
+    result = {
+        "relative_score": 100.0 * sum(j["model_score"] for j in parsed) / reference if reference else None,
+        "model_mean": float(np.mean([j["model_score"] for j in parsed])) if parsed else None,
+        "reference_mean": float(np.mean([j["reference_score"] for j in parsed])) if parsed else None,
         "num_judged": len(judged), "num_scored": len(parsed), "parse_failures": failures,
     }
+    if result["relative_score"] is None:
+        result["why_no_score"] = NO_SCORE if not parsed else "the reference answers scored 0 in total"
+    return result
 
 
 def judge_summary(judge: dict) -> str:
-    """The judged score in words, with how many replies were dropped: for reports and the model card."""
-    score = "n/a" if math.isnan(judge["relative_score"]) else f"{judge['relative_score']:.1f}% of the reference"
+    """The judged score in words, with how many replies were dropped: for reports and the model card. A score of
+    None (or NaN, in quality.json files written before null) reads "n/a"."""
+    score = judge.get("relative_score")
+    score = "n/a" if score is None or math.isnan(score) else f"{score:.1f}% of the reference"
     return (f"{score} over {judge['num_judged'] - judge['parse_failures']} scored pairs ({judge['parse_failures']} of "
             f"{judge['num_judged']} judge replies unreadable, left out)")
 

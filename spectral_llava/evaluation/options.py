@@ -43,7 +43,7 @@ class FeatureOptions:
 
 @dataclass
 class ProbeOptions:
-    """The probe protocol (paper: Adam lr 1e-4, batch 100, 100 epochs, 5 folds, train ratios 10..90 %)."""
+    """The probe protocol (paper: Adam lr 1e-4, batch 100, 100 epochs, 5 folds, train ratios 0.1..0.9)."""
 
     ratios: list[float] = field(default_factory=lambda: list(TRAIN_RATIOS),
                                 metadata={"help": "train ratios, each strictly between 0 and 1"})

@@ -1,6 +1,6 @@
 """Linear probe (paper Fig. 4): EuroSAT features of two kinds, ``vision`` (tower output mean-pooled) and ``grounded``
 (projector output mean-pooled), both from ONE tower pass per image. A ``torch.nn.Linear`` is trained with Adam
-(lr 1e-4, batch 100, 100 epochs) at train ratios 10 %..90 %, five stratified seeded folds each.
+(lr 1e-4, batch 100, 100 epochs) at train ratios 0.1..0.9, five stratified seeded folds each.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from spectral_llava.utils.fileio import atomic_write_json
 from spectral_llava.inference.generation import generate_answers
 from spectral_llava.modeling_spectral_llava.tools.loading import load_model_and_processor
 from spectral_llava.processing.processing_spectral_llava import TASK_PROMPTS
-from spectral_llava.spectral_inst.dataset import load_patches
+from spectral_llava.spectral_inst.dataset import dataset_band_names, load_patches
 
 from .caption_metrics import score_captions
 from .classification import write_jsonl
@@ -22,6 +22,11 @@ from .judge import judge_pairs, load_judge, patch_facts, relative_score
 from .options import QualityOptions
 
 logger = logging.getLogger(__name__)
+
+
+NULL_MEANS = ("no value: a recall needs images with labels, a false-claim rate images with absent classes, a judged "
+              "score at least one readable judge reply (judge.why_no_score); written as null, not NaN, which strict "
+              "JSON parsers refuse")
 
 
 def nan_mean(values) -> float:
@@ -36,7 +41,7 @@ def run_quality(model_dir, dataset_dir, output_dir, model=None, processor=None, 
     reference caption (`caption_metrics.score_captions`), and, with a judge (`options["judge"]`, or a loaded
     (model, tokenizer) pair `judge_model`), the LLaVA-Bench-style relative score against the dataset's reference
     caption. Writes OUTPUT/quality.json and OUTPUT/captions.jsonl. `options`: `QualityOptions` fields; `radiometry`
-    (a `RadiometrySettings`) is how the images are read."""
+    (a `RadiometrySettings`) is how the images are read, with the band names the dataset's build recorded."""
     options = QualityOptions(**options)
     output_dir = Path(output_dir)
     rows = load_patches(dataset_dir, options.split, options.max_samples)
@@ -46,7 +51,8 @@ def run_quality(model_dir, dataset_dir, output_dir, model=None, processor=None, 
         model, processor = load_model_and_processor(model_dir)
     answers = generate_answers(model, processor, [row["path"] for row in rows], "caption",
                                batch_size=options.batch_size, max_new_tokens=options.max_new_tokens,
-                               tower_cache=options.tower_cache, desc="captioning", radiometry=radiometry)
+                               tower_cache=options.tower_cache, desc="captioning", radiometry=radiometry,
+                               band_names=dataset_band_names(dataset_dir))
     records = []
     for row, answer in zip(rows, answers):
         vocabulary = vocabulary_of(row["source"])
@@ -66,6 +72,7 @@ def run_quality(model_dir, dataset_dir, output_dir, model=None, processor=None, 
                           "words count for no class, negated mentions ignored",
         "caption_metrics": score_captions({r["id"]: r["caption"] for r in records},
                                           {r["id"]: [r["reference"]] for r in records}),
+        "null_means": NULL_MEANS,
     }
     if judge_model is not None or options.judge is not None:
         question = TASK_PROMPTS["caption"].split("] ", 1)[-1]

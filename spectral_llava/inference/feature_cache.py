@@ -31,10 +31,12 @@ logger = logging.getLogger(__name__)
 Encoder = Callable[[Sequence[str], Sequence[str]], torch.Tensor]
 
 
-def feature_fingerprint(model, image_processor, radiometry: RadiometrySettings | None = None) -> str:
-    """sha256 over the tower weights, tower config, feature layer, image-processor config and the radiometric
+def feature_fingerprint(model, image_processor, radiometry: RadiometrySettings | None = None,
+                        band_names=None) -> str:
+    """sha256 over the tower weights, tower config, feature layer, image-processor config, the radiometric
     handling the images are read with (`radiometry`, default the processor's own; its `cache_key`: the rules version
-    and the input offset and scale, `strict` changes no value)."""
+    and the input offset and scale, `strict` changes no value) and the band names given to unnamed multi-band
+    files (`band_names`, when given)."""
     digest = hashlib.sha256()
     tower = model.vision_tower
     digest.update(tower.config.to_json_string(use_diff=False).encode())
@@ -43,6 +45,8 @@ def feature_fingerprint(model, image_processor, radiometry: RadiometrySettings |
     for key in ("processor_class", "input_offset", "input_scale", "strict"):  # the call's settings stand for them
         processing.pop(key, None)
     processing["radiometry"] = image_processor.radiometry_settings(radiometry).cache_key()
+    if band_names:
+        processing["band_names"] = list(band_names)
     digest.update(json.dumps(processing, sort_keys=True).encode())
     for name, tensor in sorted(tower.state_dict().items()):
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
@@ -50,13 +54,15 @@ def feature_fingerprint(model, image_processor, radiometry: RadiometrySettings |
     return digest.hexdigest()
 
 
-def tower_encoder(model, image_processor, radiometry: RadiometrySettings | None = None) -> Encoder:
-    """An encoder of image paths, read with the radiometric handling `radiometry` (default the processor's own),
-    into the tower's output at `vision_feature_layer` (tower in eval mode)."""
+def tower_encoder(model, image_processor, radiometry: RadiometrySettings | None = None, band_names=None) -> Encoder:
+    """An encoder of image paths, read with the radiometric handling `radiometry` (default the processor's own) and
+    `band_names` (unnamed multi-band files), into the tower's output at `vision_feature_layer` (tower in eval
+    mode)."""
     tower = model.vision_tower
 
     def encode(ids: Sequence[str], paths: Sequence[str]) -> torch.Tensor:
-        pixels = image_processor(list(paths), return_tensors="pt", radiometry=radiometry)["pixel_values"]
+        pixels = image_processor(list(paths), return_tensors="pt", radiometry=radiometry,
+                                 band_names=band_names)["pixel_values"]
         parameter = next(tower.parameters())
         was_training = tower.training
         tower.eval()
@@ -188,12 +194,14 @@ def image_ids(paths: Sequence[str]) -> dict[str, str]:
 
 
 def open_tower_cache(tower_cache, model, image_processor, paths: Sequence[str], batch_size: int = 8,
-                     fingerprint: str | None = None,
-                     radiometry: RadiometrySettings | None = None) -> FeatureCache | None:
+                     fingerprint: str | None = None, radiometry: RadiometrySettings | None = None,
+                     band_names=None) -> FeatureCache | None:
     """The training feature cache at `tower_cache` holding the raw tower output of every path read with the
-    radiometric handling `radiometry` (encoding only the images it lacks), or None when `tower_cache` is None or
-    there are no paths."""
+    radiometric handling `radiometry` and `band_names` (encoding only the images it lacks), or None when
+    `tower_cache` is None or there are no paths."""
     if tower_cache is None or not paths:
         return None
-    cache = FeatureCache(tower_cache, fingerprint or feature_fingerprint(model, image_processor, radiometry))
-    return cache.build(image_ids(paths), tower_encoder(model, image_processor, radiometry), batch_size=batch_size)
+    cache = FeatureCache(tower_cache, fingerprint or feature_fingerprint(model, image_processor, radiometry,
+                                                                         band_names))
+    return cache.build(image_ids(paths), tower_encoder(model, image_processor, radiometry, band_names),
+                       batch_size=batch_size)

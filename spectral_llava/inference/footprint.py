@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 from spectral_llava.processing.image_processing_spectral_llava import MAX_FOOTPRINT_RATIO, footprint_ratio
@@ -9,13 +10,16 @@ from spectral_llava.processing.scene_reader import SceneReader
 from spectral_llava.processing.sentinel2_io import WHOLE_IMAGE_LIMIT
 
 
-def refuse_squashed_inputs(paths: Sequence[str], image_processor, model_dir: str) -> None:
+def refuse_squashed_inputs(paths: Sequence[str], image_processor, model_dir: str, band_names=None) -> None:
     """Refuse inputs whose ground extent exceeds the model's footprint more than MAX_FOOTPRINT_RATIO times in either
     direction: one answer for a whole scene squashed into the model's image size is not what the user wants.
-    Inputs declaring more than WHOLE_IMAGE_LIMIT are refused first (headers only), as the processor would."""
+    Inputs declaring more than WHOLE_IMAGE_LIMIT are refused first (headers only), as the processor would.
+    `band_names`: the bands of multi-band files whose header does not name them (band folders ignore it)."""
     size = image_processor.image_size
     for path in paths:
-        with SceneReader(path, select_bands=image_processor.band_names, limit=WHOLE_IMAGE_LIMIT) as reader:
+        named = band_names if os.path.isfile(path) else None
+        with SceneReader(path, select_bands=image_processor.band_names, band_names=named,
+                         limit=WHOLE_IMAGE_LIMIT) as reader:  # headers only
             height, width = reader.height, reader.width
             if getattr(image_processor, "do_center_crop", False):
                 height, width = min(height, image_processor.crop_size), min(width, image_processor.crop_size)

@@ -22,19 +22,21 @@ from .runtime import single_thread
 def generate_answers(model, processor, paths: Sequence[str], task: str, question: str | None = None,
                      batch_size: int = GenerationOptions.batch_size,
                      max_new_tokens: int = GenerationOptions.max_new_tokens, tower_cache=None, desc: str | None = None,
-                     radiometry: RadiometrySettings | None = None):
+                     radiometry: RadiometrySettings | None = None, band_names=None):
     """Greedy answers to the processor's `task` prompt ("caption" | "classification") for each image.
 
     Returns one dict per image: "text" (decoded, special tokens dropped), "token_ids" and "logprobs" (the
     log-probability of each generated token, up to the end-of-turn token) and, when the image was processed in
     this call, "radiometry" (the image processor's metadata: offset, scale, source rule...). Images are read with
-    the radiometric handling `radiometry` (a `RadiometrySettings`; default the image processor's own). With
-    `tower_cache` (a training feature cache dir) the tower output is read from the cache instead of recomputed.
+    the radiometric handling `radiometry` (a `RadiometrySettings`; default the image processor's own) and
+    `band_names` (the bands of multi-band files whose header does not name them, in file order; band folders
+    ignore it). With `tower_cache` (a training feature cache dir) the tower output is read from the cache instead
+    of recomputed.
     """
     prompt = processor.build_prompt(task, text=question)
     tokenizer = processor.tokenizer
     raw_cache = open_tower_cache(tower_cache, model, processor.image_processor, paths, batch_size,
-                                 radiometry=radiometry)
+                                 radiometry=radiometry, band_names=band_names)
     expanded = expand_image_tokens(processor, prompt)
     answers = []
     with torch.inference_mode(), single_thread():
@@ -46,7 +48,7 @@ def generate_answers(model, processor, paths: Sequence[str], task: str, question
                 inputs["vision_features"] = raw_cache.get([image_id(p) for p in chunk]).to(model.dtype)
             else:
                 inputs = dict(processor(images=chunk, text=[prompt] * len(chunk), return_tensors="pt",
-                                        return_metadata=True, radiometry=radiometry))
+                                        return_metadata=True, radiometry=radiometry, band_names=band_names))
                 metadata = [{"radiometry": meta["radiometry"]} for meta in inputs.pop("metadata")]
             answers += [{**answer, **meta}
                         for answer, meta in zip(greedy_answers(model, tokenizer, inputs, max_new_tokens), metadata)]
@@ -100,14 +102,15 @@ def rank_labels(tokenizer, answer: dict, labels: Sequence[str]) -> list[str]:
 def classify_images(model, processor, paths: Sequence[str], vocabulary: Sequence[str] | None = None,
                     batch_size: int = GenerationOptions.batch_size,
                     max_new_tokens: int = GenerationOptions.max_new_tokens, tower_cache=None,
-                    radiometry: RadiometrySettings | None = None) -> list[dict]:
+                    radiometry: RadiometrySettings | None = None, band_names=None) -> list[dict]:
     """One {"image", "labels", "text"} per image (and "radiometry" when the image was read, not taken from
     `tower_cache`): the `[classification]` answer parsed with parse_labels against `vocabulary` (default: the
-    EuroSAT classes and the 19 BigEarthNet classes), most likely first. `radiometry`: as `generate_answers`."""
+    EuroSAT classes and the 19 BigEarthNet classes), most likely first. `radiometry`, `band_names`: as
+    `generate_answers`."""
     vocabulary = list(vocabulary) if vocabulary is not None else list(EUROSAT_CLASSES) + list(BEN19_LABELS)
     answers = generate_answers(model, processor, paths, "classification", batch_size=batch_size,
                                max_new_tokens=max_new_tokens, tower_cache=tower_cache, desc="classifying",
-                               radiometry=radiometry)
+                               radiometry=radiometry, band_names=band_names)
     return [{"image": str(path), "labels": rank_labels(processor.tokenizer, answer,
                                                         parse_labels(answer["text"], vocabulary)),
              "text": answer["text"], **({"radiometry": answer["radiometry"]} if "radiometry" in answer else {})}

@@ -5,7 +5,7 @@ Layout: the scene's CRS; pixel (r, c) is the tile at grid row r, column c (`scen
 overlap one pixel is 1.28 km; the last row and column, edge tiles shifted inward, reach up to stride - 1 pixels past
 the scene's edge). Band 1, uint8: the class index of the tile's first (top) label, `NO_LABEL` for a mapped tile
 without one, 255 (no-data) for a tile skipped as all no-data. Classes are numbered from 0, most frequent first label
-first (ties by name), coloured by the scene room's one palette (`palette.class_colours`, the web app's legend);
+first (ties by name), coloured by the scene room's one palette (`palette.label_colours`, the web app's legend);
 the colour table is inside the file, the class names are GDAL category names and a thematic raster attribute table
 (value, class, red, green, blue, alpha) in the PAM sidecar `map.tif.aux.xml` that GDAL and QGIS read with it
 (GDAL 3.10's GeoTIFF keeps neither inside the file). Internal overviews (mode resampling) down to one pixel,
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .palette import NO_LABEL, class_colours
+from .palette import NO_LABEL, label_colours
 
 NODATA = 255
 BLOCKSIZE = 512
@@ -55,7 +55,7 @@ def raster_grid(tiles, transform, stride: int) -> tuple[int, int, object]:
 
 def label_grid(rows: list[dict], shape: tuple[int, int]) -> tuple[np.ndarray, list[str]]:
     """(uint8 class indices (NODATA where no row), class names) of the mapped rows on a grid of `shape`."""
-    classes = list(class_colours([first_label(row) for row in rows]))
+    classes = list(label_colours([first_label(row) for row in rows]))
     if len(classes) > NODATA:
         raise ValueError(f"{len(classes)} classes do not fit a uint8 label raster (at most {NODATA})")
     index = {name: value for value, name in enumerate(classes)}
@@ -89,7 +89,7 @@ def write_label_raster(output: Path, rows: list[dict], tiles, transform, crs, st
     what the metadata records: {"layout", "classes", "colours", "nodata", "scores"} (scores: the score file or None)."""
     height, width, grid_transform = raster_grid(tiles, transform, stride)
     labels, classes = label_grid(rows, (height, width))
-    colours = class_colours([first_label(row) for row in rows])
+    colours = label_colours([first_label(row) for row in rows])
     scores = score_grid(rows, (height, width), classes)
     description = {"layout": LAYOUT, "classes": classes, "colours": colours, "nodata": NODATA,
                    "pixel_size_px": stride, "scores": str(scores_path(output)) if scores else None}

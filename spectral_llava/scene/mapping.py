@@ -22,7 +22,7 @@ from .inference import TileAnnotator
 from .options import MapOptions
 from .outputs import Checkpoints, output_format, write_tiles
 from .reading import TileBatches
-from .tiling import Tile, batches_of, plan_tiles, tile_id
+from .tiling import Tile, batches_of, owned_windows, plan_tiles, tile_id
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +37,9 @@ NODATA_RULE = ("valid_fraction = share of a tile's pixels holding data in every 
 class MapResult:
     """What `map_scene` wrote: `output` (the tile table), `overview` (PNG or None), `rows` (one dict per mapped tile,
     sorted by row and column: tile_id, row, col, labels, caption / classification_text by task, valid_fraction,
-    geometry as a shapely polygon in `crs`), `counts` (tiles, mapped, skipped_nodata, edge_shifted, resumed) and
-    `metadata` (what the file's metadata holds)."""
+    geometry as a shapely polygon in `crs`), `counts` (tiles, mapped, skipped_nodata, edge_shifted, resumed),
+    `metadata` (what the file's metadata holds) and `drawn` (per row, the polygon of the part of its tile that maps
+    draw, `tiling.owned_windows`: overlaps split halfway, so each point shows one tile)."""
 
     output: Path
     overview: Path | None
@@ -46,6 +47,7 @@ class MapResult:
     counts: dict
     crs: object = None
     metadata: dict = field(default_factory=dict)
+    drawn: list = field(default_factory=list)
 
 
 @dataclass
@@ -83,7 +85,7 @@ def map_scene(source, model, processor, output, options: MapOptions | None = Non
     options = options if options is not None else MapOptions()
     output = Path(output)
     output_format(output)
-    reader = open_scene(scene_source(source), processor.image_processor)
+    reader = open_scene(scene_source(source), processor.image_processor, options.names)
     try:
         check_georeferencing(reader, output)
         plan = plan_scene(reader, model, processor.image_processor, options)
@@ -108,12 +110,14 @@ def scene_source(source):
     return source
 
 
-def open_scene(source, image_processor):
+def open_scene(source, image_processor, band_names=None):
     """A `SceneReader` of `source` (headers only) holding every band the model reads, else a ValueError naming the
-    missing ones."""
+    missing ones. `band_names`: the bands of a multi-band file whose header does not name them (`--band-names`;
+    band folders ignore it)."""
     from spectral_llava.processing.scene_reader import SceneReader
 
-    reader = SceneReader(source, select_bands=image_processor.band_names, resampling=image_processor.resampling)
+    reader = SceneReader(source, select_bands=image_processor.band_names, resampling=image_processor.resampling,
+                         band_names=band_names if os.path.isfile(source) else None)
     missing = [band for band in image_processor.band_names if band not in reader.band_names]
     if missing:
         reader.close()
@@ -147,7 +151,8 @@ def plan_scene(reader, model, image_processor, options: MapOptions) -> ScenePlan
     description = {"source": reader.source, "product_id": product, "height": reader.height, "width": reader.width,
                    "tile_size": tile_size, "stride": stride, "batch_size": options.batch_size, "task": options.task,
                    "max_new_tokens": options.max_new_tokens, "model": model_fingerprint(model),
-                   "radiometry": radiometry, "max_tiles": options.max_tiles}
+                   "radiometry": radiometry, "max_tiles": options.max_tiles,
+                   **({"band_names": options.names} if options.names else {})}
     logger.info("%s: %dx%d px, %d tiles of %d px (stride %d, %d shifted inward at the edges) in %d batches of %d",
                 reader.source, reader.height, reader.width, len(tiles), tile_size, stride,
                 sum(tile.shifted for tile in tiles), len(batches), options.batch_size)
@@ -237,11 +242,14 @@ def assemble_rows(stored: list[dict], plan: ScenePlan, transform) -> list[dict]:
 
 
 def _footprint(transform, tile: Tile):
+    return _window_polygon(transform, (tile.x, tile.y, tile.x + tile.size, tile.y + tile.size))
+
+
+def _window_polygon(transform, window):
     import shapely
 
-    corners = [(tile.x, tile.y), (tile.x + tile.size, tile.y), (tile.x + tile.size, tile.y + tile.size),
-               (tile.x, tile.y + tile.size)]
-    return shapely.Polygon([transform @ corner for corner in corners])
+    x0, y0, x1, y1 = window
+    return shapely.Polygon([transform @ corner for corner in ((x0, y0), (x1, y0), (x1, y1), (x0, y1))])
 
 
 def write_outputs(output: Path, reader, plan: ScenePlan, rows: list[dict], options: MapOptions, precision: str,
@@ -277,4 +285,6 @@ def write_outputs(output: Path, reader, plan: ScenePlan, rows: list[dict], optio
     logger.info("wrote %s (%d tiles mapped, %d all no-data skipped, %d edge tiles shifted inward, %d resumed)%s",
                 output, counts["mapped"], counts["skipped_nodata"], shifted, resumed,
                 f" and {overview}" if overview else "")
-    return MapResult(output, overview, table, counts, reader.crs, metadata)
+    drawn = [_window_polygon(reader.transform, window)
+             for window in owned_windows([plan.tiles[row["tile_index"]] for row in rows])]
+    return MapResult(output, overview, table, counts, reader.crs, metadata, drawn)

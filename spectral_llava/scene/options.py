@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
 
-from spectral_llava.processing.options import RadiometryOptions
+from spectral_llava.processing.options import BandNamesOptions, RadiometryOptions
 
 Task = Literal["classification", "caption", "both"]
 Engine = Literal["local", "ray"]
@@ -17,9 +17,10 @@ ENGINES = get_args(Engine)
 
 
 @dataclass(kw_only=True)
-class MapOptions(RadiometryOptions):
+class MapOptions(RadiometryOptions, BandNamesOptions):
     """How `map_scene` tiles a scene and runs the model on it (the input, model and output are arguments); the
-    radiometric handling (`input_offset`, `input_scale`, `strict`) reaches every tile as `self.radiometry`."""
+    radiometric handling (`input_offset`, `input_scale`, `strict`) reaches every tile as `self.radiometry`, the
+    band names of an unnamed multi-band file (`band_names`) the reader as `self.names`."""
 
     task: Task = field(default="classification", metadata={"help": "labels, captions or both for every tile"})
     tile_size: int | None = field(default=None, metadata={
@@ -48,7 +49,8 @@ class MapOptions(RadiometryOptions):
     no_overview: bool = field(default=False, metadata={"help": "write no overview image"})
 
     def __post_init__(self):
-        super().__post_init__()
+        RadiometryOptions.__post_init__(self)
+        BandNamesOptions.__post_init__(self)
         for name, allowed in (("task", TASKS), ("engine", ENGINES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"--{name} {getattr(self, name)!r}: expected one of {', '.join(allowed)}")

@@ -6,6 +6,9 @@ edge: it is shifted inward and overlaps its neighbour, so every tile is full siz
 never a stretched or padded tile) and every pixel is covered. A scene smaller than one tile in either direction is
 refused. Grid indices (`row`, `col`) count tiles, the shifted edge tile taking the next index. `max_tiles` keeps
 at most that many tiles, an evenly spaced sub-grid spread over the whole scene (`spread_tiles`).
+
+Drawn on a map, overlapping tiles would stack their fills; `owned_windows` gives each tile the part of it nearer its
+own centre than its neighbours', so that each ground point shows one tile's colour.
 """
 
 from __future__ import annotations
@@ -94,3 +97,19 @@ def batches_of(tiles: list[Tile], batch_size: int) -> list[list[int]]:
     """Tile indices in processing order, cut into batches of `batch_size` (the last may be shorter)."""
     order = [tile.index for tile in processing_order(tiles)]
     return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+def owned_windows(tiles: list[Tile]) -> list[tuple[float, float, float, float]]:
+    """(x0, y0, x1, y1), in pixels of the 10 m grid, of the part of each tile nearer its centre than the centre of
+    the tiles beside it along the grid: an overlap (an edge tile shifted inward, a stride below the tile size) is
+    split halfway between the tiles' centres. The parts cover the tiles without overlapping each other."""
+    def cuts(offsets: list[int], size: int) -> dict[int, tuple[float, float]]:
+        middles = [(a + b + size) / 2 for a, b in zip(offsets, offsets[1:])]
+        edges = [offsets[0], *middles, offsets[-1] + size]
+        return {offset: (max(offset, edges[k]), min(offset + size, edges[k + 1])) for k, offset in enumerate(offsets)}
+
+    if not tiles:
+        return []
+    size = tiles[0].size
+    columns, rows = cuts(sorted({t.x for t in tiles}), size), cuts(sorted({t.y for t in tiles}), size)
+    return [(columns[t.x][0], rows[t.y][0], columns[t.x][1], rows[t.y][1]) for t in tiles]

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from spectral_llava.utils.fileio import atomic_write_json, atomic_write_text, replace_dir
-from spectral_llava.processing.options import RadiometryOptions
+from spectral_llava.processing.options import BandNamesOptions, RadiometryOptions
 from spectral_llava.processing.rendering import RGB_PERCENTILES
 
 from .captioners import caption_all, caption_of, make_captioner
@@ -35,10 +35,11 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class BuildConfig(RadiometryOptions):
+class BuildConfig(RadiometryOptions, BandNamesOptions):
     """Options of `build_dataset` and `spectral-llava build-dataset` (help texts are the CLI's). The radiometric
     handling (`input_offset`, `input_scale`, `strict`: implausible values skip the patch, reported) applies to every
-    patch read."""
+    patch read, `band_names` to every multi-band file (recorded in build_info.json: training and evaluation read
+    the images with them)."""
 
     output: str = field(metadata={"help": "output folder (resumable)", "metavar": "DIR"})
     bigearthnet: str | None = field(default=None, metadata={"help": "reBEN (BigEarthNet v2) patch folders",
@@ -72,7 +73,8 @@ class BuildConfig(RadiometryOptions):
     hub_private: bool = field(default=False, metadata={"help": "create the Hub repo as private"})
 
     def __post_init__(self):
-        super().__post_init__()
+        RadiometryOptions.__post_init__(self)
+        BandNamesOptions.__post_init__(self)
         if isinstance(self.metadata, (str, os.PathLike)):
             self.metadata = [self.metadata]
         if self.countries:
@@ -248,6 +250,7 @@ def describe_build(config: BuildConfig, captioner: str, roots: dict[str, str], s
         "thresholds": THRESHOLDS,
         "radiometry": {**config.radiometry.cache_key(), "strict": config.strict,
                        "rules": "processing/radiometry.py; each record's `radiometry` says what was applied"},
+        "band_names": config.names,
         "captioner": captioner,
         "seed": config.seed,
         "hub_repo_id": config.push_to_hub,
@@ -266,7 +269,7 @@ def build_dataset(config: BuildConfig) -> dict:
     tasks, skipped, roots = discover(config)
     tasks = [t for t in tasks if _in_shard(t.id, config.shard_index)]
     logger.info("discovered %d patches to build into %s", len(tasks), output)
-    ready, errors = process_all(tasks, str(output), config.num_proc, config.radiometry)
+    ready, errors = process_all(tasks, str(output), config.num_proc, config.radiometry, config.names)
     processing_seconds = time.perf_counter() - started
     report = {
         "output": str(output.resolve()),

@@ -29,6 +29,12 @@ def load_build_info(dataset_dir: str | os.PathLike) -> dict:
     return json.loads(path.read_text())
 
 
+def dataset_band_names(dataset_dir: str | os.PathLike) -> list[str] | None:
+    """The band names the build gave its multi-band files (`build-dataset --band-names`), which training and
+    evaluation read the images with; None when the files named their own bands."""
+    return load_build_info(dataset_dir).get("band_names")
+
+
 def load_split(dataset_dir: str | os.PathLike, subset: str, split: str | None = "train"):
     """(datasets.Dataset, image_roots) of ``DATASET_DIR/<subset>``, split `split`: one name, several separated by
     commas ("validation,test", concatenated in that order), or None for every split."""

@@ -94,14 +94,16 @@ def rgb_relpath(task: PatchTask) -> str:
     return f"rgb/{task.source}/{bucket(task.id)}/{task.id}.png"
 
 
-def read_patch_bands(task: PatchTask, radiometry: RadiometrySettings | None = None):
+def read_patch_bands(task: PatchTask, radiometry: RadiometrySettings | None = None, band_names=None):
     """(reflectance bands {B02, B03, B04, B08, B11} on the 10 m grid, valid-pixel mask, image metadata, the
     `processing.radiometry.ResolvedRadiometry` applied). `radiometry`: the build's settings for `apply_radiometry`
-    (default: the automatic rules, implausible values warn)."""
+    (default: the automatic rules, implausible values warn); `band_names`: the bands of multi-band files whose
+    header does not name them (band folders ignore it)."""
     from spectral_llava.processing.radiometry import apply_radiometry
     from spectral_llava.processing.sentinel2_io import read_image
 
-    image = read_image(task.path, select_bands=list(SUMMARY_BANDS))
+    named = band_names if os.path.isfile(task.path) else None
+    image = read_image(task.path, band_names=named, select_bands=list(SUMMARY_BANDS))
     names, mask = list(image.band_names), image.metadata.get("band_mask") or [True] * len(image.band_names)
     missing = [name for name in SUMMARY_BANDS if name not in names or not mask[names.index(name)]]
     if missing:
@@ -133,14 +135,14 @@ def _labels_place_and_date(task: PatchTask, latitude: float, longitude: float) -
 
 
 def process_patch(task: PatchTask, output_dir: str | os.PathLike,
-                  radiometry: RadiometrySettings | None = None) -> dict:
-    """Read one patch (with the radiometric handling `radiometry`, see `read_patch_bands`), write its RGB PNG and
-    its cached metadata record; return the record."""
+                  radiometry: RadiometrySettings | None = None, band_names=None) -> dict:
+    """Read one patch (with the radiometric handling `radiometry` and `band_names`, see `read_patch_bands`), write
+    its RGB PNG and its cached metadata record; return the record."""
     from PIL import Image
 
     output_dir = Path(output_dir)
     radiometry = radiometry if radiometry is not None else RadiometrySettings()
-    bands, valid, metadata, applied = read_patch_bands(task, radiometry)
+    bands, valid, metadata, applied = read_patch_bands(task, radiometry, band_names)
     summary = spectral_summary(bands, valid)
     height, width = valid.shape
     latitude, longitude = patch_centre_latlon(metadata["crs"], metadata["transform"], height, width)
@@ -157,6 +159,7 @@ def process_patch(task: PatchTask, output_dir: str | os.PathLike,
         "flag_source": "metadata" if task.snow is not None else "spectral", "reben_patch_id": task.reben_patch_id,
         "radiometry": applied.as_dict(),
         "radiometry_settings": radiometry.cache_key(),
+        **({"band_names": list(band_names)} if band_names else {}),
         **summary,
     }
     atomic_write_json(record_path(output_dir, task.id), record)
@@ -169,18 +172,18 @@ def _png_bytes(image) -> bytes:
     return handle.getvalue()
 
 
-def _process_safely(args: tuple[PatchTask, str, RadiometrySettings | None]) -> tuple[str, dict]:
-    task, output_dir, radiometry = args
+def _process_safely(args: tuple[PatchTask, str, RadiometrySettings | None, list | None]) -> tuple[str, dict]:
+    task, output_dir, radiometry, band_names = args
     try:
-        return "ok", process_patch(task, output_dir, radiometry)
+        return "ok", process_patch(task, output_dir, radiometry, band_names)
     except Exception as error:  # one bad patch must not stop a 500k-patch build; it is reported instead
         return "error", {"id": task.id, "path": task.path, "reason": f"{type(error).__name__}: {error}"}
 
 
 def load_cached_record(output_dir: str | os.PathLike, task: PatchTask,
-                       radiometry: RadiometrySettings | None = None) -> dict | None:
+                       radiometry: RadiometrySettings | None = None, band_names=None) -> dict | None:
     """The cached record of ``task`` when it and its PNG exist and are readable and it was made with the same
-    radiometric handling (``radiometry`` as for ``process_patch``), else None."""
+    radiometric handling and band names (``radiometry``, ``band_names`` as for ``process_patch``), else None."""
     path = record_path(output_dir, task.id)
     try:
         record = json.loads(path.read_text())
@@ -189,6 +192,7 @@ def load_cached_record(output_dir: str | os.PathLike, task: PatchTask,
     settings = (radiometry if radiometry is not None else RadiometrySettings()).cache_key()
     if (record.get("record_version") != RECORD_VERSION or record.get("image_path") != task.image_path
             or record.get("radiometry_settings") != settings
+            or record.get("band_names") != (list(band_names) if band_names else None)
             or not (Path(output_dir) / record["rgb_path"]).is_file()):
         return None
     return record
@@ -211,9 +215,9 @@ def _pool_context():
 
 
 def process_all(tasks: list[PatchTask], output_dir: str, num_proc: int = 1,
-                radiometry: RadiometrySettings | None = None) -> tuple[list[PatchTask], list[dict]]:
-    """Make sure every task has a cached record (reused, or processed with ``num_proc`` workers and the
-    radiometric handling ``radiometry``, see ``process_patch``).
+                radiometry: RadiometrySettings | None = None, band_names=None) -> tuple[list[PatchTask], list[dict]]:
+    """Make sure every task has a cached record (reused, or processed with ``num_proc`` workers, the radiometric
+    handling ``radiometry`` and ``band_names``, see ``process_patch``).
 
     Returns the tasks that have a record and the error entries of the patches that failed. Records stay on
     disk, so memory does not grow with the archive.
@@ -222,12 +226,13 @@ def process_all(tasks: list[PatchTask], output_dir: str, num_proc: int = 1,
 
     done, errors, todo = set(), [], []
     for task in tasks:
-        (done.add(task.id) if load_cached_record(output_dir, task, radiometry) is not None else todo.append(task))
+        cached = load_cached_record(output_dir, task, radiometry, band_names)
+        (done.add(task.id) if cached is not None else todo.append(task))
     logger.info("%d patches cached, %d to process with %d process(es)", len(done), len(todo), num_proc)
     if todo:
         import spectral_llava.processing.sentinel2_io  # noqa: F401  (imported once, before workers fork)
 
-        jobs = [(task, output_dir, radiometry) for task in todo]
+        jobs = [(task, output_dir, radiometry, band_names) for task in todo]
         with tqdm(total=len(jobs), desc="patches", unit="patch") as progress:
             if num_proc > 1:
                 with _pool_context().Pool(num_proc, initializer=_init_worker) as pool:

@@ -2,7 +2,7 @@
 
 - `write_file_atomically(path, write)`: `write(tmp_path)` fills a temporary file in the target's folder, then
   `os.replace` moves it onto `path` (atomic within one file system); `atomic_write_bytes` / `_text` / `_json`
-  are its common cases.
+  are its common cases. JSON is written strict (RFC 8259): a NaN or infinite float becomes `null` (`strict_json`).
 - `replace_dir(staging, target)`: swap a completed folder in place of `target`.
 - `write_dir_atomically(save, target)`: run `save(tmp_dir)` and swap the result in only when it completed.
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -50,8 +51,22 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def strict_json(obj):
+    """`obj` with every NaN or infinite float (in dicts, lists and tuples) replaced by None: strict JSON has no NaN,
+    and parsers other than Python's (jq, JavaScript's JSON.parse, Go, Rust) refuse a bare `NaN`."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {key: strict_json(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(value) for value in obj]
+    return obj
+
+
 def atomic_write_json(path: str | os.PathLike, obj, indent: int = 1) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False) + "\n")
+    """Write `obj` as strict JSON (`strict_json`: NaN and infinities become null)."""
+    text = json.dumps(strict_json(obj), indent=indent, ensure_ascii=False, allow_nan=False)
+    atomic_write_text(path, text + "\n")
 
 
 def replace_dir(staging: str | os.PathLike, target: str | os.PathLike) -> None:

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import atexit
 import functools
+import html
 import inspect
 import json
 import logging
 import os
 import re
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 
@@ -33,10 +35,10 @@ from spectral_llava.processing.image_processing_spectral_llava import MAX_FOOTPR
 from spectral_llava.scene.options import TASKS as MAP_TASKS  # noqa: E402
 
 from .describe import InputReport, describe_input, input_footprint_ratio  # noqa: E402
-from .inputs import InputError, available_samples, new_work_dir, resolve_upload  # noqa: E402
+from .inputs import InputError, available_samples, name_bands, new_work_dir, resolve_upload  # noqa: E402
 from .model import ModelSession  # noqa: E402
 from .options import AppOptions  # noqa: E402
-from .tile_map import map_document, map_iframe  # noqa: E402
+from .tile_map import map_document, map_iframe, show_owned_parts  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +100,11 @@ def _message_text(content) -> str:
     if isinstance(content, (list, tuple)):
         return "".join(_message_text(part) for part in content)
     return str(content)
+
+
+def markdown_text(text: str) -> str:
+    """`text` shown as written in gr.Markdown: HTML-like parts (`<patch>_B02.tif`) and emphasis marks escaped."""
+    return re.sub(r"([\\*_])", r"\\\1", html.escape(text, quote=False))
 
 
 def footprint_markdown(report: InputReport) -> str:
@@ -171,15 +178,41 @@ class SpectralApp:
                              "footprint; one answer for it would squash it into one image: use the Map tab (API: "
                              "/map) or `spectral-llava map`")
 
-    @_page_errors
-    def load(self, files, sample):
+    @staticmethod
+    def uploads_of(files, state) -> list[str]:
+        """The files of this upload. Every load empties the upload box (a box keeping them would add the next
+        upload's files to them), so these are the new files; none when the band names field was submitted: then
+        those of the last upload, kept in the page's state."""
+        uploads = [str(f) for f in ([files] if isinstance(files, (str, os.PathLike)) else files or [])]
+        return list(dict.fromkeys(uploads)) or list(state.get("uploads", []) if state else [])
+
+    def _input(self, uploads: list[str], sample, band_names: str) -> Path:
+        """The image path of a sample or of uploaded files; `band_names` names the bands of a multi-band GeoTIFF
+        (a named copy is read)."""
         if sample:
             if sample not in self.samples:
                 raise InputError(f"unknown sample {sample!r}")
             source = self.samples[sample]
         else:
-            source = self.resolve(files)
-        report = describe_input(source, self.session.image_processor, self.session.radiometry)
+            source = self.resolve(uploads)
+        if band_names and band_names.strip():
+            source = name_bands(source, band_names, self.work_root / "inputs")
+        return source
+
+    def load(self, files, sample, band_names: str = "", state=None):
+        """Describe a new input: every panel shows it, or, when it cannot be read, the status line says why and
+        every panel is cleared (no input stays loaded). Either way the upload box is emptied for the next upload;
+        the state keeps the files, which band names submitted next apply to."""
+        uploads = [] if sample else self.uploads_of(files, state)
+        try:
+            source = self._input(uploads, sample, band_names)
+            report = describe_input(source, self.session.image_processor, self.session.radiometry)
+        except PAGE_ERRORS as err:
+            message = markdown_text(tidy_paths(str(err), self.private_roots))
+            return ({"source": None, "uploads": uploads},
+                    f"**Could not read the input:** {message}  \nNo input is open now: upload another file or pick "
+                    "a sample.", None, None, "", "", "", "Load an input larger than one model tile to map it.",
+                    gr.update(interactive=False), "", None, "", [], "", None, None)
         self.quicklooks[str(source)] = report.quicklook
         while len(self.quicklooks) > QUICKLOOK_CACHE:
             self.quicklooks.pop(next(iter(self.quicklooks)))
@@ -187,17 +220,16 @@ class SpectralApp:
         if missing:
             gr.Warning(f"{source.name}: band(s) {', '.join(missing)} missing or entirely no-data; filled with the "
                        "dataset mean and masked (see the band table)", duration=None)  # stays until dismissed
-        state = {"source": str(source)}
         can_map = report.larger_than_one_tile and report.crs is not None
         map_note = ("Map the input tile by tile; each tile is coloured by its first label."
                     if can_map else f"Mapping needs a georeferenced input larger than one model tile "
                                     f"({report.tile_px} px); this one is {report.width} x {report.height} px.")
-        return (state, f"Loaded **{source.name}**", report.true_colour, report.false_colour,
-                footprint_markdown(report), bands_markdown(report), radiometry_markdown(report),
-                map_note, gr.update(interactive=can_map), "", None, "", [], "", None)
+        return ({"source": str(source), "uploads": uploads}, f"Loaded **{markdown_text(source.name)}**",
+                report.true_colour, report.false_colour, footprint_markdown(report), bands_markdown(report),
+                radiometry_markdown(report), map_note, gr.update(interactive=can_map), "", None, "", [], "", None, None)
 
-    def load_upload(self, files):
-        return self.load(files, None)
+    def load_upload(self, files, band_names, state):
+        return self.load(files, None, band_names, state)
 
     def load_sample(self, sample):
         return self.load(None, sample)
@@ -260,7 +292,8 @@ class SpectralApp:
         result, geojson, geoparquet = self._map(
             source, task, lambda done, total: progress((done, total), desc="mapping tiles", unit="tiles"))
         with open(geojson, encoding="utf-8") as f:
-            document = map_document(json.load(f), self.quicklooks.get(str(source)))
+            shown = show_owned_parts(json.load(f), result)
+        document = map_document(shown, self.quicklooks.get(str(source)))
         downloads = [str(geojson), str(geoparquet)] + ([str(result.overview)] if result.overview else [])
         counts = ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in result.counts.items())
         return map_iframe(document), downloads, f"**{len(result.rows)} tiles mapped** ({counts})"
@@ -300,6 +333,9 @@ class SpectralApp:
                 with gr.Column(scale=1):
                     files = gr.File(label="GeoTIFF, several band files, or a zip (patch folder / SAFE product)",
                                     file_count="multiple", height=220, elem_id="upload")
+                    band_names = gr.Textbox(label="band names of a multi-band GeoTIFF without band descriptions, "
+                                                  "in file order (Enter reloads)", placeholder="B02,B03,B04,B08",
+                                            elem_id="band-names")
                     sample = gr.Dropdown(choices=list(self.samples), value=None, label="or a shipped sample",
                                          elem_id="sample")
                     status = gr.Markdown("Upload an image or pick a sample.", elem_id="status")
@@ -346,11 +382,11 @@ class SpectralApp:
                 api_buttons = [gr.Button() for _ in range(3)]
 
             loaded = [state, status, true_colour, false_colour, footprint, bands, radiometry, map_note, map_button,
-                      caption_text, labels, raw_answer, chatbot, map_summary, map_view]
-            uploaded = files.upload(self.load_upload, files, loaded, concurrency_id="inputs", concurrency_limit=2,
-                                    **private)
-            uploaded.failure(lambda: None, None, files, **private)  # a refused upload is not kept for the next one
-            sample.select(self.load_sample, sample, loaded, concurrency_id="inputs", concurrency_limit=2, **private)
+                      caption_text, labels, raw_answer, chatbot, map_summary, map_view, files]
+            reading = {"concurrency_id": "inputs", "concurrency_limit": 2, **private}
+            for trigger in (files.upload, band_names.submit):
+                trigger(self.load_upload, [files, band_names, state], loaded, **reading)
+            sample.select(self.load_sample, sample, loaded, **reading)
             caption_button.click(self.page_caption, state, caption_text, **model_group, **private)
             classify_button.click(self.page_classify, state, [labels, raw_answer], **model_group, **private)
             for trigger in (question.submit, ask.click):
@@ -369,18 +405,45 @@ def build_app(session: ModelSession, options: AppOptions) -> gr.Blocks:
     return SpectralApp(session, options).build()
 
 
+class PortInUse(ValueError):
+    """The port asked for is taken; the message names the flag that picks another."""
+
+    def __init__(self, options: AppOptions):
+        super().__init__(f"port {options.port} on {options.host} is already in use (another app or server); pass "
+                         f"--port N with a free port, e.g. --port {options.port + 1}")
+
+
+def check_port(options: AppOptions) -> None:
+    """Raise PortInUse when options.host:options.port cannot be bound (the probe gradio makes before serving)."""
+    family = socket.AF_INET6 if ":" in options.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((options.host, options.port))
+        except OSError as err:
+            raise PortInUse(options) from err
+
+
 def serve(demo: gr.Blocks, options: AppOptions, block: bool = True) -> str:
     """Serve built Blocks on options.host:options.port (offline theme, errors shown in the page); returns the URL.
-    With block=False the server runs in a background thread (demo.close() stops it)."""
-    _, url, _ = demo.launch(server_name=options.host, server_port=options.port, prevent_thread_lock=not block,
-                            show_error=True, ssr_mode=False, pwa=False, mcp_server=False, theme=THEME, css=CSS,
-                            max_file_size=f"{options.max_upload_mb}mb", footer_links=["api", "gradio"])
+    With block=False the server runs in a background thread (demo.close() stops it). A port taken in the meantime
+    is PortInUse, not gradio's OSError about its own settings."""
+    check_port(options)
+    try:
+        _, url, _ = demo.launch(server_name=options.host, server_port=options.port, prevent_thread_lock=not block,
+                                show_error=True, ssr_mode=False, pwa=False, mcp_server=False, theme=THEME, css=CSS,
+                                max_file_size=f"{options.max_upload_mb}mb", footer_links=["api", "gradio"])
+    except OSError as err:
+        if "port" not in str(err):
+            raise
+        raise PortInUse(options) from None
     return url
 
 
 def launch(options: AppOptions, block: bool = True):
     """Load the model once and serve the app; returns (Blocks, local URL) once the server stops (block=True) or
-    at once (block=False)."""
+    at once (block=False). A port in use is refused before the model loads (PortInUse)."""
+    check_port(options)
     session = ModelSession(options.model, max_new_tokens=options.max_new_tokens, radiometry=options.radiometry)
     demo = build_app(session, options)
     logger.info("serving %s on http://%s:%d (Ctrl+C stops)", options.model, options.host, options.port)

@@ -19,8 +19,8 @@ from rasterio.warp import transform_bounds
 from spectral_llava.processing.image_processing_spectral_llava import footprint_ratio
 from spectral_llava.processing.rendering import FALSE_COLOUR, TRUE_COLOUR, stretch_rgb
 from spectral_llava.processing.scene_reader import SceneReader
-from spectral_llava.processing.sentinel2_io import (NOMINAL_PIXEL_SIZE_M, SPECTRALGPT_BANDS, ground_extent, read_header,
-                                                   read_image)
+from spectral_llava.processing.sentinel2_io import (NOMINAL_PIXEL_SIZE_M, SPECTRALGPT_BANDS, canonical_band_name,
+                                                   ground_extent, read_header, read_image)
 
 from .inputs import image_files
 
@@ -99,7 +99,10 @@ def _pixel_label(size: float, geographic: bool) -> str:
 
 
 def band_rows(metadata: dict, model_bands, sizes: dict[str, float], geographic: bool) -> list[dict]:
-    read = set(metadata.get("band_names") or [])
+    """One row per model band, then one per band present but not used. Aliases are one band (`B1.tif` of SSL4EO is
+    B01): names are compared in their canonical spelling."""
+    sizes = {key if key == "*" else canonical_band_name(key): size for key, size in sizes.items()}
+    read = {canonical_band_name(band) for band in metadata.get("band_names") or []}
     mask = dict(zip(model_bands, metadata.get("band_mask") or []))
     finest = min(sizes.values()) if sizes else None
     rows = []

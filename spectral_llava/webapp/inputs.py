@@ -19,8 +19,9 @@ import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
-from spectral_llava.processing.sentinel2_io import (RASTER_EXTENSIONS, SizeLimit, check_declared_size, detect_layout,
-                                                   is_safe_product, parse_band_file_name, read_header)
+from spectral_llava.processing.sentinel2_io import (RASTER_EXTENSIONS, SizeLimit, canonical_band_names,
+                                                    check_declared_size, check_raster_extension, detect_layout,
+                                                    is_safe_product, parse_band_file_name, read_header)
 
 REPO_DATA = Path(__file__).resolve().parents[2] / "tests" / "data"
 ZIP_EXTENSION = ".zip"
@@ -92,10 +93,12 @@ def resolve_upload(files, work_root: str | os.PathLike, limits: InputLimits = In
                          "any path or URL they name); map them with `spectral-llava map ITEM --model DIR --output "
                          "OUT` on your own machine")
     zips = [p for p in paths if p.suffix.lower() == ZIP_EXTENSION]
-    unknown = [p.name for p in paths if p.suffix.lower() not in RASTER_EXTENSIONS + (ZIP_EXTENSION,)]
-    if unknown:
-        raise InputError(f"unknown format: {', '.join(unknown)}; expected a GeoTIFF (.tif/.tiff), JPEG2000 band "
-                         "files (.jp2) or a .zip of a patch folder or SAFE product")
+    for path in paths:  # a PNG, a JPEG...: the reader's own message, as on the command line
+        if path.suffix.lower() not in RASTER_EXTENSIONS + (ZIP_EXTENSION,):
+            try:
+                check_raster_extension(str(path))
+            except ValueError as err:
+                raise InputError(str(err)) from err
     if zips:
         if len(paths) > 1:
             raise InputError(f"{zips[0].name}: upload a zip on its own, not together with other files")
@@ -225,9 +228,34 @@ def check_size(source: Path, limits: InputLimits) -> None:
     for path in image_files(source).values():
         try:
             header = read_header(path)
-        except ValueError as err:
-            raise InputError(f"{path.name}: not a readable GeoTIFF or JPEG2000 file ({err.__cause__ or err})") from err
+        except ValueError as err:  # the reader's message names the file
+            raise InputError(str(err)) from err
         try:
             check_declared_size(replace(header, path=path.name), limits.size_limit())
         except ValueError as err:
             raise InputError(str(err)) from None
+
+
+def name_bands(source: Path, band_names: str, work_root: str | os.PathLike) -> Path:
+    """A copy of the multi-band GeoTIFF `source` whose band descriptions are `band_names` ("B02,B03,B04", in file
+    order), so that every reader of the app (description, answers, map) takes them as the file's bands."""
+    import rasterio
+    import rasterio.shutil
+
+    try:
+        names = canonical_band_names([part.strip() for part in band_names.split(",") if part.strip()],
+                                     argument="band names")
+    except ValueError as err:
+        raise InputError(f"band names {band_names.strip()!r}: {err}") from err
+    if not source.is_file():
+        raise InputError(f"band names are for one multi-band GeoTIFF, but {source.name} is a folder of band files "
+                         "whose file names give the bands; clear the band names field")
+    count = read_header(source).count
+    if count != len(names):
+        raise InputError(f"band names: {len(names)} names ({', '.join(names)}) for the {count} bands of {source.name}")
+    target = new_work_dir(work_root) / f"{source.stem}.tif"
+    rasterio.shutil.copy(str(source), str(target), driver="GTiff")
+    with rasterio.open(target, "r+") as named:
+        for index, name in enumerate(names, start=1):
+            named.set_band_description(index, name)
+    return target

@@ -22,7 +22,7 @@ from PIL import Image
 from rasterio.transform import Affine
 from rasterio.warp import Resampling, calculate_default_transform, reproject, transform_bounds
 
-from spectral_llava.scene.palette import NO_LABEL, class_colours
+from spectral_llava.scene.palette import NO_LABEL, label_colours
 
 LEAFLET_DIR = Path(__file__).resolve().parent / "static" / "leaflet"
 
@@ -66,9 +66,47 @@ class RefitWhenShown(MacroElement):
         self.layer = layer
 
 
-def label_colours(features: list[dict]) -> dict[str, str]:
-    """One colour per first label, most frequent label first (`palette.class_colours`, as in the label raster)."""
-    return class_colours([first_label(feature) for feature in features])
+class Legend(MacroElement):
+    """The label legend as a Leaflet control in the bottom-left corner: Leaflet stacks it above the scale bar and
+    keeps it clear of the attribution (bottom right) and the layer switch (top right)."""
+
+    _template = Template("""
+        {% macro script(this, kwargs) %}
+        (function () {
+            var legend = L.control({position: "bottomleft"});
+            legend.onAdd = function () {
+                var box = L.DomUtil.create("div", "tile-legend");
+                box.style.cssText = "background:white;padding:6px 8px;font:12px sans-serif;border-radius:4px;" +
+                                    "box-shadow:0 1px 4px rgba(0,0,0,0.3);max-height:40vh;overflow-y:auto";
+                box.innerHTML = {{ this.html|tojson }};
+                return box;
+            };
+            legend.addTo({{ this._parent.get_name() }});
+        })();
+        {% endmacro %}
+    """)
+
+    def __init__(self, colours: dict[str, str], counts: dict[str, int]):
+        super().__init__()
+        self._name = "Legend"
+        self.html = "".join(
+            f'<div><span style="display:inline-block;width:12px;height:12px;margin-right:6px;vertical-align:middle;'
+            f'background:{colour}"></span>{html.escape(label)} ({counts[label]})</div>'
+            for label, colour in colours.items())
+
+
+def show_owned_parts(collection: dict, result) -> dict:
+    """`collection` (the WGS84 GeoJSON of `result`, a `scene.MapResult`) with each tile drawn as the part of it
+    that the map draws (`result.drawn`): overlapping edge tiles split their overlap, so each ground point shows one
+    tile's colour. Matched by tile_id; the files to download keep the whole footprints."""
+    import geopandas as gpd
+    import shapely
+
+    parts = gpd.GeoSeries(result.drawn, crs=result.crs).to_crs("EPSG:4326")
+    owned = {row["tile_id"]: shapely.geometry.mapping(part) for row, part in zip(result.rows, parts)}
+    features = [{**feature, "geometry": owned.get(feature["properties"]["tile_id"], feature["geometry"])}
+                for feature in collection.get("features", [])]
+    return {**collection, "features": features}
 
 
 def first_label(feature: dict) -> str:
@@ -103,10 +141,12 @@ def _bounds(transform: Affine, width: int, height: int) -> tuple[float, float, f
 
 def map_document(geojson: dict, quicklook: tuple[np.ndarray, Affine, object] | None = None,
                  height_px: int = 520) -> str:
-    """A complete HTML document: the tiles of a WGS84 GeoJSON FeatureCollection coloured by first label, a
-    legend, tooltips with each tile's labels (and caption), over the optional quicklook (rgb, transform, crs)."""
+    """A complete HTML document: the tiles of a WGS84 GeoJSON FeatureCollection coloured by first label (the
+    overview PNG's colours, `scene.palette.label_colours`), a legend, tooltips with each tile's labels (and
+    caption), over the optional quicklook (rgb, transform, crs)."""
     features = geojson.get("features", [])
-    colours = label_colours(features)
+    firsts = [first_label(feature) for feature in features]
+    colours = label_colours(firsts)
     for feature in features:
         properties = feature.setdefault("properties", {})
         labels = properties.get("labels") or []
@@ -128,12 +168,7 @@ def map_document(geojson: dict, quicklook: tuple[np.ndarray, Affine, object] | N
     folium.LayerControl(collapsed=False).add_to(fmap)
     fmap.fit_bounds(layer.get_bounds())
     RefitWhenShown(layer).add_to(fmap)
-    legend = "".join(
-        f'<div><span style="display:inline-block;width:12px;height:12px;margin-right:6px;background:{colour}">'
-        f"</span>{html.escape(label)}</div>" for label, colour in colours.items())
-    fmap.get_root().html.add_child(Element(
-        '<div class="tile-legend" style="position:absolute;bottom:28px;right:10px;z-index:1000;background:white;'
-        f'padding:6px 8px;font:12px sans-serif;border-radius:4px;opacity:0.9">{legend}</div>'))
+    Legend(colours, {label: firsts.count(label) for label in colours}).add_to(fmap)
     return fmap.get_root().render()
 
 

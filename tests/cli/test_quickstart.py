@@ -110,3 +110,16 @@ def test_default_sample_data_is_the_repositorys_tests_data():
     found = sample_sources(None)
     assert found["eurosat"] == os.path.join(DATA, "eurosat-ms")
     assert found["bigearthnet_v1"] == os.path.join(DATA, "bigearthnet-v1")
+
+
+def test_the_report_names_the_data_folder_it_read(tmp_path):
+    """Without --data the report names the repository's tests/data (it said "the sample patches of None")."""
+    from spectral_llava.cli.quickstart import QuickstartConfig, data_folder
+    from spectral_llava.cli.quickstart_report import untrained_parts
+
+    default = QuickstartConfig(output=str(tmp_path))
+    text = " ".join(untrained_parts(default, data_folder(default.data)))
+    assert f"on the sample patches of {DATA} (the repository's tests/data: no --data given);" in text
+    assert "None" not in text
+    given = QuickstartConfig(output=str(tmp_path), data=str(tmp_path / "mine"))
+    assert f"on the sample patches of {tmp_path / 'mine'};" in " ".join(untrained_parts(given, data_folder(given.data)))

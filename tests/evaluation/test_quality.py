@@ -1,7 +1,6 @@
 """Caption quality: label consistency and the LLaVA-Bench-style judge."""
 
 import json
-import math
 import os
 from pathlib import Path
 
@@ -89,7 +88,8 @@ def test_real_smollm2_judge_replies_are_dropped_not_scored():
     assert result["num_judged"] == 20 and result["num_scored"] == 2 and result["parse_failures"] == 18
     assert result["relative_score"] == pytest.approx(100 * (6 + 7) / (8 + 7))
     alone = relative_score(judged[:18])
-    assert math.isnan(alone["relative_score"]) and alone["num_scored"] == 0
+    assert alone["relative_score"] is None and alone["model_mean"] is None and alone["num_scored"] == 0
+    assert alone["why_no_score"] == "no judge reply held a readable pair of scores"
 
     quality = {"split": "validation,test", "num_images": 18, "label_consistency": {"model": {"recall": 0.5,
                "false_claims": 0.1}}, "judge": {"judge": "smollm2", **alone}}
@@ -113,8 +113,34 @@ def test_quality_with_a_judge(tiny_model, tiny_model_dir, tiny_llm_dir, small_da
     assert 0.0 <= metrics["cider_d"] <= 10.0
     judge = result["judge"]
     assert judge["num_judged"] == 2 and 0 <= judge["parse_failures"] <= 2
-    records = [json.loads(line) for line in (tmp_path / "captions.jsonl").read_text().splitlines()]
+    records = [strict_loads(line) for line in (tmp_path / "captions.jsonl").read_text().splitlines()]
     assert all("reply" in r["judge"] and "recall" in r["model_consistency"] for r in records)
+    written = strict_loads((tmp_path / "quality.json").read_text())
+    assert written["judge"] == judge and "null" in written["null_means"]
+
+
+def strict_loads(text: str):
+    """json.loads refusing NaN / Infinity, as strict parsers (jq, JSON.parse) do."""
+    def refuse(constant):
+        raise ValueError(f"not strict JSON: {constant}")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_a_judge_without_readable_replies_writes_null_and_says_why(tiny_model, tiny_model_dir, tiny_llm_dir,
+                                                                  small_dataset, tmp_path):
+    """A judge whose replies hold no scores (the tiny random LLM with 1 new token) gives no relative score: null in
+    quality.json, which a strict parser reads, with the reason next to it; the card row reads n/a."""
+    from spectral_llava.evaluation import judge_summary
+    from spectral_llava.modeling_spectral_llava.tools.build import load_llm
+
+    model, processor = tiny_model
+    run_quality(tiny_model_dir, small_dataset, tmp_path, split=None, max_samples=2, judge_model=load_llm(tiny_llm_dir),
+                max_new_tokens=4, judge_max_new_tokens=1, model=model, processor=processor)
+    text = (tmp_path / "quality.json").read_text()
+    judge = strict_loads(text)["judge"]
+    assert judge["parse_failures"] == 2 and judge["relative_score"] is None and judge["model_mean"] is None
+    assert judge["why_no_score"] == "no judge reply held a readable pair of scores"
+    assert judge_summary(judge) == "n/a over 0 scored pairs (2 of 2 judge replies unreadable, left out)"
 
 
 def test_judge_prompt_holds_both_answers_and_the_facts(tokenizer):

@@ -59,3 +59,13 @@ def test_folders_are_swapped_in_only_when_complete(tmp_path):
     copy_dir_atomically(target, tmp_path / "copy")
     assert sorted(os.listdir(tmp_path / "copy")) == ["config.json", "weights.bin"]
     assert oct((tmp_path / "copy").stat().st_mode & 0o777) == oct(0o755)
+
+
+def test_json_is_written_strict(tmp_path):
+    """NaN and infinities (no value, e.g. a recall without labels) are written as null, which strict parsers read."""
+    target = tmp_path / "metrics.json"
+    atomic_write_json(target, {"recall": float("nan"), "rows": [float("inf"), 0.5, (float("-inf"), 1)], "n": 2})
+    text = target.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c}")) == {
+        "recall": None, "rows": [None, 0.5, [None, 1]], "n": 2}

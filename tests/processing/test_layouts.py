@@ -133,7 +133,7 @@ def test_header_matches_the_pixels_read():
     assert header.band_names() == ["B05"]  # from the file name
     image = read_image(BEN_V1)  # on the 10 m grid of the same origin
     assert (image.metadata["crs"], image.metadata["transform"]) == (header.crs, header.transform @ Affine.scale(0.5))
-    with pytest.raises(ValueError, match=r"band_names has 2 names but .*_B05\.tif has 1 bands"):
+    with pytest.raises(ValueError, match=r"band_names \(--band-names\) has 2 names but .*_B05\.tif has 1 bands"):
         header.band_names(["B05", "B06"])
     with pytest.raises(ValueError, match=r"River_1\.tif should hold the single band B06 but has 13 bands"):
         read_header(EUROSAT_FILE).check_single_band("B06")

@@ -166,3 +166,30 @@ def test_product_ids():
         "S2A_MSIL2A_20220706T085611_N0400_R007_T33NZA_20220706T153419"
     assert product_id(os.path.join(DATA, "eurosat-ms", "River", "River_1.tif")) == "River_1"
     assert product_id(np.zeros(3)) is None
+
+
+def test_what_is_not_sentinel2_input_gets_one_message(tmp_path):
+    """A text file, an 8-bit RGB GeoTIFF (a rendering): the reader says it is not Sentinel-2 input and why; the
+    band-name hint names what a user can pass (Python argument, command-line flag, app field)."""
+    from spectral_llava.processing.options import BandNamesOptions
+    from spectral_llava.processing.sentinel2_io import BAND_NAMES_HINT
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not an image")
+    with pytest.raises(ValueError) as raised:
+        read_image(str(notes))
+    assert str(raised.value) == (f"{notes} is not a Sentinel-2 multispectral input: a .txt file that is no image GDAL "
+                                 "reads; the model reads Sentinel-2 bands from a GeoTIFF (.tif, .tiff), JPEG2000 band "
+                                 "files (.jp2), a folder of band files or a SAFE product")
+    rendering = tmp_path / "rendering.tif"
+    with rasterio.open(rendering, "w", driver="GTiff", width=8, height=8, count=3, dtype="uint8") as out:
+        out.write(np.full((3, 8, 8), 100, np.uint8))
+    with pytest.raises(ValueError, match="rendering.tif is not a Sentinel-2 multispectral input: 3 band.s. of uint8 "
+                                         "values .*a picture such as an RGB rendering; if they are Sentinel-2 bands"):
+        read_image(str(rendering))
+    assert "--band-names B02,B03,..." in BAND_NAMES_HINT and "'band names' field" in BAND_NAMES_HINT
+    assert BandNamesOptions(band_names="b2, B3,4,8a").names == ["B02", "B03", "B04", "B8A"]
+    with pytest.raises(ValueError, match=r"^--band-names B2,B02 names band\(s\) \['B02'\] more than once"):
+        BandNamesOptions(band_names="B2,B02")
+    with pytest.raises(ValueError, match="^--band-names B2,X: unknown Sentinel-2 band name 'X'"):
+        BandNamesOptions(band_names="B2,X")

@@ -14,7 +14,7 @@ from affine import Affine
 from sentinel2_samples import MAJOR_TOM_CROP
 from spectral_llava.scene import MapOptions, map_scene, read_tiles
 from spectral_llava.scene.label_raster import NODATA, read_label_raster, scores_path, write_label_raster
-from spectral_llava.scene.palette import NO_LABEL, class_colours
+from spectral_llava.scene.palette import NO_LABEL, label_colours
 from spectral_llava.scene.tiling import plan_tiles
 
 OPTIONS = dict(max_new_tokens=6, no_overview=True, tile_size=32, batch_size=8, workers=0)
@@ -65,7 +65,7 @@ def test_label_raster_pixels_agree_with_the_geoparquet_rows(maps):
     frame, _ = read_tiles(tables.output)
     content = read_label_raster(raster.output)
     firsts = [labels[0] if len(labels) else NO_LABEL for labels in frame["labels"]]
-    assert content["classes"] == list(class_colours(firsts))  # most frequent first label first
+    assert content["classes"] == list(label_colours(firsts))  # most frequent first label first
     assert content["labels"].shape == (4, 4)  # 120 px in 32 px steps: 4 x 4 tiles, one pixel each
     for row, col, first in zip(frame["row"], frame["col"], firsts):
         assert content["classes"][content["labels"][row, col]] == first

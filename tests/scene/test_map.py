@@ -90,21 +90,38 @@ def test_overview_png(crop_result):
         assert image.format == "PNG" and image.size[0] > 300
 
 
-def test_overview_colours_tiles_by_first_label(tmp_path):
+def test_overview_colours_tiles_by_first_label_without_overlaps(tmp_path):
+    """The overview fills each tile's owned part (edge tiles shifted inward split their overlap) in the colour the
+    web app's map gives its first label (`palette.label_colours`), so no tint depends on how many tiles overlap."""
+    import shapely
+    from matplotlib.colors import to_rgb, to_rgba
     from PIL import Image
 
-    from spectral_llava.scene.overview import label_colours, write_overview
+    from spectral_llava.scene.overview import overview_figure, write_overview
+    from spectral_llava.scene.palette import NO_LABEL_COLOUR, label_colours
 
     reader = SceneReader(CROP)
-    tiles = plan_tiles(120, 120, 60, 60)
-    rows = [{"tile_index": 0, "labels": ["Forest", "River"]}, {"tile_index": 1, "labels": ["SeaLake"]},
-            {"tile_index": 2, "labels": ["Forest"]}, {"tile_index": 3, "labels": []}]
+    tiles = plan_tiles(120, 120, 50, 50)  # 3 x 3 tiles at 0, 50 and 70 (shifted): 20 px overlaps
+    labels = [["Forest", "River"], ["SeaLake"], ["Forest"], [], ["Forest"], ["SeaLake"], ["River"], ["Forest"], []]
+    rows = [{"tile_index": tile.index, "labels": labels[tile.index]} for tile in tiles]
+    colours = label_colours(["Forest", "SeaLake", "Forest", "(no label)", "Forest", "SeaLake", "River", "Forest",
+                             "(no label)"])
+    assert list(colours) == ["Forest", "SeaLake", "River", "(no label)"] and colours["(no label)"] == NO_LABEL_COLOUR
+    figure = overview_figure(reader, rows, tiles, "test", max_size=120)  # the quicklook at 1 px per pixel
+    patches = figure.axes[0].patches
+    assert len(patches) == 9
+    parts = [shapely.box(patch.get_x() + 0.5, patch.get_y() + 0.5, patch.get_x() + 0.5 + patch.get_width(),
+                         patch.get_y() + 0.5 + patch.get_height()) for patch in patches]
+    assert sum(part.area for part in parts) == pytest.approx(120 * 120)
+    assert all(a.intersection(b).area < 1e-9 for k, a in enumerate(parts) for b in parts[k + 1:])
+    for patch, row in zip(patches, rows):
+        first = row["labels"][0] if row["labels"] else "(no label)"
+        assert patch.get_facecolor() == pytest.approx(to_rgba(colours[first], 0.45))
     path = tmp_path / "overview.png"
     write_overview(path, reader, rows, tiles, "test", max_size=120)
-    colours = label_colours(["Forest", "SeaLake"])
     pixels = np.asarray(Image.open(path).convert("RGB")).reshape(-1, 3).astype(int)
     for label in ("Forest", "SeaLake"):  # the legend patch is drawn in the label's colour
-        colour = np.round(np.asarray(colours[label][:3]) * 255).astype(int)
+        colour = np.round(np.asarray(to_rgb(colours[label])) * 255).astype(int)
         assert (np.abs(pixels - colour).max(axis=1) <= 2).sum() > 20, label
 
 

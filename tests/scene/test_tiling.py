@@ -5,7 +5,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from spectral_llava.scene.tiling import batches_of, plan_tiles, processing_order, spread_tiles, tile_id
+from spectral_llava.scene.tiling import batches_of, owned_windows, plan_tiles, processing_order, spread_tiles, tile_id
 
 
 def test_edge_tiles_are_shifted_inward_and_cover_the_scene():
@@ -72,3 +72,19 @@ def test_max_tiles_keeps_an_evenly_spaced_sub_grid_over_the_whole_scene():
     assert plan_tiles(256, 256, 128, 128, max_tiles=5) == plan_tiles(256, 256, 128, 128)
     with pytest.raises(ValueError, match="max_tiles must be positive, got 0"):
         spread_tiles(full, 0)
+
+
+def test_owned_windows_split_overlaps_halfway_and_cover_the_scene():
+    """Edge tiles shifted inward share their overlap with their neighbour, halfway between the tiles' centres; with a
+    stride below the tile size every overlap is split the same way. The windows tile the scene exactly."""
+    tiles = plan_tiles(120, 120, 50, 50)  # columns and rows at 0, 50, 70: centres 25, 75, 95
+    windows = {(t.row, t.col): window for t, window in zip(tiles, owned_windows(tiles))}
+    assert windows[(0, 0)] == (0, 0, 50, 50) and windows[(0, 1)] == (50, 0, 85, 50)
+    assert windows[(0, 2)] == (85, 0, 120, 50) and windows[(2, 2)] == (85, 85, 120, 120)
+    for height, width, size, stride in ((120, 120, 50, 50), (100, 100, 40, 20), (90, 130, 32, 32)):
+        tiles = plan_tiles(height, width, size, stride)
+        covered = np.zeros((height, width), int)
+        for (x0, y0, x1, y1), tile in zip(owned_windows(tiles), tiles):
+            assert tile.x <= x0 < x1 <= tile.x + size and tile.y <= y0 < y1 <= tile.y + size
+            covered[int(y0):int(y1), int(x0):int(x1)] += 1
+        assert (covered == 1).all()  # every pixel in exactly one window

@@ -176,11 +176,11 @@ def test_interrupted_build_resumes(tmp_path, monkeypatch):
     real = patches.process_patch
     calls = []
 
-    def interrupt_after_four(task, output_dir, radiometry=None):
+    def interrupt_after_four(task, output_dir, radiometry=None, band_names=None):
         if len(calls) == 4:
             raise KeyboardInterrupt("simulated Ctrl-C mid-build")
         calls.append(task.id)
-        return real(task, output_dir, radiometry)
+        return real(task, output_dir, radiometry, band_names)
 
     monkeypatch.setattr(patches, "process_patch", interrupt_after_four)
     with pytest.raises(KeyboardInterrupt):

@@ -113,3 +113,25 @@ def test_accelerate_configs_load():
             assert stage == int(name[-1])
     fsdp = load_config_from_file(os.path.join(configs, "fsdp.yaml")).fsdp_config
     assert fsdp["fsdp_use_orig_params"] and "LlamaDecoderLayer" in fsdp["fsdp_transformer_layer_cls_to_wrap"]
+
+
+@pytest.mark.slow
+def test_a_refused_rerun_under_accelerate_launch_is_one_line(tiny_model_dir, dataset_dir, tmp_path):
+    """The documented command (`accelerate launch -q --config_file train/configs/cpu.yaml -m ...`) into an --output
+    holding a run: the user reads the stage's one-line error, not accelerate's CalledProcessError traceback that
+    repeats it (accelerate then exits 1: its code for a failed run, where `spectral-llava train` exits 2)."""
+    from spectral_llava.train.align import run_alignment
+
+    out = tmp_path / "run"
+    run_alignment(tiny_model_dir, dataset_dir, out, max_steps=1, split="validation", text="class-labels",
+                  batch_size=5, warmup_ratio=0.0)
+    accelerate = os.path.join(os.path.dirname(sys.executable), "accelerate")
+    command = [accelerate, "launch", "-q", "--config_file", os.path.join("train", "configs", "cpu.yaml"),
+               "-m", "spectral_llava.train.align", "--model", tiny_model_dir, "--dataset", dataset_dir,
+               "--output", str(out), "--max-steps", "1"]
+    done = subprocess.run(command, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr and "CalledProcessError" not in done.stderr, done.stderr
+    errors = [line for line in done.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and errors[0].startswith(f"spectral_llava.train.align: error: --output {out} holds an "
+                                                     "earlier run"), done.stderr

@@ -53,3 +53,20 @@ def test_resume_with_more_steps_extends_the_cosine_schedule(tiny_model_dir, data
     # 2-step schedule ended)
     cosine = [1e-2 * (1 + math.cos(math.pi * step / 4)) / 2 for step in (2, 3)]
     assert rates == pytest.approx([1e-2, 5e-3, *cosine]) and min(rates) > 0
+
+
+def test_expected_errors_are_one_line_without_a_traceback(tiny_model_dir, dataset_dir, tmp_path, capsys):
+    """A model dir that is not one, a dataset that is not one: the stage's command line says so in one line (exit
+    2), as for a refused re-run; under `accelerate launch -q` the same line reaches the user (test_launch.py)."""
+    from spectral_llava.train.align import ALIGN
+    from spectral_llava.train.trainer import main
+
+    (tmp_path / "empty").mkdir()
+    cases = {"--model": ["--model", str(tmp_path / "empty"), "--dataset", dataset_dir],
+             "--dataset": ["--model", tiny_model_dir, "--dataset", str(tmp_path / "empty")]}
+    for flag, argv in cases.items():
+        with pytest.raises(SystemExit) as exit_info:
+            main(ALIGN, [*argv, "--output", str(tmp_path / "run"), "--max-steps", "1"])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and "Traceback" not in err, err
+        assert err.splitlines()[-1].startswith(f"spectral_llava.train.align: error: {flag} {tmp_path / 'empty'}"), err

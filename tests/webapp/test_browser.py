@@ -35,7 +35,7 @@ def test_upload_caption_and_screenshot(app_server, app_session, data, artifacts)
 
 
 def test_band_files_mapped_on_the_leaflet_map(app_server, data, artifacts):
-    url, _ = app_server
+    url, app = app_server
     with browser_page(url) as (page, requests):
         status = upload(page, sorted(data.ben_patch.glob("*_B*.tif")))
         assert status == f"Loaded {data.ben_patch.name}"
@@ -47,11 +47,11 @@ def test_band_files_mapped_on_the_leaflet_map(app_server, data, artifacts):
         tiles.first.wait_for(timeout=120_000)
         assert tiles.count() == 4
         assert frame.locator(".leaflet-image-layer").count() == 1  # the true-colour quicklook under the tiles
-        assert frame.locator(".tile-legend").inner_text().strip()
         page.get_by_text("4 tiles mapped").wait_for()
         downloads = page.locator("#map-files").inner_text().replace("\n", "")
         for suffix in ("-tiles.geojson", "-tiles.parquet", "-tiles_overview.png"):
             assert f"{data.ben_patch.name}{suffix}" in downloads
+        check_map_colours_overlaps_and_legend(frame, tiles, app.work_root, data.ben_patch.name)
         shot = artifacts / "app-map.png"
         page.wait_for_timeout(1000)
         page.screenshot(path=str(shot), full_page=True)
@@ -88,7 +88,11 @@ def test_errors_show_in_the_page_and_the_server_keeps_serving(app_server, data, 
         page.locator("#upload input[type=file]").set_input_files(str(corrupt))
         page.get_by_text("cannot read the pixels of broken.tif: the file is truncated or corrupt").first.wait_for(
             timeout=120_000)
-        page.locator("#upload").get_by_text("broken.tif").wait_for(state="detached", timeout=120_000)
+        page.locator("#upload input[type=file]").set_input_files(
+            [str(data.major_tom / "B02.tif"), str(data.major_tom / "cloud_mask.tif")])  # replaces broken.tif
+        status = wait_for_status(page, "cloud_mask.tif")  # named, and whole: `<patch>` is text, not a tag
+        assert status.startswith("Could not read the input: cloud_mask.tif: several files were uploaded, so each must "
+                                 "be one band named like B02.tif, <patch>_B8A.tif or T33UUU_20170216T102101_B02.jp2\n")
         page.locator("#upload input[type=file]").set_input_files([str(p) for p in three])
         page.get_by_text("B01, B05, B06, B07, B08, B8A, B09, B11, B12 missing").first.wait_for(timeout=120_000)
         page.locator("#sample input").click()
@@ -114,3 +118,95 @@ def test_map_laid_out_while_hidden_fits_its_tiles_when_shown():
         box = tile.bounding_box()
         assert box["width"] > 50 and box["height"] > 50
         assert requests == []  # Leaflet, the tiles and the page: nothing fetched
+
+
+def check_map_colours_overlaps_and_legend(frame, tiles, work_root, name):
+    """The map's tiles take the palette's colours of their first labels (those of the overview PNG), the 120 px
+    patch's shifted edge tiles (64 px tiles at 0 and 56) are drawn without overlapping, and the legend is readable:
+    not under the attribution, its text the topmost element (issue 20, item 4)."""
+    import json
+    import re
+
+    import numpy as np
+    import shapely
+
+    from spectral_llava.scene.palette import NO_LABEL, label_colours
+
+    geojson = max(work_root.glob(f"maps/*/{name}-tiles.geojson"), key=lambda path: path.stat().st_mtime)
+    firsts = [(feature["properties"]["labels"] or [NO_LABEL])[0] for feature in json.loads(geojson.read_text())["features"]]
+    colours = label_colours(firsts)
+    fills = [tiles.nth(k).get_attribute("fill") for k in range(tiles.count())]
+    assert sorted(fill.lower() for fill in fills) == sorted(colours[first].lower() for first in firsts)
+    drawn = [shapely.Polygon(np.reshape([float(v) for v in re.findall(r"-?[\d.]+", tiles.nth(k).get_attribute("d"))],
+                                        (-1, 2))) for k in range(tiles.count())]  # the SVG paths, screen pixels
+    for k, a in enumerate(drawn):  # full footprints would overlap by 8 of 64 px, 12 % of a tile
+        assert all(a.intersection(b).area < 0.005 * a.area for b in drawn[k + 1:])
+    legend = frame.locator(".tile-legend")
+    for label in colours:
+        assert f"{label} ({firsts.count(label)})" in legend.inner_text()
+    box, attribution = legend.bounding_box(), frame.locator(".leaflet-control-attribution").bounding_box()
+    assert (box["x"] + box["width"] <= attribution["x"] or attribution["x"] + attribution["width"] <= box["x"]
+            or box["y"] + box["height"] <= attribution["y"] or attribution["y"] + attribution["height"] <= box["y"])
+    topmost = legend.evaluate("box => { const r = box.getBoundingClientRect();"
+                              " return box.contains(document.elementFromPoint(r.x + r.width / 2, r.y + r.height / 2)); }")
+    assert topmost
+
+
+def four_band_geotiff(source, target):
+    """B02, B03, B04, B08 of a real EuroSAT GeoTIFF in a 4-band GeoTIFF without band descriptions (an export)."""
+    import numpy as np
+    import rasterio
+
+    from spectral_llava.processing.sentinel2_io import read_image
+
+    image = read_image(str(source))
+    with rasterio.open(source) as dataset:
+        profile = dataset.profile
+    profile.update(count=4)
+    with rasterio.open(target, "w", **profile) as out:
+        out.write(np.stack([image.data[image.band_names.index(b)] for b in ("B02", "B03", "B04", "B08")]).astype("uint16"))
+    return target
+
+
+def wait_for_status(page, text: str, timeout_ms: int = 120_000) -> str:
+    page.locator("#status").get_by_text(text).wait_for(timeout=timeout_ms)
+    return page.locator("#status").inner_text()
+
+
+def test_each_upload_replaces_the_input_and_a_failed_one_clears_the_page(app_server, data, tmp_path, artifacts):
+    """Issue 20, items 1-3 and 6: a second upload replaces the first the first time (SSL4EO's band files after a
+    GeoTIFF, then a 4-band GeoTIFF); a file the app cannot read leaves no input loaded, says why in full in the status
+    line and clears every panel, without error badges; SSL4EO's B1..B9 are listed once; the band names field names
+    the 4-band file's bands."""
+    url, _ = app_server
+    four = four_band_geotiff(data.forest, tmp_path / "Forest_1_rgbn.tif")
+    with browser_page(url) as (page, _):
+        assert upload(page, data.forest) == "Loaded Forest_1.tif"
+        files = page.locator("#upload input[type=file]")
+        files.set_input_files([str(p) for p in sorted(data.ssl4eo.glob("B*.tif"))])
+        assert wait_for_status(page, "Loaded bands") == "Loaded bands"
+        rows = page.locator("#bands tbody tr")
+        assert rows.count() == 12 and "not used" not in page.locator("#bands").inner_text()
+        assert [rows.nth(k).locator("td").first.inner_text() for k in range(12)][:3] == ["B01", "B02", "B03"]
+
+        files.set_input_files(str(four))
+        status = wait_for_status(page, "Could not read the input")
+        assert status.startswith("Could not read the input: Forest_1_rgbn.tif has 4 band(s) of uint16 values without "
+                                 "Sentinel-2 band descriptions")
+        assert status.endswith("the 'band names' field of the web app\nNo input is open now: upload another file or "
+                               "pick a sample.")
+        assert page.locator("#bands").inner_text().strip() == "" and page.locator("#footprint").inner_text() == ""
+        assert page.locator("#true-colour img").count() == 0 and page.locator("#false-colour img").count() == 0
+        assert page.get_by_text("Error", exact=True).count() == 0  # no error badge on any panel
+        page.locator("#caption-button").click()
+        page.get_by_text("load an image first: upload a file or pick a sample").first.wait_for(timeout=120_000)
+
+        assert "Forest_1_rgbn" not in page.locator("#upload").inner_text()  # the box is empty for the next upload
+        page.locator("#band-names textarea").fill("B02,B03,B04,B08")
+        page.locator("#band-names textarea").press("Enter")
+        assert wait_for_status(page, "Loaded Forest_1_rgbn.tif") == "Loaded Forest_1_rgbn.tif"
+        bands = page.locator("#bands").inner_text()
+        assert "B02\tfound" in bands and "B01\tmissing" in bands
+        assert click_and_read(page, "#caption-button", "#caption-output") is not None
+        page.wait_for_timeout(1000)
+        page.screenshot(path=str(artifacts / "app-replaced-upload.png"), full_page=True)

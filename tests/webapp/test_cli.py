@@ -71,3 +71,24 @@ def test_command_serves_the_page_and_the_api(app_model_dir):
         server.terminate()
         server.wait(timeout=30)
         server.stdout.close()
+
+
+def test_a_port_in_use_is_one_line_naming_the_flag(caplog):
+    """Another server on the port: `spectral-llava app` says so in one line naming --port, before loading the model
+    (the model dir here does not exist) and without logging "serving ..." first (issue 20, item 5)."""
+    import contextlib
+    import io
+
+    from spectral_llava.cli import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), caplog.at_level("INFO"):
+            code = main(["app", "--model", "no-such-model-dir", "--port", str(port)])
+    assert code == 2
+    assert err.getvalue() == (f"spectral-llava app: error: port {port} on 127.0.0.1 is already in use (another app or "
+                              f"server); pass --port N with a free port, e.g. --port {port + 1}\n")
+    assert "serving" not in caplog.text

@@ -10,7 +10,7 @@ from rasterio.warp import transform_bounds
 from spectral_llava.processing.rendering import FALSE_COLOUR, TRUE_COLOUR, stretch_rgb
 from spectral_llava.processing.sentinel2_io import read_image
 from spectral_llava.webapp.app import bands_markdown, footprint_markdown, radiometry_markdown
-from spectral_llava.webapp.describe import composite, describe_input, input_footprint_ratio
+from spectral_llava.webapp.describe import band_rows, composite, describe_input, input_footprint_ratio
 
 
 @pytest.fixture(scope="module")
@@ -118,3 +118,15 @@ def test_radiometry_line_follows_the_processor_contract(image_processor, data):
     assert text.startswith("**Radiometry** reflectance x 10000 = (raw + -1000.0) x 1.0, from product_metadata "
                            "(BOA_ADD_OFFSET in MTD_MSIL2A.xml)")
     assert text.endswith("implausible: ['B01']") and "band offsets" not in text
+
+
+def test_ssl4eo_band_aliases_are_listed_once(image_processor, data):
+    """SSL4EO names its files B1.tif..B9.tif: each is its model band (B01..B09), listed once, not again as an unused
+    band (issue 20); an alias spelling in the reader's report changes nothing either."""
+    report = describe_input(data.ssl4eo, image_processor)
+    assert [row["band"] for row in report.bands] == list(image_processor.band_names)
+    assert "not used" not in {row["status"] for row in report.bands}
+    metadata = {"band_names": ["B1", "B2", "B8a", "B10"], "band_mask": [True] * 12}
+    rows = band_rows(metadata, ["B01", "B02", "B8A"], {"B1": 60.0, "B02": 10.0, "8A": 20.0, "B10": 60.0}, False)
+    assert [(row["band"], row["status"]) for row in rows] == [("B01", "resampled"), ("B02", "found"),
+                                                               ("B8A", "resampled"), ("B10", "not used")]

@@ -55,17 +55,28 @@ def test_a_band_uploaded_twice_or_an_unnamed_file_is_refused(tmp_path, data):
         resolve_upload([str(b02), str(data.major_tom / "cloud_mask.tif")], tmp_path)
 
 
-def test_unknown_format_is_named(tmp_path):
+def test_what_is_not_sentinel2_input_gets_the_readers_message(tmp_path, data):
+    """A text file, an RGB PNG, alone or among band files: the message the reader (and so the command line) gives."""
+    from PIL import Image
+
     notes = tmp_path / "notes.txt"
     notes.write_text("not an image")
-    with pytest.raises(InputError, match=r"unknown format: notes\.txt"):
-        resolve_upload([str(notes)], tmp_path)
+    picture = tmp_path / "photo.png"
+    Image.fromarray(np.full((64, 64, 3), 120, np.uint8)).save(picture)
+    for upload in ([notes], [picture], [data.major_tom / "B02.tif", picture]):
+        bad = upload[-1]
+        with pytest.raises(ValueError) as reader:
+            read_image(str(bad))
+        with pytest.raises(InputError) as app:
+            resolve_upload([str(p) for p in upload], tmp_path)
+        assert str(app.value) == str(reader.value)
+        assert str(app.value).startswith(f"{bad} is not a Sentinel-2 multispectral input: ")
 
 
 def test_corrupt_geotiff_is_refused_before_reading(tmp_path, data):
     corrupt = tmp_path / "scene.tif"
     corrupt.write_bytes(data.forest.read_bytes()[:300])
-    with pytest.raises(InputError, match=r"scene\.tif: not a readable GeoTIFF"):
+    with pytest.raises(InputError, match=r"cannot read .*scene\.tif: not a readable GeoTIFF"):
         resolve_upload([str(corrupt)], tmp_path)
 
 

@@ -7,8 +7,8 @@ import numpy as np
 from rasterio.crs import CRS
 from rasterio.transform import from_origin
 
-from spectral_llava.scene.palette import NO_LABEL, PALETTE
-from spectral_llava.webapp.tile_map import LEAFLET_DIR, label_colours, map_document, map_iframe, mercator_overlay
+from spectral_llava.scene.palette import NO_LABEL, PALETTE, label_colours
+from spectral_llava.webapp.tile_map import LEAFLET_DIR, first_label, map_document, map_iframe, mercator_overlay
 
 
 def tile(tile_id, labels, west, south, size=0.01):
@@ -24,9 +24,12 @@ def collection():
 
 
 def test_colours_follow_the_first_label_most_frequent_first():
-    colours = label_colours(collection()["features"])
-    assert list(colours) == ["Forest", "(no label)", "Pasture"]
-    assert colours["Forest"] == PALETTE[0] and colours[NO_LABEL] == "#777777"
+    colours = label_colours([first_label(feature) for feature in collection()["features"]])
+    assert list(colours) == ["Forest", "Pasture", "(no label)"]
+    assert colours["Forest"] == PALETTE[0] and colours["Pasture"] == PALETTE[1] and colours[NO_LABEL] == "#777777"
+    document = map_document(collection())
+    for label, colour in colours.items():  # the tiles and the legend take the palette's colours
+        assert f'"colour": "{colour}"' in document and colour in document.split("tile-legend", 1)[1]
 
 
 def test_document_inlines_leaflet_and_loads_nothing_from_the_internet():
@@ -37,8 +40,8 @@ def test_document_inlines_leaflet_and_loads_nothing_from_the_internet():
     assert fetched == []
     assert "cdn" not in " ".join(re.findall(r'(?:src|href)="([^"]+)"', document))
     assert "L.imageOverlay" in document and "data:image/png;base64," in document
-    for label in ("Forest", "Pasture", "(no label)"):
-        assert f"</span>{label}</div>" in document  # legend
+    for label in ("Forest (2)", "Pasture (1)", "(no label) (1)"):
+        assert label in document  # legend, with the tile counts
     assert '"label_text": "Forest; River"' in document
 
 
