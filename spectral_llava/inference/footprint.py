@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from typing import Sequence
 
 from spectral_llava.processing.image_processing_spectral_llava import MAX_FOOTPRINT_RATIO, footprint_ratio
 from spectral_llava.processing.scene_reader import SceneReader
-from spectral_llava.processing.sentinel2_io import WHOLE_IMAGE_LIMIT
+from spectral_llava.processing.sentinel2_io import WHOLE_IMAGE_LIMIT, detect_layout
 
 
 def refuse_squashed_inputs(paths: Sequence[str], image_processor, model_dir: str, band_names=None) -> None:
@@ -17,7 +16,7 @@ def refuse_squashed_inputs(paths: Sequence[str], image_processor, model_dir: str
     `band_names`: the bands of multi-band files whose header does not name them (band folders ignore it)."""
     size = image_processor.image_size
     for path in paths:
-        named = band_names if os.path.isfile(path) else None
+        named = band_names if detect_layout(path).kind == "file" else None
         with SceneReader(path, select_bands=image_processor.band_names, band_names=named,
                          limit=WHOLE_IMAGE_LIMIT) as reader:  # headers only
             height, width = reader.height, reader.width

@@ -115,9 +115,10 @@ def open_scene(source, image_processor, band_names=None):
     missing ones. `band_names`: the bands of a multi-band file whose header does not name them (`--band-names`;
     band folders ignore it)."""
     from spectral_llava.processing.scene_reader import SceneReader
+    from spectral_llava.processing.sentinel2_io import detect_layout
 
     reader = SceneReader(source, select_bands=image_processor.band_names, resampling=image_processor.resampling,
-                         band_names=band_names if os.path.isfile(source) else None)
+                         band_names=band_names if detect_layout(source).kind == "file" else None)
     missing = [band for band in image_processor.band_names if band not in reader.band_names]
     if missing:
         reader.close()
